@@ -1,0 +1,41 @@
+# nightlake: `make demo` and `make test` set up everything they need on a fresh Debian 12 machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Debian packages the local lake needs (PostgreSQL 15, XRootD server and client).
+APT_PACKAGES := postgresql-15 xrootd-server xrootd-client
+STAMP := .nightlake/stamps
+
+.PHONY: demo test deps system venv clean
+
+deps: system venv
+
+system: $(STAMP)/system
+$(STAMP)/system:
+	@mkdir -p $(STAMP)
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages: $$missing"; \
+	  if [ "$$(id -u)" != 0 ]; then SUDO=sudo; fi; \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+	@touch $@
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -e '.[test]'
+	@touch $@
+
+test: deps
+	$(BIN)/nightlake lake install
+	$(BIN)/python -m pytest
+
+demo: deps
+	$(BIN)/nightlake lake up
+	$(BIN)/python -m nightlake.demo
+
+clean:
+	-$(BIN)/nightlake lake down --purge
+	rm -rf $(VENV) .nightlake

@@ -1,0 +1,43 @@
+"""The `nightlake` command line: a thin edge that parses flags and calls into the library.
+
+Every sub-command lives in its own module here; errors the user can fix (`BadInput`) become one
+line on stderr and exit code 2, as the product notes promise.
+"""
+
+import sys
+
+import click
+from rich.console import Console
+
+from nightlake import __version__
+from nightlake.errors import BadInput
+from nightlake.cli.lake import lake
+
+err_console = Console(stderr=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="nightlake")
+def cli() -> None:
+    """Ingest an observatory night into a Rucio data lake, and prove it got there."""
+
+
+cli.add_command(lake)
+
+
+def main() -> None:
+    """Console-script entry point: maps `BadInput` to exit code 2 with one line."""
+    try:
+        cli.main(standalone_mode=False)
+    except BadInput as exc:
+        err_console.print(f"[bold red]nightlake: error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        err_console.print("nightlake: aborted")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2 if exc.exit_code in (1, 2) else exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    sys.exit(0)
