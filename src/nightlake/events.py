@@ -1,0 +1,114 @@
+"""The event stream: transfers report what happened, listeners account for it.
+
+As in rclone's `fs/accounting`, the pipeline never draws progress or writes reports itself: it
+`emit`s small events (`upload.done`, `register.batch`, `retry`, `error`, ...) and listeners - the
+progress bar, the metrics, `EventLog` - each keep their own account. The bus is synchronous (a
+listener runs in the emitting thread), so listeners must be quick and thread-safe.
+
+`EventLog` writes `RUNDIR/events.jsonl` for the report. It is a record of *timing*, not of truth:
+it buffers lines and may lose the last second of events in a crash; the journal is what resume
+trusts. Values that look like credentials are redacted before anything is written.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: str  # dotted, e.g. "upload.done"
+    fields: dict[str, Any] = field(default_factory=dict)  # counts, bytes, rse, error_class ...
+    ts: float = field(default_factory=time.time)
+
+
+Listener = Callable[[Event], None]
+
+
+class EventBus:
+    """Fan each event out to every subscribed listener, in subscription order."""
+
+    def __init__(self) -> None:
+        self._listeners: tuple[Listener, ...] = ()
+
+    def subscribe(self, listener: Listener) -> None:
+        self._listeners = (*self._listeners, listener)  # copy-on-write: emit needs no lock
+
+    def emit(self, kind: str, **fields: Any) -> None:
+        event = Event(kind, fields)
+        for listener in self._listeners:
+            listener(event)
+
+
+_SECRET_KEY = re.compile(r"token|passw|secret|authori[sz]ation|cookie|credential|proxy|signature", re.I)
+_SECRET_IN_TEXT = re.compile(
+    r"(?i)(bearer\s+|x-rucio-auth-token[:=]\s*|[?&](?:authz|access_token|token|X-Amz-Signature)=)"
+    r"[^\s&\"']+")
+_REDACTED = "<redacted>"
+
+
+def redact(value: Any, key: str = "") -> Any:
+    """`value` with credentials replaced: secret-named keys, bearer tokens, signed-URL parameters."""
+    if key and _SECRET_KEY.search(key):
+        return _REDACTED
+    if isinstance(value, str):
+        return _SECRET_IN_TEXT.sub(lambda m: m.group(1) + _REDACTED, value)
+    if isinstance(value, dict):
+        return {k: redact(v, str(k)) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact(v) for v in value]
+    return value
+
+
+class EventLog:
+    """Listener that appends events as JSON lines, in batches; use as a context manager.
+
+    One line: {"ts": 1767225600.123, "kind": "upload.done", ...fields}. Lines are written when
+    `flush_every` events are waiting or `flush_seconds` have passed, and on `close()`.
+    """
+
+    def __init__(self, path: Path | str, flush_every: int = 500, flush_seconds: float = 1.0):
+        self._file = open(path, "a", encoding="utf-8")
+        self._pending: list[str] = []
+        self._lock = threading.Lock()
+        self._flush_every, self._flush_seconds = flush_every, flush_seconds
+        self._last_flush = time.monotonic()
+
+    def __call__(self, event: Event) -> None:
+        line = json.dumps({"ts": round(event.ts, 3), "kind": event.kind, **redact(event.fields)},
+                          default=str)
+        with self._lock:
+            self._pending.append(line)
+            due = time.monotonic() - self._last_flush >= self._flush_seconds
+            if due or len(self._pending) >= self._flush_every:
+                self._flush_locked()
+
+    def flush(self) -> None:
+        with self._lock:
+            self._flush_locked()
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._file.closed:
+                self._flush_locked()
+                self._file.close()
+
+    def _flush_locked(self) -> None:
+        if self._pending:
+            self._file.write("\n".join(self._pending) + "\n")
+            self._pending.clear()
+        self._file.flush()
+        self._last_flush = time.monotonic()
+
+    def __enter__(self) -> EventLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
