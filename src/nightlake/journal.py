@@ -347,8 +347,12 @@ class Journal:
                 found.update(self._db.execute(f"SELECT id, state FROM files WHERE id IN "
                                               f"({','.join('?' * len(chunk))})", chunk))
         seen: set[int] = set()
-        bad = [(i, found.get(i, "missing")) for i in ids
-               if found.get(i) not in allowed or i in seen or seen.add(i)]
+        bad = []
+        for i in ids:
+            why = "listed twice" if i in seen else found.get(i, "missing")
+            seen.add(i)
+            if why not in allowed:
+                bad.append((i, why))
         sample = ", ".join(f"{i}:{s}" for i, s in bad[:5])
         return (f"{len(bad)} file(s) cannot move to {state.value} (allowed from "
                 f"{sorted(allowed)}): {sample}{' ...' if len(bad) > 5 else ''}")
