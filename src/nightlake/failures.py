@@ -22,6 +22,7 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import requests
 from rucio.common import exception as rucio_exc
@@ -91,8 +92,8 @@ _XRD_SERVER_TRANSIENT = {3005, 3007, 3008, 3009, 3012, 3014, 3020, 3024, 3034, 3
 _XRD_SERVER_AUTH = {3010, 3030}
 
 
-def classify(exc: BaseException, *, catalog: bool = False) -> Classified:
-    """Classify `exc`; `catalog=True` when the failing call went to the Rucio server, not storage."""
+def classify(exc: BaseException | Any, *, catalog: bool = False) -> Classified:
+    """Classify `exc` (or an XRootDStatus); `catalog=True` when the call went to the Rucio server."""
     transport = T_CATALOG if catalog else T_STORAGE
     message = _message(exc)
     found = _by_type(exc)
@@ -107,9 +108,9 @@ def _by_type(exc: BaseException) -> object | None:
         return PERMANENT
     if isinstance(exc, rucio_exc.RucioException):
         return next((cls for types, cls in _RUCIO if isinstance(exc, types)), None)
-    status = getattr(exc, "status", exc)  # XRootD.client.responses.XRootDError wraps a status
-    if hasattr(status, "ok") and hasattr(status, "code"):
-        return _xrootd(status)
+    for status in (exc, getattr(exc, "status", None)):  # an XRootDStatus, or an XRootDError's
+        if hasattr(status, "ok") and hasattr(status, "code"):
+            return _xrootd(status)
     if isinstance(exc, requests.exceptions.HTTPError):
         return None if exc.response is None else _http_status(exc.response.status_code)
     if isinstance(exc, requests.exceptions.SSLError) and "CERTIFICATE_VERIFY_FAILED" in str(exc):
