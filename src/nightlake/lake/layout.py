@@ -1,0 +1,135 @@
+"""Where a local lake keeps its state and which loopback ports it uses.
+
+One directory holds everything (databases, storage, certificates, logs, PID files); the ports derive
+from one base port, so a test lake and a demo lake never clash when given different bases.
+The layout is written to `lake.json` at `up`, so `status`, `env` and `down` read what was started
+rather than re-deriving it from flags that may have changed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+RUCIO_VERSION = "41.5.1"
+DEFAULT_PORT_BASE = 28000
+HOST = "127.0.0.1"
+SCOPE = "cta"
+
+
+@dataclass(frozen=True)
+class RSESpec:
+    """One storage element of the lake: an XRootD server with root:// and https (WebDAV)."""
+
+    name: str
+    index: int
+    attributes: dict = field(default_factory=dict)
+
+
+# Modelled on the 2020 data challenge: one on-site ingest endpoint, two off-site RSEs.
+RSES = (
+    RSESpec("ONSITE", 0, {"ONSITE": True, "site": "CTAO-NORTH", "greedyDeletion": True}),
+    RSESpec("OFFSITE-A", 1, {"OFFSITE": True, "site": "OFFSITE-A", "greedyDeletion": True}),
+    RSESpec("OFFSITE-B", 2, {"OFFSITE": True, "site": "OFFSITE-B", "greedyDeletion": True}),
+)
+
+# Distances (lower is closer): the on-site endpoint ships to both off-site RSEs, which mirror each other.
+DISTANCES = {
+    ("ONSITE", "OFFSITE-A"): 1, ("ONSITE", "OFFSITE-B"): 2,
+    ("OFFSITE-A", "OFFSITE-B"): 1, ("OFFSITE-A", "ONSITE"): 3,
+    ("OFFSITE-B", "OFFSITE-A"): 1, ("OFFSITE-B", "ONSITE"): 3,
+}
+
+
+def default_dir() -> Path:
+    """`NIGHTLAKE_LAKE_DIR`, else `.nightlake/lake` under the working directory."""
+    return Path(os.environ.get("NIGHTLAKE_LAKE_DIR", Path.cwd() / ".nightlake" / "lake")).absolute()
+
+
+def default_port_base() -> int:
+    return int(os.environ.get("NIGHTLAKE_LAKE_PORT_BASE", DEFAULT_PORT_BASE))
+
+
+def default_server_venv() -> Path:
+    """The Rucio server's own venv, shared by every lake on the machine (installing it is the slow part)."""
+    if env := os.environ.get("NIGHTLAKE_SERVER_VENV"):
+        return Path(env).absolute()
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return cache / "nightlake" / f"rucio-server-{RUCIO_VERSION}"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Paths and ports of one lake."""
+
+    root: Path
+    port_base: int
+    server_venv: Path
+
+    @property
+    def rucio_port(self) -> int:
+        return self.port_base
+
+    @property
+    def pg_port(self) -> int:
+        return self.port_base + 1
+
+    def root_port(self, rse: RSESpec) -> int:
+        return self.port_base + 10 + rse.index
+
+    def https_port(self, rse: RSESpec) -> int:
+        return self.port_base + 20 + rse.index
+
+    def ports(self) -> dict[str, int]:
+        """Every port the lake listens on, named by its component."""
+        ports = {"rucio-server": self.rucio_port, "postgresql": self.pg_port}
+        for rse in RSES:
+            ports[f"xrootd {rse.name} root://"] = self.root_port(rse)
+            ports[f"xrootd {rse.name} https://"] = self.https_port(rse)
+        return ports
+
+    @property
+    def rucio_url(self) -> str:
+        return f"https://{HOST}:{self.rucio_port}"
+
+    # directories
+    etc = property(lambda self: self.root / "etc")
+    logs = property(lambda self: self.root / "logs")
+    pids = property(lambda self: self.root / "pids")
+    certs = property(lambda self: self.root / "certs")
+    pgdata = property(lambda self: self.root / "pg" / "data")
+    storage = property(lambda self: self.root / "storage")
+
+    def rse_dir(self, rse: RSESpec) -> Path:
+        return self.root / "xrootd" / rse.name
+
+    def rse_data(self, rse: RSESpec) -> Path:
+        """The XRootD `oss.localroot`; the exported namespace `/rucio` lives below it."""
+        return self.storage / rse.name
+
+    server_cfg = property(lambda self: self.etc / "server.cfg")
+    client_cfg = property(lambda self: self.etc / "rucio.cfg")
+    alembic_ini = property(lambda self: self.etc / "alembic.ini")
+    ca_cert = property(lambda self: self.certs / "ca.pem")
+    proxy = property(lambda self: self.certs / "x509up")
+    access_log = property(lambda self: self.logs / "rucio-access.log")
+    state_file = property(lambda self: self.root / "lake.json")
+
+    def save(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        data = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
+        self.state_file.write_text(json.dumps(data, indent=2) + "\n")
+
+    @classmethod
+    def load_or_new(cls, root: Path | None = None, port_base: int | None = None,
+                    server_venv: Path | None = None) -> "Layout":
+        """The saved layout of an existing lake, else a new one from flags, env and defaults."""
+        root = (root or default_dir()).absolute()
+        state = root / "lake.json"
+        if state.exists():
+            saved = json.loads(state.read_text())
+            return cls(root, int(port_base or saved["port_base"]),
+                       Path(server_venv or saved["server_venv"]))
+        return cls(root, port_base or default_port_base(), server_venv or default_server_venv())

@@ -1,0 +1,42 @@
+"""The lake's catalog content: the night's scope, the RSEs with their protocols, attributes,
+distances and quotas. Made once, right after the schema, through the stock Rucio client API.
+"""
+
+from __future__ import annotations
+
+from nightlake.lake.layout import DISTANCES, HOST, RSES, SCOPE, Layout, RSESpec
+from nightlake.lake.rucio_server import ACCOUNT
+from nightlake.lake.xrootd import EXPORT
+
+# Operation priorities per domain (1 = preferred). https first: in-process, pooled and fast with
+# Rucio's WebDAV client; root:// second (Rucio's xrootd protocol drives the xrdcp/xrdfs CLI).
+_OPS = ("read", "write", "delete", "third_party_copy_read", "third_party_copy_write")
+
+
+def _domains(priority: int) -> dict:
+    return {"wan": {op: priority for op in _OPS}, "lan": {op: priority for op in ("read", "write", "delete")}}
+
+
+def protocols(layout: Layout, rse: RSESpec) -> list[dict]:
+    """https (WebDAV) and root:// on the same namespace: `/rucio/` over https is `//rucio/` over root
+    (Rucio's xrootd protocol joins host and prefix, so the prefix needs the extra slash)."""
+    return [
+        {"scheme": "https", "hostname": HOST, "port": layout.https_port(rse), "prefix": f"{EXPORT}/",
+         "impl": "rucio.rse.protocols.webdav.Default", "domains": _domains(1)},
+        {"scheme": "root", "hostname": HOST, "port": layout.root_port(rse), "prefix": f"/{EXPORT}/",
+         "impl": "rucio.rse.protocols.xrootd.Default", "domains": _domains(2)},
+    ]
+
+
+def create(layout: Layout, client) -> None:
+    """Scope, RSEs, protocols, attributes, quotas and distances of a fresh catalog."""
+    client.add_scope(ACCOUNT, SCOPE)
+    for rse in RSES:
+        client.add_rse(rse.name)
+        for protocol in protocols(layout, rse):
+            client.add_protocol(rse.name, protocol)
+        for key, value in rse.attributes.items():
+            client.add_rse_attribute(rse.name, key, value)
+        client.set_local_account_limit(ACCOUNT, rse.name, -1)  # -1: unlimited
+    for (src, dst), distance in DISTANCES.items():
+        client.add_distance(src, dst, {"distance": distance})

@@ -1,0 +1,122 @@
+"""The catalog's PostgreSQL 15: a cluster made with initdb inside the lake directory.
+
+PostgreSQL refuses to run as root, so when the lake is started by root the cluster belongs to the
+unprivileged `postgres` user and the server is started directly as that user (no wrapper process:
+the PID we record is the postmaster's own). It listens on 127.0.0.1 only, trusts local connections
+(nothing but loopback can reach it) and runs without fsync: a throw-away catalog for demos and tests.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from nightlake.errors import BadInput
+from nightlake.lake import processes
+from nightlake.lake.layout import HOST, Layout
+from nightlake.lake.system import PG_BIN
+
+DB_NAME = DB_USER = "rucio"
+
+
+def run_as() -> str | None:
+    """The OS user PostgreSQL runs as: `postgres` when we are root, else ourselves."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError as exc:
+        raise BadInput("running as root but there is no 'postgres' user; "
+                       "install with: apt-get install -y postgresql-15") from exc
+    return "postgres"
+
+
+def url(layout: Layout) -> str:
+    return f"postgresql+psycopg://{DB_USER}@{HOST}:{layout.pg_port}/{DB_NAME}"
+
+
+def initdb(layout: Layout) -> bool:
+    """Create the cluster once; True when it was created now."""
+    if (layout.pgdata / "PG_VERSION").exists():
+        return False
+    user = run_as()
+    layout.pgdata.parent.mkdir(parents=True, exist_ok=True)
+    if user:
+        shutil.chown(layout.pgdata.parent, user, user)
+    result = subprocess.run(
+        [str(PG_BIN / "initdb"), "-D", str(layout.pgdata), "-U", "postgres", "--auth=trust",
+         "-E", "UTF8", "--locale=C.UTF-8"],
+        user=user, group=user, extra_groups=[] if user else None, cwd=layout.pgdata.parent,
+        capture_output=True, text=True)
+    if result.returncode:
+        raise BadInput(f"initdb failed: {_last_line(result.stderr or result.stdout)}")
+    return True
+
+
+def start(layout: Layout) -> processes.Proc:
+    """Start the postmaster and wait until it accepts connections."""
+    log = layout.logs / "postgresql.log"
+    argv = [str(PG_BIN / "postgres"), "-D", str(layout.pgdata),
+            "-c", f"listen_addresses={HOST}", "-c", f"port={layout.pg_port}",
+            "-c", f"unix_socket_directories={layout.pgdata.parent}",
+            "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+            "-c", "max_connections=200"]
+    user = run_as()
+    size_before = log.stat().st_size if log.exists() else 0
+    proc = processes.start(layout.pids, "postgresql", argv, log, cwd=layout.pgdata.parent, user=user)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise BadInput(f"PostgreSQL refused to start: {_last_line(_log_since(log, size_before))} "
+                           f"(log: {log})")
+        if _ready(layout):
+            return proc
+        time.sleep(0.1)
+    raise BadInput(f"PostgreSQL did not accept connections within 30 s (log: {log})")
+
+
+def _ready(layout: Layout) -> bool:
+    result = subprocess.run([str(PG_BIN / "pg_isready"), "-q", "-h", HOST, "-p", str(layout.pg_port)],
+                            capture_output=True)
+    return result.returncode == 0
+
+
+def create_database(layout: Layout) -> None:
+    """Create the `rucio` role and database (a fresh, empty catalog)."""
+    sql = [f"DROP DATABASE IF EXISTS {DB_NAME}", f"DROP ROLE IF EXISTS {DB_USER}",
+           f"CREATE ROLE {DB_USER} LOGIN", f"CREATE DATABASE {DB_NAME} OWNER {DB_USER}"]
+    argv = [str(PG_BIN / "psql"), "-h", HOST, "-p", str(layout.pg_port), "-U", "postgres",
+            "-v", "ON_ERROR_STOP=1", "-qAt"]
+    for statement in sql:
+        argv += ["-c", statement]
+    result = subprocess.run(argv, capture_output=True, text=True,
+                            env={**os.environ, "PGOPTIONS": "-c client_min_messages=warning"})
+    if result.returncode:
+        raise BadInput(f"could not create the catalog database: {_last_line(result.stderr)}")
+
+
+def healthy(layout: Layout) -> bool:
+    return _ready(layout)
+
+
+def _log_since(log: Path, offset: int) -> str:
+    try:
+        with open(log, "rb") as handle:
+            handle.seek(offset)
+            return handle.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _last_line(text: str) -> str:
+    """The line that says why: PostgreSQL logs the cause (e.g. an invalid setting) just before FATAL."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    for i, line in enumerate(lines):
+        if "FATAL" in line or "PANIC" in line:
+            return " | ".join(lines[max(0, i - 1):i + 1])
+    errors = [line for line in lines if "ERROR" in line or "error" in line.lower()]
+    return (errors or lines or ["(no output)"])[-1]

@@ -1,0 +1,106 @@
+"""Start the lake's daemons detached, remember their PIDs, and stop exactly those PIDs.
+
+A PID file alone is not proof: after a reboot the number may belong to someone else. Each PID file
+therefore also records the executable we started, and a PID only counts as ours while
+`/proc/PID/cmdline` still names it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Proc:
+    """A process the lake started: its name, PID and the executable it runs."""
+
+    name: str
+    pid: int
+    exe: str
+
+    def alive(self) -> bool:
+        """True while the PID exists, is not a zombie, and still runs our executable.
+
+        A process that is dropping privileges (XRootD's `-R`) can briefly hide its /proc entries;
+        an unreadable or empty command line therefore counts as ours, a different one does not."""
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        try:
+            if Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                return False
+            cmdline = Path(f"/proc/{self.pid}/cmdline").read_bytes().split(b"\0")
+        except (OSError, IndexError):
+            return True
+        if not cmdline[0]:
+            return True
+        return any(Path(arg.decode(errors="replace")).name == Path(self.exe).name for arg in cmdline[:2])
+
+
+def pid_file(pids: Path, name: str) -> Path:
+    return pids / f"{name}.json"
+
+
+def read(pids: Path, name: str) -> Proc | None:
+    """The recorded process `name`, or None when it was never started here."""
+    try:
+        data = json.loads(pid_file(pids, name).read_text())
+    except (OSError, ValueError):
+        return None
+    return Proc(name, int(data["pid"]), data["exe"])
+
+
+def recorded(pids: Path) -> list[Proc]:
+    """Every process this lake has a PID file for."""
+    if not pids.is_dir():
+        return []
+    return [p for f in sorted(pids.glob("*.json")) if (p := read(pids, f.stem))]
+
+
+def start(pids: Path, name: str, argv: list[str], log: Path, *, env: dict | None = None,
+          cwd: Path | None = None, user: str | None = None) -> Proc:
+    """Start `argv` in its own session, output to `log`, and record its PID before returning."""
+    pids.mkdir(parents=True, exist_ok=True)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        popen = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd,
+            start_new_session=True, user=user, group=user, extra_groups=[] if user else None,
+        )
+    proc = Proc(name, popen.pid, argv[0])
+    pid_file(pids, name).write_text(json.dumps({"pid": proc.pid, "exe": proc.exe, "argv": argv}))
+    return proc
+
+
+def stop(pids: Path, proc: Proc, sig: int = signal.SIGTERM, timeout: float = 20.0) -> bool:
+    """Signal our process, wait for it to go, SIGKILL it after `timeout`; then forget its PID."""
+    if proc.alive():
+        os.kill(proc.pid, sig)
+        deadline = time.monotonic() + timeout
+        while proc.alive() and time.monotonic() < deadline:
+            _reap(proc.pid)
+            time.sleep(0.05)
+        if proc.alive():
+            os.kill(proc.pid, signal.SIGKILL)
+            while proc.alive():
+                _reap(proc.pid)
+                time.sleep(0.05)
+    pid_file(pids, proc.name).unlink(missing_ok=True)
+    return True
+
+
+def _reap(pid: int) -> None:
+    """Collect the exit status when the process is our own child, so it does not linger as a zombie."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass

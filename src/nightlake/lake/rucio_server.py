@@ -1,0 +1,207 @@
+"""The catalog: a real Rucio server (41.5.1) in its own venv, its schema, and its daemons.
+
+The `rucio` server package and `rucio-clients` install the same Python package, so the server
+lives in a venv of its own and is only ever run as separate processes. The server reads
+`server.cfg` (with a `[database]` section); clients read `rucio.cfg` (without one: a client config
+with `[database]` would switch `rucio.rse` into server mode).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from nightlake.errors import BadInput
+from nightlake.lake import postgres, processes
+from nightlake.lake.layout import RUCIO_VERSION, Layout
+
+REQUIREMENTS = [f"rucio[postgresql]=={RUCIO_VERSION}", "gunicorn==27.0.1"]
+ACCOUNT = "root"
+IDENTITY = "nightlake"
+# Daemons that keep the lake's promises: dataset rule locks, rule lifetimes, deletion.
+DAEMONS = {
+    "judge-evaluator": ["--threads", "1", "--sleep-time", "2", "--did-limit", "1000"],
+    "judge-cleaner": ["--threads", "1", "--sleep-time", "10"],
+    "reaper": ["--threads", "1", "--sleep-time", "10", "--greedy", "--delay-seconds", "30"],
+}
+
+
+def venv_python(layout: Layout) -> Path:
+    return layout.server_venv / "bin" / "python"
+
+
+def installed(layout: Layout) -> bool:
+    stamp = layout.server_venv / "nightlake-requirements.txt"
+    return stamp.exists() and stamp.read_text().split() == REQUIREMENTS
+
+
+def install(layout: Layout, echo=print) -> None:
+    """Create the server venv once (about 30 s); later calls return at once."""
+    if installed(layout):
+        return
+    echo(f"installing the Rucio {RUCIO_VERSION} server into {layout.server_venv} (first time only)")
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(layout.server_venv)], check=True)
+    pip = [str(layout.server_venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check"]
+    result = subprocess.run(pip + REQUIREMENTS, capture_output=True, text=True)
+    if result.returncode:
+        raise BadInput(f"could not install the Rucio server: {result.stderr.strip().splitlines()[-1]}")
+    (layout.server_venv / "nightlake-requirements.txt").write_text("\n".join(REQUIREMENTS) + "\n")
+
+
+def write_configs(layout: Layout) -> None:
+    """Render server.cfg, alembic.ini and the client rucio.cfg; the password is made once per lake."""
+    layout.etc.mkdir(parents=True, exist_ok=True)
+    password = _password(layout)
+    site_packages = subprocess.run(
+        [str(venv_python(layout)), "-c", "import os, rucio; print(os.path.dirname(rucio.__file__))"],
+        capture_output=True, text=True, check=True).stdout.strip()
+    db = postgres.url(layout)
+    _write(layout.alembic_ini, ALEMBIC.format(script=f"{site_packages}/db/sqla/migrate_repo", db=db))
+    _write(layout.server_cfg, SERVER.format(logs=layout.logs, db=db, identity=IDENTITY, password=password,
+                                            alembic=layout.alembic_ini))
+    _write(layout.client_cfg, CLIENT.format(url=layout.rucio_url, identity=IDENTITY, password=password,
+                                            account=ACCOUNT, ca=layout.ca_cert,
+                                            token=layout.root / "tokens"))
+
+
+def _password(layout: Layout) -> str:
+    secret = layout.etc / "password"
+    if not secret.exists():
+        _write(secret, secrets.token_urlsafe(18))
+    return secret.read_text().strip()
+
+
+def _write(path: Path, text: str) -> None:
+    """Configs hold the lake password: readable by the owner only."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+
+
+def server_env(layout: Layout) -> dict:
+    return {**os.environ, "RUCIO_CONFIG": str(layout.server_cfg), "X509_USER_PROXY": str(layout.proxy),
+            "PATH": f"{layout.server_venv / 'bin'}:{os.environ.get('PATH', '')}"}
+
+
+def bootstrap(layout: Layout) -> None:
+    """Schema, alembic stamp, VO `def` and the root account with its userpass identity."""
+    code = ("from rucio.db.sqla.util import build_database, create_base_vo, create_root_account\n"
+            "build_database(); create_base_vo(); create_root_account()\n")
+    log = layout.logs / "bootstrap.log"
+    with open(log, "w") as out:
+        result = subprocess.run([str(venv_python(layout)), "-c", code], env=server_env(layout),
+                                stdout=out, stderr=subprocess.STDOUT)
+    if result.returncode:
+        raise BadInput(f"Rucio schema bootstrap failed: {log.read_text().strip().splitlines()[-1]} (log: {log})")
+
+
+def start_server(layout: Layout, workers: int = 2, threads: int = 4) -> processes.Proc:
+    """gunicorn serving the REST API over TLS on 127.0.0.1, with an access log (calls are counted from it)."""
+    argv = [str(layout.server_venv / "bin" / "gunicorn"), "--bind", f"127.0.0.1:{layout.rucio_port}",
+            "--workers", str(workers), "--threads", str(threads), "--timeout", "300", "--no-control-socket",
+            "--certfile", str(layout.certs / "host.pem"), "--keyfile", str(layout.certs / "host.key"),
+            "--access-logfile", str(layout.access_log), "--error-logfile", str(layout.logs / "rucio-server.log"),
+            "rucio.web.rest.flaskapi.v1.main:application"]
+    proc = processes.start(layout.pids, "rucio-server", argv, layout.logs / "rucio-server.out",
+                           env=server_env(layout), cwd=layout.root)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise BadInput(f"the Rucio server exited at start (log: {layout.logs / 'rucio-server.log'})")
+        if healthy(layout):
+            return proc
+        time.sleep(0.2)
+    raise BadInput(f"the Rucio server did not answer /ping within 60 s (log: {layout.logs / 'rucio-server.log'})")
+
+
+def ping(layout: Layout) -> str | None:
+    """The server's version from /ping, verified against the lake CA; None when it does not answer."""
+    context = ssl.create_default_context(cafile=str(layout.ca_cert))
+    try:
+        with urllib.request.urlopen(f"{layout.rucio_url}/ping", context=context, timeout=2) as resp:
+            return resp.read().decode()
+    except OSError:
+        return None
+
+
+def healthy(layout: Layout) -> bool:
+    return ping(layout) is not None
+
+
+def start_daemon(layout: Layout, name: str) -> processes.Proc:
+    argv = [str(layout.server_venv / "bin" / f"rucio-{name}"), *DAEMONS[name]]
+    return processes.start(layout.pids, name, argv, layout.logs / f"{name}.log",
+                           env=server_env(layout), cwd=layout.root)
+
+
+SERVER = """\
+[common]
+logdir = {logs}
+loglevel = WARNING
+
+[database]
+default = {db}
+pool_size = 10
+max_overflow = 20
+echo = 0
+
+[bootstrap]
+userpass_identity = {identity}
+userpass_pwd = {password}
+userpass_email = {identity}@localhost
+
+[alembic]
+cfg = {alembic}
+
+[policy]
+permission = generic
+schema = generic
+lfn2pfn_algorithm_default = hash
+
+[monitor]
+enable_metrics = False
+"""
+
+CLIENT = """\
+[common]
+loglevel = WARNING
+
+[client]
+rucio_host = {url}
+auth_host = {url}
+auth_type = userpass
+username = {identity}
+password = {password}
+account = {account}
+ca_cert = {ca}
+request_retries = 3
+auth_token_file_path = {token}/auth_token_for_account_{account}
+"""
+
+ALEMBIC = """\
+[alembic]
+script_location = {script}
+sqlalchemy.url = {db}
+
+[loggers]
+keys = root
+[handlers]
+keys = console
+[formatters]
+keys = generic
+[logger_root]
+level = WARN
+handlers = console
+[handler_console]
+class = StreamHandler
+args = (sys.stderr,)
+formatter = generic
+[formatter_generic]
+format = %(levelname)-5.5s [%(name)s] %(message)s
+"""

@@ -1,0 +1,96 @@
+"""Storage: one XRootD server per RSE, serving root:// and https (WebDAV) on the same files.
+
+TLS is configured because XrdHttp only loads its extension handlers (HTTP-TPC) with it, and adler32
+is enabled so that `Want-Digest: adler32` and `xrdfs query checksum` answer. XRootD binds every
+interface and has no bind-address option, so `xrd.allow host` admits connections from loopback only.
+When started by root it runs as the `xrootd` user (`-R`), which owns the storage.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import socket
+import time
+
+from nightlake.errors import BadInput
+from nightlake.lake import processes
+from nightlake.lake.layout import RSESpec, Layout
+
+EXPORT = "/rucio"
+
+CONFIG = """\
+all.export {export}
+oss.localroot {localroot}
+all.adminpath {admin}
+all.pidpath {run}
+xrd.port {root_port}
+xrootd.chksum adler32
+xrd.protocol http:{https_port} libXrdHttp.so
+http.exthandler xrdtpc libXrdHttpTPC.so
+xrd.tls {tls}/host.pem {tls}/host.key
+xrd.tlsca certfile {tls}/ca.pem
+xrd.allow host localhost
+xrd.allow host 127.0.0.1
+"""
+
+
+def run_as() -> str | None:
+    """`xrootd` when we are root (the server drops privileges to it), else ourselves."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam("xrootd")
+    except KeyError as exc:
+        raise BadInput("no 'xrootd' user; install with: apt-get install -y xrootd-server") from exc
+    return "xrootd"
+
+
+def prepare(layout: Layout, rse: RSESpec) -> None:
+    """Directories, TLS material and config of one RSE's server; the export root must exist
+    because Rucio's WebDAV client checks the prefix before the first upload."""
+    home = layout.rse_dir(rse)
+    for sub in ("admin", "run", "tls"):
+        (home / sub).mkdir(parents=True, exist_ok=True)
+    (layout.rse_data(rse) / EXPORT.strip("/")).mkdir(parents=True, exist_ok=True)
+    for name in ("host.pem", "host.key", "ca.pem"):
+        shutil.copy(layout.certs / name, home / "tls" / name)
+    os.chmod(home / "tls" / "host.key", 0o400)
+    (home / "xrootd.cfg").write_text(CONFIG.format(
+        export=EXPORT, localroot=layout.rse_data(rse), admin=home / "admin", run=home / "run",
+        root_port=layout.root_port(rse), https_port=layout.https_port(rse), tls=home / "tls"))
+    if user := run_as():
+        for path in (home, home / "admin", home / "run", home / "tls", *(home / "tls").iterdir(),
+                     layout.rse_data(rse), layout.rse_data(rse) / EXPORT.strip("/")):
+            shutil.chown(path, user, user)
+
+
+def start(layout: Layout, rse: RSESpec) -> processes.Proc:
+    """Run XRootD in the foreground of its own session (its PID is the server's) and wait for its ports."""
+    home = layout.rse_dir(rse)
+    argv = ["/usr/bin/xrootd", "-c", str(home / "xrootd.cfg"), "-n", rse.name.lower()]
+    if user := run_as():
+        argv += ["-R", user]
+    proc = processes.start(layout.pids, f"xrootd-{rse.name}", argv, layout.logs / f"xrootd-{rse.name}.log",
+                           cwd=home)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise BadInput(f"XRootD for {rse.name} exited at start (log: {layout.logs / f'xrootd-{rse.name}.log'})")
+        if healthy(layout, rse):
+            return proc
+        time.sleep(0.05)
+    raise BadInput(f"XRootD for {rse.name} did not open its ports within 20 s")
+
+
+def healthy(layout: Layout, rse: RSESpec) -> bool:
+    return all(_accepts(port) for port in (layout.root_port(rse), layout.https_port(rse)))
+
+
+def _accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False

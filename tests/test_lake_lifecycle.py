@@ -1,0 +1,41 @@
+"""Life-cycle promises that need a lake of their own: `down` stops every process it started
+(checked by PID), and a busy port is refused with exit code 2 naming the port and its holder."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+from conftest import TEST_PORT_BASE, nightlake
+from nightlake.lake import processes
+from nightlake.lake.layout import Layout
+
+pytestmark = pytest.mark.lake
+
+OTHER_PORT_BASE = TEST_PORT_BASE + 200
+
+
+def test_down_leaves_no_process_of_the_lake_running(scratch):
+    root = scratch / "lake"
+    nightlake("lake", "up", "--dir", str(root), "--port-base", str(OTHER_PORT_BASE))
+    started = processes.recorded(Layout.load_or_new(root).pids)
+    assert len(started) == 8 and all(p.alive() for p in started)
+    nightlake("lake", "down", "--dir", str(root), "--purge")
+    assert not any(p.alive() for p in started)
+    assert not root.exists()
+
+
+def test_port_in_use_is_refused_with_the_port_and_its_holder(scratch):
+    root, base = scratch / "lake", OTHER_PORT_BASE + 100
+    with socket.socket() as busy:
+        busy.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        busy.bind(("127.0.0.1", base + 1))
+        busy.listen()
+        result = nightlake("lake", "up", "--dir", str(root), "--port-base", str(base), check=False)
+    assert result.returncode == 2
+    message = result.stderr.strip()
+    assert f"port {base + 1}" in message and "postgresql" in message
+    assert f"pid {os.getpid()}" in message
+    assert not (root / "pg").exists()
