@@ -12,6 +12,7 @@ from rich.console import Console
 from nightlake import __version__
 from nightlake.errors import BadInput
 from nightlake.cli.lake import lake
+from nightlake.cli.plan import generate_cmd, plan_cmd
 
 err_console = Console(stderr=True)
 
@@ -23,6 +24,7 @@ def cli() -> None:
 
 
 cli.add_command(lake)
+cli.add_command(plan_cmd), cli.add_command(generate_cmd)
 
 
 def main() -> None:
