@@ -234,3 +234,13 @@ def test_kill_9_inside_planning_keeps_only_committed_files_and_replanning_comple
         assert sum(j.counts().values()) == 10
         replan = [dict(scope="cta", name=f"f{i}", dataset="d", source="/x", bytes=1) for i in range(16)]
         assert j.add_files(replan) == 6
+
+
+def test_threads_sharing_one_journal_lose_no_transition(journal):
+    from concurrent.futures import ThreadPoolExecutor
+
+    journal.add_files(planned(4000))
+    chunks = [list(range(start, start + 100)) for start in range(1, 4001, 100)]
+    with ThreadPoolExecutor(8) as pool:
+        moved = sum(pool.map(lambda ids: journal.mark(ids, S.UPLOADING), chunks))
+    assert moved == 4000 and journal.counts()[S.UPLOADING] == 4000

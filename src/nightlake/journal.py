@@ -5,15 +5,15 @@ Every side effect (bytes to storage, a call to Rucio) is bracketed by two journa
 for each file either what certainly happened or that something *may* have happened; resume
 reconciles the second kind against the world instead of guessing, so nothing is done twice.
 
-File state machine (`FileState`, enforced by `ALLOWED_FROM`)::
+File state machine (`FileState`; `ALLOWED_FROM` is the table that enforces it)::
 
-    planned ──> uploading ──> uploaded ──> registering ──> registered ──> attached ──> done
-     ^  │  ^       │           ^  ^             │
-     │  │  └───────┘ reconcile │  └─────────────┘ reconcile: not in Rucio
-     │  └──────────────────────┘ in place: the source already is the replica
-     │
-    planned, uploaded ──> quarantined                                    (terminal)
-    any state but done ──> failed ──(requeue_failed)──> the state it failed in
+    planned ─> uploading ─> uploaded ─> registering ─> registered ─> attached ─> done
+
+    reconcile:  uploading   ─> planned       nothing, or a partial file, on storage
+                registering ─> uploaded      Rucio does not know the replica
+    in place:   planned     ─> uploaded      the source already is the replica
+    set aside:  planned | uploaded ─> quarantined                       (terminal)
+    failure:    any state but done ─> failed ─(requeue_failed)─> the state it failed in
 
 - `uploading` is uncertain: the bytes may be on storage, in part or in full. Reconcile = stat the
   PFN (size and adler32): complete → `uploaded`, absent or partial → `planned` (re-upload).
@@ -28,9 +28,11 @@ File state machine (`FileState`, enforced by `ALLOWED_FROM`)::
 changes nothing, which turns a pipeline bug into an error instead of a duplicate upload.
 
 Durability: WAL with `synchronous=NORMAL`. A committed transaction survives a crash of the
-process (it is in the WAL file the moment COMMIT returns); only an OS crash or power loss may
-drop the last few transactions, which leaves files in an *earlier* state, which resume reconciles
-anyway. `FULL` would add an fsync per commit for no gain in what resume can do.
+process, kill -9 included (it is in the WAL file the moment COMMIT returns). An OS crash or power
+loss may drop the last few transactions, intents included, leaving a file one step *behind* what
+was done: so uploads must overwrite (deterministic PFNs) and `add_replicas` batches are
+pre-filtered with one bulk existence query, as they are anyway (bulk calls are all-or-nothing).
+`FULL` would fsync every commit to close a window that those two rules already close.
 
 Threads: one connection, shared under a lock (`check_same_thread=False`). SQLite allows one
 writer at a time anyway, the pipeline writes from one writer thread, and a single connection means
