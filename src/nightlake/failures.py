@@ -62,7 +62,7 @@ T_STORAGE, T_CATALOG = ErrorClass.TRANSIENT_STORAGE, ErrorClass.TRANSIENT_CATALO
 AUTH, PERMANENT = ErrorClass.AUTH, ErrorClass.PERMANENT
 _TRANSPORT = object()  # placeholder: "transient on whichever side the caller talked to"
 
-# Order matters: first match wins, so subclasses come before their bases.
+# Rucio exception types by class; first match wins. Unlisted types fall back to the message.
 _RUCIO: tuple[tuple[tuple[type[Exception], ...], object], ...] = (
     ((rucio_exc.CannotAuthenticate, rucio_exc.CannotAuthorize, rucio_exc.AccessDenied,
       rucio_exc.NoAuthInformation, rucio_exc.ErrorLoadingCredentials, rucio_exc.ScopeAccessDenied,
@@ -84,7 +84,8 @@ _MESSAGE_PATTERNS: tuple[tuple[re.Pattern[str], object], ...] = (
                 r"|Gateway Time-?out)", re.I), _TRANSPORT),
 )
 
-# XRootD: client-side status codes, then server errnos (kXR_* in XProtocol.hh) carried by code 400.
+# XRootD: client-side status codes, then server errnos (kXR_* in XProtocol.hh) carried by code 400:
+# 3005 FSError (dCache: pool full), 3009 NoSpace, 3012 ServerError ... are worth a back-off.
 _XRD_CLIENT_TRANSIENT = {1, 5, 102, 103, 104, 105, 107, 108, 109, 202, 206, 207, 208}
 _XRD_CLIENT_AUTH = {203, 204}
 _XRD_ERROR_RESPONSE = 400
