@@ -85,7 +85,7 @@ _MESSAGE_PATTERNS: tuple[tuple[re.Pattern[str], object], ...] = (
 )
 
 # XRootD: client-side status codes, then server errnos (kXR_* in XProtocol.hh) carried by code 400:
-# 3005 FSError (dCache: pool full), 3009 NoSpace, 3012 ServerError ... are worth a back-off.
+# 3005 FSError, 3009 NoSpace, 3012 ServerError, 3024 Overloaded ... are worth a back-off.
 _XRD_CLIENT_TRANSIENT = {1, 5, 102, 103, 104, 105, 107, 108, 109, 202, 206, 207, 208}
 _XRD_CLIENT_AUTH = {203, 204}
 _XRD_ERROR_RESPONSE = 400
