@@ -16,6 +16,7 @@ sums, whatever the file size; a 2 GB file needs no first pass. Rotated chunks do
 
 from __future__ import annotations
 
+import itertools
 import zlib
 from functools import cached_property
 from typing import Iterator
@@ -28,6 +29,7 @@ from nightlake.plan import PlannedFile
 PAYLOAD_BLOCK = 1 << 20
 DEFAULT_CHUNK = 8 << 20
 _ADLER_BASE = 65521
+_POSITIONS = np.arange(PAYLOAD_BLOCK, dtype=np.float64)  # byte index i, weighting adler32's second sum
 
 
 def open_stream(planned: PlannedFile) -> PayloadStream:
@@ -73,14 +75,18 @@ class PayloadStream:
 
     @cached_property
     def adler32(self) -> str:
-        """adler32 of the whole file, from the header and prefix sums over the block (no data pass)."""
-        block = self._block.astype(np.int64)
-        s1 = np.concatenate(([0], np.cumsum(block)))
-        s2 = np.concatenate(([0], np.cumsum(block * np.arange(len(block), dtype=np.int64))))
+        """adler32 of the whole file, from the header and block sums between piece edges (no data pass).
+
+        Sums are taken in float64: every partial sum is an integer below 2**53, so they are exact."""
+        pieces = list(self.pieces())
+        cuts = sorted({0, len(self._block), *(x for piece in pieces for x in piece)})
+        values = self._block.astype(np.float64)
+        s1 = _prefix(cuts, np.add.reduceat(values, cuts[:-1]))
+        s2 = _prefix(cuts, np.add.reduceat(values * _POSITIONS[: len(values)], cuts[:-1]))
         value = zlib.adler32(self.header)
-        for a, b in self.pieces():
-            s = int(s1[b] - s1[a])
-            part = ((1 + s) % _ADLER_BASE) | (((b - a) + b * s - int(s2[b] - s2[a])) % _ADLER_BASE) << 16
+        for a, b in pieces:
+            s = s1[b] - s1[a]
+            part = ((1 + s) % _ADLER_BASE) | (((b - a) + b * s - (s2[b] - s2[a])) % _ADLER_BASE) << 16
             value = adler32_combine(value, part, b - a)
         return f"{value:08x}"
 
@@ -104,6 +110,11 @@ class PayloadStream:
                     fill = 0
         if fill:
             yield bytes(out[:fill])
+
+
+def _prefix(cuts: list[int], segment_sums: np.ndarray) -> dict[int, int]:
+    """Prefix sums of the block at each cut, from the sums of the segments between cuts."""
+    return dict(zip(cuts, itertools.accumulate((int(x) for x in segment_sums), initial=0)))
 
 
 def _rotated(offset: int, n: int, length: int) -> list[tuple[int, int]]:
