@@ -8,9 +8,10 @@ pseudo-random rotation per block-sized chunk:
     data = rot(block, o_0) + rot(block, o_1) + ...      (the last chunk cut to length)
 
 Rotations by multiples of 8 bytes keep the block's 32-bit words, so every whole chunk has the block's
-DATASUM; prefix sums over the block give the adler32 of any piece in O(1), combined with zlib's
-adler32_combine formula. Cost per file: one block (<= 1 MiB) of random numbers and two cumulative
-sums, whatever the file size; a 2 GB file needs no first pass. Rotated chunks do not repeat at
+DATASUM; the byte sums and position-weighted sums of the block between piece edges give the adler32
+of every piece, combined with zlib's adler32_combine formula. Cost per file: one block (<= 1 MiB) of
+random numbers and two vectorised sums over it, whatever the file size (a few ms); a 2 GB file needs
+no first pass over its data. Rotated chunks do not repeat at
 4 KiB alignment, so block-level deduplication in storage gains almost nothing.
 """
 
@@ -60,7 +61,7 @@ class PayloadStream:
 
     @cached_property
     def datasum(self) -> int:
-        """FITS DATASUM of the payload: whole chunks share the block's sum; only a short last one is summed."""
+        """FITS DATASUM of the payload: whole chunks share the block's sum; a short last one is summed."""
         length = len(self._block)
         whole, rest = divmod(self.data_bytes, length)
         total = whole * ones_sum(self._block)

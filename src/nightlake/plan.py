@@ -8,6 +8,7 @@ seconds with flat memory, and any one dataset can be rebuilt without the others.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import itertools
@@ -120,11 +121,11 @@ class Plan:
         for index in range(self.spec.datasets.count):
             ds = self._dataset(index)
             if cap is not None:
-                fits_ = np.cumsum(ds.sizes) + used <= cap
-                n = int(fits_.sum())  # sizes are positive, so the files that fit are a prefix
+                # sizes are positive, so the files that fit are a prefix
+                n = int((np.cumsum(ds.sizes) + used <= cap).sum())
                 if n < ds.n_files:
                     if n:
-                        yield PlannedDataset(**{**ds.__dict__, "sizes": ds.sizes[:n]})
+                        yield dataclasses.replace(ds, sizes=ds.sizes[:n])
                     return
                 used += ds.bytes
             yield ds

@@ -274,9 +274,3 @@ def _one_line(exc: ValidationError) -> str:
     msg = err["msg"].removeprefix("Value error, ")
     return f"{loc}: {msg}"
 
-
-def size_bounds(spec: NightSpec) -> tuple[int, int]:
-    """Smallest and largest file size the distribution can draw (for histogram edges, docs)."""
-    s = spec.sizes
-    return (s.size, s.size) if isinstance(s, Fixed) else (s.min, s.max)
-
