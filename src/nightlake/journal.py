@@ -370,6 +370,13 @@ class Journal:
                            ((scope, name, now) for scope, name in dids))
             return db.total_changes - before
 
+    def unfinished_datasets(self) -> set[tuple[str, str]]:
+        """Datasets with files that may still join them (anything but done or quarantined)."""
+        with self._lock:
+            rows = self._db.execute("SELECT DISTINCT scope, dataset FROM files "
+                                    "WHERE state NOT IN ('done', 'quarantined')").fetchall()
+        return {(scope, name) for scope, name in rows}
+
     def mark_datasets(self, dids: Iterable[tuple[str, str]], state: DatasetState) -> None:
         now = time.time()
         with self._tx() as db:

@@ -13,6 +13,7 @@ from nightlake import __version__
 from nightlake.errors import BadInput
 from nightlake.cli.lake import lake
 from nightlake.cli.plan import generate_cmd, plan_cmd
+from nightlake.cli.ingest import ingest_cmd, status_cmd
 
 err_console = Console(stderr=True)
 
@@ -25,6 +26,7 @@ def cli() -> None:
 
 cli.add_command(lake)
 cli.add_command(plan_cmd), cli.add_command(generate_cmd)
+cli.add_command(ingest_cmd), cli.add_command(status_cmd)
 
 
 def main() -> None:

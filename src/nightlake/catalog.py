@@ -1,0 +1,162 @@
+"""The catalog side of an ingest: Rucio calls, always in bulk.
+
+Every method takes a whole batch (at most `batch_size` items, the server's limit) and makes one
+REST call per batch, never one per file. Rucio's bulk calls are all-or-nothing, so each one is
+pre-filtered where Rucio can say what it already has (one bulk query), and a batch that still
+fails permanently is bisected until the items at fault are isolated; the others go through.
+
+rucio-clients reads its configuration when `rucio.client` is imported, so the import happens in
+`Catalog.__init__`, not at module import.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from rucio.common import exception as rucio_exc
+
+from nightlake.retry import AuthFailure, GaveUp, RetryPolicy
+
+BATCH_SIZE = 1000  # items per bulk call: the Rucio server's schema limit
+Did = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """An item a bulk call could not take, with the failure that isolated it."""
+
+    item: Any
+    failure: GaveUp
+
+
+def bisect(call: Callable[[list], Any], items: list, policy: RetryPolicy) -> list[Rejected]:
+    """Call with all items; on a permanent failure split the batch in halves, recursively, so that
+    only the items at fault are rejected. Transient failures that outlast the retries reject the
+    whole batch (splitting cannot help), and auth failures propagate: the run must stop."""
+    if not items:
+        return []
+    try:
+        policy.call(call, items)
+        return []
+    except AuthFailure:
+        raise
+    except GaveUp as failure:
+        if len(items) == 1 or failure.classified.error_class.transient:
+            return [Rejected(item, failure) for item in items]
+    middle = len(items) // 2
+    return bisect(call, items[:middle], policy) + bisect(call, items[middle:], policy)
+
+
+class Catalog:
+    """Bulk Rucio operations for one run; one client, built once."""
+
+    def __init__(self, policy: RetryPolicy | None = None, client: Any = None, batch_size: int = BATCH_SIZE):
+        if client is None:
+            from rucio.client import Client
+
+            client = Client()
+        self.client = client
+        self.policy = policy or RetryPolicy(target="catalog", catalog=True)
+        self.batch_size = batch_size
+
+    def call(self, fn: Callable, *args: Any, **kwargs: Any) -> Any:
+        """One catalog call under the retry policy."""
+        return self.policy.call(fn, *args, **kwargs)
+
+    # --- replicas -------------------------------------------------------------------------------
+
+    def replicas_on(self, rse: str, dids: Sequence[Did]) -> dict[Did, dict]:
+        """What Rucio already knows of these files on `rse`: {did: {bytes, adler32, state}} — one
+        `list_replicas` call per batch, all replica states included."""
+        known: dict[Did, dict] = {}
+        for start in range(0, len(dids), self.batch_size):
+            chunk = [{"scope": s, "name": n} for s, n in dids[start:start + self.batch_size]]
+            replicas = self.call(lambda c=chunk: list(self.client.list_replicas(
+                c, rse_expression=rse, all_states=True, ignore_availability=True, resolve_archives=False)))
+            for replica in replicas:
+                if rse in replica.get("states", {}):
+                    known[(replica["scope"], replica["name"])] = {
+                        "bytes": replica["bytes"], "adler32": replica["adler32"],
+                        "state": replica["states"][rse]}
+        return known
+
+    def add_replicas(self, rse: str, files: list[dict]) -> list[Rejected]:
+        """Register replicas ({scope, name, bytes, adler32}) on `rse`, in bulk, bisecting failures."""
+        def add(chunk: list[dict]) -> None:
+            self.client.add_replicas(rse=rse, files=chunk)
+
+        return self._chunked(add, files)
+
+    # --- datasets -------------------------------------------------------------------------------
+
+    def existing(self, dids: Sequence[Did]) -> set[Did]:
+        """Which of these DIDs exist (one `get_metadata_bulk` call per batch)."""
+        found: set[Did] = set()
+        for start in range(0, len(dids), self.batch_size):
+            chunk = [{"scope": s, "name": n} for s, n in dids[start:start + self.batch_size]]
+            for meta in self.call(lambda c=chunk: list(self.client.get_metadata_bulk(c))):
+                found.add((meta["scope"], meta["name"]))
+        return found
+
+    def add_datasets(self, dids: Sequence[Did]) -> list[Rejected]:
+        """Create the datasets that do not exist yet, in bulk."""
+        known = self.existing(dids)
+        missing = [d for d in dids if d not in known]
+        items = [{"scope": s, "name": n, "type": "DATASET"} for s, n in missing]
+
+        def add(chunk: list[dict]) -> None:
+            try:
+                self.client.add_dids(chunk)
+            except rucio_exc.DataIdentifierAlreadyExists:
+                if len(chunk) > 1:
+                    raise
+        return self._chunked(add, items)
+
+    def attach(self, dataset: Did, files: Sequence[Did]) -> list[Rejected]:
+        """Attach files to a dataset; files already attached are fine (`ignore_duplicate`)."""
+        scope, name = dataset
+        items = [{"scope": s, "name": n} for s, n in files]
+
+        def attach(chunk: list[dict]) -> None:
+            self.client.attach_dids_to_dids([{"scope": scope, "name": name, "dids": chunk}],
+                                            ignore_duplicate=True)
+        return self._chunked(attach, items)
+
+    def set_metadata(self, files: list[dict]) -> list[Rejected]:
+        """Set DID metadata ({scope, name, meta}) in bulk; idempotent, so safe to repeat on resume."""
+        def set_bulk(chunk: list[dict]) -> None:
+            self.client.set_dids_metadata_bulk(dids=chunk, recursive=False)
+
+        return self._chunked(set_bulk, [f for f in files if f["meta"]])
+
+    def close(self, dataset: Did) -> None:
+        """Close a dataset so that rules on it stop growing; closing a closed dataset is fine."""
+        scope, name = dataset
+        try:
+            self.call(self.client.set_status, scope, name, open=False)
+        except GaveUp as failure:
+            if "already closed" not in failure.classified.message.lower() and \
+                    not isinstance(failure.original, rucio_exc.UnsupportedOperation):
+                raise
+
+    # --- rules ----------------------------------------------------------------------------------
+
+    def add_rule(self, dataset: Did, copies: int, rse_expression: str, lifetime: int | None = None,
+                 activity: str | None = None) -> str:
+        """The id of the run's rule on `dataset`: the existing one for this RSE expression and
+        account, or a new one. Looking first makes a re-run after a crash add no second rule."""
+        scope, name = dataset
+        for rule in self.call(lambda: list(self.client.list_did_rules(scope, name))):
+            if rule["rse_expression"] == rse_expression and rule["account"] == self.client.account:
+                return rule["id"]
+        ids = self.call(self.client.add_replication_rule, [{"scope": scope, "name": name}], copies,
+                        rse_expression, lifetime=lifetime, activity=activity)
+        return ids[0]
+
+    def _chunked(self, call: Callable[[list], Any], items: list) -> list[Rejected]:
+        rejected: list[Rejected] = []
+        for start in range(0, len(items), self.batch_size):
+            rejected += bisect(call, items[start:start + self.batch_size], self.policy)
+        return rejected

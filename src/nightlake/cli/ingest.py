@@ -1,0 +1,147 @@
+"""`nightlake ingest` and `nightlake status`: move a night into the lake, and say where it stands."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from nightlake.errors import BadInput
+from nightlake.events import EventBus
+from nightlake.pipeline import IngestOptions
+from nightlake.retry import AuthFailure
+from nightlake.rundir import RunDir, summarize
+from nightlake.spec import Rule
+
+console = Console(stderr=True, highlight=False)
+
+
+def parse_rule(text: str) -> Rule:
+    """`RSE_EXPRESSION[,copies=N][,lifetime=SECONDS][,activity=NAME]` (RSE expressions have no commas)."""
+    expression, *options = [part.strip() for part in text.split(",")]
+    fields: dict = {"rse_expression": expression}
+    for option in options:
+        key, _, value = option.partition("=")
+        if key not in ("copies", "lifetime", "activity") or not value:
+            raise BadInput(f"--rule {text!r}: unknown option {option!r} (copies=, lifetime=, activity=)")
+        fields[key] = value
+    try:
+        return Rule.model_validate(fields)
+    except ValueError as exc:
+        raise BadInput(f"--rule {text!r}: {str(exc).splitlines()[-1].strip()}") from None
+
+
+@click.command("ingest")
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("--rse", required=True, help="The RSE to upload to (e.g. ONSITE).")
+@click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Run directory: journal, events, summary. Re-running the same command resumes.")
+@click.option("--scope", help="Scope of the files (a directory source; a spec names its own).")
+@click.option("--dataset", help="Put every file of a directory into this dataset (default: one per sub-directory).")
+@click.option("--in-place", is_flag=True, help="The files are already on the RSE: verify and register, no copy.")
+@click.option("--scheme", help="Force a protocol of the RSE (https, root, ...); default: Rucio's preferred.")
+@click.option("--rule", "rules", multiple=True,
+              help="Replication rule per dataset: EXPR[,copies=N][,lifetime=S][,activity=A]. Repeatable.")
+@click.option("--require", "required", multiple=True, help="Metadata key every file must carry (else quarantined).")
+@click.option("--workers", type=click.IntRange(1, 256), default=8, show_default=True, help="Parallel uploads.")
+@click.option("--batch", type=click.IntRange(1, 1000), default=1000, show_default=True,
+              help="Files per bulk catalog call (server limit 1000).")
+@click.option("--no-close", is_flag=True, help="Leave the datasets open at the end.")
+@click.option("--quiet", is_flag=True, help="No progress display.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+def ingest_cmd(source, rse, run_dir, scope, dataset, in_place, scheme, rules, required, workers, batch,
+               no_close, quiet, as_json) -> None:
+    """Upload, register, describe and replicate a night: SOURCE is a directory or a night spec (.toml)."""
+    from nightlake.ingest import IngestRequest, run_ingest
+
+    options = IngestOptions(rse=rse, workers=workers, batch_files=batch, required_meta=tuple(required),
+                            close_datasets=not no_close, in_place=in_place)
+    request = IngestRequest(source=source, run=run_dir, options=options, scope=scope, dataset=dataset,
+                            scheme=scheme, rules=tuple(parse_rule(r) for r in rules))
+    bus = EventBus()
+    try:
+        summary = _run_with_progress(request, bus, quiet or as_json)
+    except AuthFailure as exc:
+        raise BadInput(f"authentication refused, stopping: {exc.classified.message}") from None
+    _print_summary(summary, run_dir, as_json)
+    if not summary["complete"]:
+        raise click.exceptions.Exit(1)
+
+
+def _run_with_progress(request, bus: EventBus, quiet: bool) -> dict:
+    from nightlake.ingest import run_ingest
+
+    if quiet or not console.is_terminal:
+        return run_ingest(request, bus)
+    from nightlake.cli.progress import IngestProgress
+
+    holder: dict = {}
+
+    def start(event) -> None:
+        if event.kind == "run.start" and "progress" not in holder:
+            progress = IngestProgress(event.fields["files"], 0, console)
+            holder["progress"] = progress
+            bus.subscribe(progress)
+            progress.__enter__()
+
+    bus.subscribe(start)
+    try:
+        return run_ingest(request, bus)
+    finally:
+        if "progress" in holder:
+            holder["progress"].__exit__(None, None, None)
+
+
+def _print_summary(summary: dict, run_dir: Path, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, default=str))
+        return
+    files, size = summary["files"], summary["bytes"]
+    elapsed = summary.get("elapsed_s") or 0
+    table = Table(title=f"run {run_dir}", show_header=False)
+    table.add_row("files done", f"{files['done']} / {files['total']}")
+    table.add_row("bytes done", f"{size['done'] / 1e9:.3f} GB of {size['total'] / 1e9:.3f} GB")
+    table.add_row("failed / quarantined", f"{files['failed']} / {files['quarantined']}")
+    table.add_row("datasets", ", ".join(f"{k} {v}" for k, v in summary["datasets"].items() if v))
+    table.add_row("rules", str(sum(1 for r in summary["rules"] if r["rule_id"])))
+    if elapsed:
+        table.add_row("this run", f"{elapsed:.1f} s")
+    Console(file=sys.stdout).print(table)
+    for problem in summary["problems"][:5]:
+        console.print(f"[red]{problem['state']}[/] {problem['did']}: [{problem['error_class']}] {problem['message']}")
+    if summary["problems"]:
+        console.print(f"all problems: {RunDir(run_dir).summary}")
+
+
+@click.command("status")
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+def status_cmd(run_dir: Path, as_json: bool) -> None:
+    """Where a run stands, from its journal (safe while the run is going on)."""
+    run = RunDir(run_dir)
+    with run.load() as journal:
+        summary = summarize(journal, failed_limit=20)
+        description = journal.run_meta().get("description", {})
+    summary.pop("elapsed_s"), summary.pop("started"), summary.pop("ended")
+    if as_json:
+        click.echo(json.dumps({"run": description, **summary}, indent=2, default=str))
+        return
+    table = Table(title=f"{run_dir}: {description.get('source')} → {description.get('rse')}")
+    for column in ("state", "files", "GB"):
+        table.add_column(column, justify="right" if column != "state" else "left")
+    for state, count in summary["files"].items():
+        if state != "total" and (count or state in ("planned", "done")):
+            table.add_row(state, str(count), f"{summary['bytes'][state] / 1e9:.3f}")
+    table.add_row("[bold]total", str(summary["files"]["total"]), f"{summary['bytes']['total'] / 1e9:.3f}")
+    out = Console(file=sys.stdout)
+    out.print(table)
+    out.print("datasets: " + ", ".join(f"{k} {v}" for k, v in summary["datasets"].items() if v))
+    for rule in summary["rules"]:
+        out.print(f"rule {rule['rule_id'] or '(planned)'}: {rule['scope']}:{rule['dataset']} → "
+                  f"{rule['copies']}× {rule['rse_expression']}")
+    for problem in summary["problems"]:
+        out.print(f"{problem['state']} {problem['did']}: [{problem['error_class']}] {problem['message']}")

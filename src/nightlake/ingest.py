@@ -1,0 +1,170 @@
+"""The ingest life cycle (setup → journal the plan → run the pipeline → summary).
+
+This is where a source (directory or night spec) meets an RSE: the plan is written into the
+journal once (resumable: INSERT OR IGNORE), the RSE's protocols come from Rucio, PFNs from Rucio's
+own lfn2pfn, and the pipeline does the rest. Provenance (versions, server, options) goes into
+`run.json` so a report can always say what ran.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nightlake import __version__, sources
+from nightlake.catalog import Catalog
+from nightlake.errors import BadInput
+from nightlake.events import EventBus, EventLog
+from nightlake.journal import FileRecord, Journal
+from nightlake.payload import open_stream
+from nightlake.pipeline import Ingest, IngestOptions
+from nightlake.rundir import RunDir, summarize, write_summary
+from nightlake.spec import Rule, load_spec
+from nightlake.storage import open_storage, pfns, tls_from_rucio_config
+
+# Per-file progress events feed the live display only; the event log keeps the batch events.
+LIVE_ONLY = frozenset({"upload.done"})
+
+
+@dataclass(frozen=True)
+class IngestRequest:
+    """Everything the command line asked for."""
+
+    source: Path
+    run: Path
+    options: IngestOptions
+    scope: str | None = None
+    dataset: str | None = None
+    scheme: str | None = None
+    rules: tuple[Rule, ...] = field(default_factory=tuple)
+
+    @property
+    def is_spec(self) -> bool:
+        return self.source.suffix == ".toml"
+
+    def description(self) -> dict[str, Any]:
+        return {"command": "ingest", "source": str(self.source.absolute()), "rse": self.options.rse,
+                "scope": self.scope, "dataset": self.dataset, "in_place": self.options.in_place,
+                "scheme": self.scheme, "options": asdict(self.options),
+                "rules": [r.model_dump() for r in self.rules]}
+
+
+def run_ingest(request: IngestRequest, bus: EventBus) -> dict[str, Any]:
+    """Run (or resume) an ingest; return its summary (also written to RUNDIR/summary.json)."""
+    _check_source(request)
+    run = RunDir(request.run)
+    started = time.time()
+    with run.open(request.description()) as journal, EventLog(run.events) as log:
+        bus.subscribe(lambda event: event.kind in LIVE_ONLY or log(event))
+        if not journal.run_meta().get("planned"):
+            _journal_plan(journal, request, bus)
+        catalog = Catalog()
+        journal.set_meta(**_provenance(catalog))
+        rse_info = _rse_info(request.options.rse)
+        protocol = _protocol(rse_info, request.scheme)
+        ca_cert, client_cert = tls_from_rucio_config()
+        storage = open_storage(protocol, ca_cert=ca_cert, client_cert=client_cert,
+                               pool_size=request.options.workers, rse_info=rse_info)
+        bus.emit("run.start", rse=request.options.rse, scheme=protocol["scheme"], files=sum(journal.counts().values()))
+        try:
+            Ingest(journal, catalog, storage, _pfn_resolver(rse_info, protocol["scheme"]), _source_opener,
+                   request.options, bus).run()
+        finally:
+            storage.close()
+            summary = summarize(journal, started)
+            write_summary(run, summary)
+            bus.emit("run.end", complete=summary["complete"], failed=summary["files"]["failed"])
+    return summary
+
+
+def _check_source(request: IngestRequest) -> None:
+    if not request.source.exists():
+        raise BadInput(f"{request.source}: no such directory or spec file")
+    if not request.is_spec and not request.source.is_dir():
+        raise BadInput(f"{request.source}: expected a directory or a night spec (.toml)")
+    if not request.is_spec and not request.scope:
+        raise BadInput("a directory source needs --scope SCOPE")
+
+
+def _records(request: IngestRequest) -> Iterator[sources.SourceFile]:
+    if request.is_spec:
+        from nightlake.plan import Plan
+
+        return sources.from_spec(Plan(load_spec(request.source)))
+    return sources.from_directory(request.source, request.scope, request.dataset)
+
+
+def _rules(request: IngestRequest) -> tuple[Rule, ...]:
+    """Rules from the command line win; otherwise the spec's policy."""
+    if request.rules or not request.is_spec:
+        return request.rules
+    return tuple(load_spec(request.source).rules)
+
+
+def _journal_plan(journal: Journal, request: IngestRequest, bus: EventBus) -> None:
+    """Write every file, dataset and rule of the run into the journal before any side effect."""
+    datasets: set[tuple[str, str]] = set()
+
+    def noting_datasets(records):
+        for record in records:
+            datasets.add((record.scope, record.dataset))
+            yield record
+
+    added = journal.add_files(noting_datasets(_records(request)))
+    if not datasets:
+        raise BadInput(f"{request.source}: no files to ingest")
+    journal.add_datasets(sorted(datasets))
+    for scope, name in sorted(datasets):
+        for rule in _rules(request):
+            journal.add_rule(scope, name, rule.rse_expression, rule.copies, rule.lifetime, rule.activity)
+    journal.set_meta(planned=True)
+    bus.emit("run.planned", files=added, datasets=len(datasets))
+
+
+def _provenance(catalog: Catalog) -> dict[str, Any]:
+    from rucio import version as rucio_version
+
+    server = catalog.call(catalog.client.ping)
+    return {"versions": {"nightlake": __version__, "rucio_clients": rucio_version.version_string(),
+                         "rucio_server": server.get("version")},
+            "rucio_host": catalog.client.host, "account": catalog.client.account}
+
+
+def _rse_info(rse: str) -> dict:
+    from rucio.common.exception import RSENotFound
+    from rucio.rse import rsemanager
+
+    try:
+        return rsemanager.get_rse_info(rse)
+    except RSENotFound:
+        raise BadInput(f"RSE {rse!r} is not known to the Rucio server") from None
+
+
+def _protocol(rse_info: dict, scheme: str | None) -> dict:
+    """The RSE's write protocol: the one asked for, else Rucio's preferred (lowest wan priority)."""
+    writable = [p for p in rse_info["protocols"] if (p["domains"]["wan"].get("write") or 0) > 0]
+    if scheme:
+        writable = [p for p in writable if p["scheme"] == scheme]
+        if not writable:
+            schemes = sorted({p["scheme"] for p in rse_info["protocols"]})
+            raise BadInput(f"RSE {rse_info['rse']} has no writable {scheme!r} protocol (it has: {', '.join(schemes)})")
+    if not writable:
+        raise BadInput(f"RSE {rse_info['rse']} declares no writable protocol")
+    return min(writable, key=lambda p: p["domains"]["wan"]["write"])
+
+
+def _pfn_resolver(rse_info: dict, scheme: str):
+    def pfn_of(batch: list[FileRecord]) -> dict[str, str]:
+        return pfns(rse_info, scheme, [{"scope": r.scope, "name": r.name} for r in batch])
+    return pfn_of
+
+
+def _source_opener(record: FileRecord):
+    """A local file's path, or a factory of the streamed payload's chunks (fresh on each attempt)."""
+    if record.source.startswith(sources.PAYLOAD):
+        planned = sources.planned_file(record)
+        return lambda: open_stream(planned).iter_chunks()
+    return Path(record.source)

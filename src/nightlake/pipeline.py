@@ -1,0 +1,355 @@
+"""The ingest pipeline: flow control between sources, storage, catalog and journal.
+
+A run walks the journal, never a list in memory: files are taken `batch_files` at a time in the
+`planned` state, uploaded by a bounded pool of worker threads, and handed through a bounded queue
+to one registration thread that makes the bulk catalog calls. Uploads of batch k+1 overlap the
+registration of batch k; at most `queue_depth` + 1 batches are ever in flight, whatever the night.
+
+Every side effect is bracketed in the journal (intent → outcome, see `journal`):
+    planned → uploading → uploaded → registering → registered → attached → done
+and a run always starts by reconciling what a crash may have left uncertain, against storage
+(`uploading`) and against Rucio (`registering`), before it does anything new. Re-running the
+same command therefore resumes, and re-running a finished run does nothing.
+
+Rules go on datasets once their files are attached, so a rule on the upload RSE is satisfied at
+once; a dataset is closed when all its files are done, so rules on it stop growing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from nightlake.catalog import Catalog, Rejected
+from nightlake.events import EventBus
+from nightlake.failures import classify
+from nightlake.journal import DatasetState, FileRecord, FileState, Journal, RuleState
+from nightlake.retry import AuthFailure, GaveUp, RetryPolicy
+from nightlake.sources import required_missing
+from nightlake.storage import PART_SUFFIX, Stat, Storage, adler
+
+S = FileState
+_STOP = object()
+
+
+@dataclass(frozen=True)
+class IngestOptions:
+    """How to run an ingest; the defaults suit the local lake and a 2-core client."""
+
+    rse: str
+    workers: int = 8
+    batch_files: int = 1000
+    batch_bytes: int = 16 << 30
+    queue_depth: int = 2
+    required_meta: tuple[str, ...] = ()
+    close_datasets: bool = True
+    in_place: bool = False
+
+
+class Ingest:
+    """One ingest run over a journal: reconcile, upload, register, rule, close."""
+
+    def __init__(self, journal: Journal, catalog: Catalog, storage: Storage,
+                 pfn_of: Callable[[list[FileRecord]], dict[str, str]], open_source: Callable,
+                 options: IngestOptions, bus: EventBus | None = None,
+                 storage_policy: RetryPolicy | None = None):
+        self.journal, self.catalog, self.storage = journal, catalog, storage
+        self.pfn_of, self.open_source, self.options = pfn_of, open_source, options
+        self.bus = bus or EventBus()
+        self.storage_policy = storage_policy or RetryPolicy(target=options.rse)
+        self._pool = ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="upload")
+        self._stop = threading.Event()
+
+    # --- the run ----------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Bring every journaled file as far as it can go. Raises AuthFailure (stop at once)."""
+        try:
+            requeued = self.journal.requeue_failed()
+            if requeued:
+                self.bus.emit("run.requeued", files=requeued)
+            self.reconcile()
+            self.create_datasets()
+            self._register_leftovers()
+            self._upload_and_register()
+            self.add_rules()
+            if self.options.close_datasets:
+                self.close_datasets()
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    # --- reconcile --------------------------------------------------------------------------------
+
+    def reconcile(self) -> None:
+        """Settle the states a crash may have left uncertain, in bulk, before anything new."""
+        for batch in self.journal.batches(S.UPLOADING, self.options.batch_files):
+            stats = list(self._pool.map(lambda r: self._call(self.storage.stat, r.pfn), batch))
+            complete, redo = [], []
+            for record, stat in zip(batch, stats):
+                (complete if self._is_complete(record, stat) else redo).append((record, stat))
+            self._discard_parts([r for r, _ in complete + redo])
+            self._discard_partial([(r, s) for r, s in redo if s is not None])
+            self.journal.mark_each(S.UPLOADED, [{"id": r.id, "adler32": s.adler32} for r, s in complete])
+            self.journal.mark([r.id for r, _ in redo], S.PLANNED)
+            self.bus.emit("reconcile.storage", uploaded=len(complete), replanned=len(redo))
+        for batch in self.journal.batches(S.REGISTERING, self.catalog.batch_size):
+            known = self.catalog.replicas_on(self.options.rse, [(r.scope, r.name) for r in batch])
+            self.journal.mark([r.id for r in batch if (r.scope, r.name) in known], S.REGISTERED)
+            self.journal.mark([r.id for r in batch if (r.scope, r.name) not in known], S.UPLOADED)
+            self.bus.emit("reconcile.catalog", registered=sum((r.scope, r.name) in known for r in batch),
+                          uploaded=sum((r.scope, r.name) not in known for r in batch))
+
+    def _is_complete(self, record: FileRecord, stat: Stat | None) -> bool:
+        """A file found under its final name counts as uploaded only with the right size and an
+        adler32 that matches the source's (computed now for a local file when needed)."""
+        if stat is None or stat.size != record.bytes or stat.adler32 is None:
+            return False
+        expected = record.adler32 or self._source_adler32(record)
+        return expected == stat.adler32
+
+    def _source_adler32(self, record: FileRecord) -> str | None:
+        source = self.open_source(record)
+        if isinstance(source, Path):
+            try:
+                return adler.file_adler32(source)[1]
+            except OSError:
+                return None
+        return None
+
+    def _discard_parts(self, records: Iterable[FileRecord]) -> None:
+        """Temporary objects of interrupted uploads would be dark data: delete them."""
+        list(self._pool.map(lambda r: self._quietly(self.storage.delete, r.pfn + PART_SUFFIX), records))
+
+    def _discard_partial(self, found: list[tuple[FileRecord, Stat]]) -> None:
+        list(self._pool.map(lambda rs: self._quietly(self.storage.delete, rs[0].pfn), found))
+
+    # --- datasets ---------------------------------------------------------------------------------
+
+    def create_datasets(self) -> None:
+        """Each dataset is created once per run, in bulk, before any file is attached."""
+        planned = [(scope, name) for scope, name, _ in self.journal.datasets(DatasetState.PLANNED)]
+        if not planned:
+            return
+        rejected = self.catalog.add_datasets(planned)
+        if rejected:
+            raise rejected[0].failure
+        self.journal.mark_datasets(planned, DatasetState.CREATED)
+        self.bus.emit("datasets.created", datasets=len(planned))
+
+    # --- upload -----------------------------------------------------------------------------------
+
+    def _upload_and_register(self) -> None:
+        """Upload batches in the caller's thread; register them in a second thread."""
+        handoff: queue.Queue = queue.Queue(maxsize=self.options.queue_depth)
+        errors: list[BaseException] = []
+        registrar = threading.Thread(target=self._registrar, args=(handoff, errors), name="register")
+        registrar.start()
+        try:
+            for batch in self._upload_batches():
+                if self._stop.is_set():
+                    break
+                uploaded = self._upload(batch)
+                if uploaded:
+                    handoff.put(uploaded)
+        finally:
+            handoff.put(_STOP)
+            registrar.join()
+        if errors:
+            raise errors[0]
+
+    def _upload_batches(self):
+        """Planned files in batches bounded by count and by bytes (big files make small batches)."""
+        for batch in self.journal.batches(S.PLANNED, self.options.batch_files):
+            start, size = 0, 0
+            for i, record in enumerate(batch):
+                size += record.bytes
+                if size > self.options.batch_bytes and i > start:
+                    yield batch[start:i]
+                    start, size = i, record.bytes
+            yield batch[start:]
+
+    def _upload(self, batch: list[FileRecord]) -> list[FileRecord]:
+        """Journal the intent with each file's PFN, upload in parallel, journal the outcomes."""
+        batch = self._quarantine_incomplete(batch)
+        if not batch:
+            return []
+        pfns = self.pfn_of(batch)
+        batch = [replace(r, pfn=pfns[f"{r.scope}:{r.name}"], rse=self.options.rse) for r in batch]
+        if self.options.in_place:
+            return self._verify_in_place(batch)
+        self.journal.mark_each(S.UPLOADING, [{"id": r.id, "pfn": r.pfn, "rse": r.rse} for r in batch])
+        done = self._run_parallel(self._put, batch)
+        self.journal.mark_each(S.UPLOADED, [{"id": r.id, "adler32": a} for r, a in done])
+        return [replace(r, adler32=a) for r, a in done]
+
+    def _put(self, record: FileRecord) -> str:
+        stored = self._call(self.storage.put, record.pfn, self.open_source(record),
+                            size=record.bytes, adler32=record.adler32)
+        self.bus.emit("upload.done", files=1, bytes=stored.size, rse=self.options.rse)
+        return stored.adler32
+
+    def _verify_in_place(self, batch: list[FileRecord]) -> list[FileRecord]:
+        """In place: the file already is the replica; check its size (and adler32, when the source
+        gives one) on the storage, and take the storage's adler32."""
+        def check(record: FileRecord) -> str:
+            stat = self._call(self.storage.stat, record.pfn)
+            if stat is None:
+                raise FileNotFoundError(f"{record.pfn} is not on {self.options.rse}")
+            if stat.size != record.bytes or stat.adler32 is None or \
+                    (record.adler32 and record.adler32 != stat.adler32):
+                raise ValueError(f"{record.pfn}: storage has {stat.size} bytes, adler32 {stat.adler32}; "
+                                 f"expected {record.bytes} bytes, adler32 {record.adler32 or 'any'}")
+            self.bus.emit("upload.done", files=1, bytes=stat.size, rse=self.options.rse, in_place=True)
+            return stat.adler32
+
+        done = self._run_parallel(check, batch)
+        self.journal.mark_each(S.UPLOADED, [{"id": r.id, "pfn": r.pfn, "rse": r.rse, "adler32": a}
+                                            for r, a in done])
+        return [replace(r, adler32=a) for r, a in done]
+
+    def _run_parallel(self, work: Callable[[FileRecord], str], batch: list[FileRecord]
+                      ) -> list[tuple[FileRecord, str]]:
+        """Run `work` on every file with the worker pool; failures go to the journal as data.
+        An auth failure stops the run: pending work is cancelled, the files stay uncertain."""
+        futures: dict[Future, FileRecord] = {self._pool.submit(work, r): r for r in batch}
+        done: list[tuple[FileRecord, str]] = []
+        pending = set(futures)
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                record = futures[future]
+                try:
+                    done.append((record, future.result()))
+                except AuthFailure:
+                    self._stop.set()
+                    for other in pending:
+                        other.cancel()
+                    raise
+                except Exception as exc:  # classified, recorded, and the night goes on
+                    self._fail([record], exc)
+        return done
+
+    def _quarantine_incomplete(self, batch: list[FileRecord]) -> list[FileRecord]:
+        """Files missing required metadata keys are set aside with the reason, never uploaded."""
+        required = self.options.required_meta
+        if not required:
+            return batch
+        keep, bad = [], defaultdict(list)
+        for record in batch:
+            missing = required_missing(record.meta, required)
+            if missing:
+                bad[", ".join(missing)].append(record)
+            else:
+                keep.append(record)
+        for missing, records in bad.items():
+            self.journal.quarantine([r.id for r in records], f"missing required metadata: {missing}")
+            self.bus.emit("quarantine", files=len(records), reason=f"missing required metadata: {missing}")
+        return keep
+
+    # --- registration -----------------------------------------------------------------------------
+
+    def _registrar(self, handoff: queue.Queue, errors: list[BaseException]) -> None:
+        while (batch := handoff.get()) is not _STOP:
+            if errors:
+                continue  # drain: the uploader must never block on a full queue
+            try:
+                self.register(batch)
+            except BaseException as exc:  # surfaced by the uploading thread
+                errors.append(exc)
+                self._stop.set()
+
+    def _register_leftovers(self) -> None:
+        """Files a previous run left between upload and done continue where they stopped."""
+        for state, step in ((S.UPLOADED, self.register), (S.REGISTERED, self.attach),
+                            (S.ATTACHED, self.set_metadata)):
+            for batch in self.journal.batches(state, self.catalog.batch_size):
+                step(batch)
+
+    def register(self, batch: list[FileRecord]) -> None:
+        """Add replicas in bulk: pre-filter what Rucio already has, journal the intent, call."""
+        rse = self.options.rse
+        known = self.catalog.replicas_on(rse, [(r.scope, r.name) for r in batch])
+        clash = [r for r in batch if (r.scope, r.name) in known and
+                 (known[(r.scope, r.name)]["bytes"], known[(r.scope, r.name)]["adler32"]) != (r.bytes, r.adler32)]
+        if clash:
+            self._fail(clash, ValueError(f"already registered on {rse} with another size or adler32"))
+        batch = [r for r in batch if r not in clash]
+        new = [r for r in batch if (r.scope, r.name) not in known]
+        self.journal.mark([r.id for r in batch], S.REGISTERING)
+        rejected = self.catalog.add_replicas(rse, [
+            {"scope": r.scope, "name": r.name, "bytes": r.bytes, "adler32": r.adler32} for r in new])
+        registered = self._settle(batch, rejected, S.REGISTERED)
+        self.bus.emit("register.batch", files=len(registered), calls=1 + bool(new), rse=rse)
+        self.attach(registered)
+
+    def attach(self, batch: list[FileRecord]) -> None:
+        """Attach files to their datasets: one bulk call per dataset present in the batch."""
+        by_dataset: dict[tuple[str, str], list[FileRecord]] = defaultdict(list)
+        for record in batch:
+            by_dataset[(record.scope, record.dataset)].append(record)
+        attached: list[FileRecord] = []
+        for dataset, records in by_dataset.items():
+            rejected = self.catalog.attach(dataset, [(r.scope, r.name) for r in records])
+            attached += self._settle(records, rejected, S.ATTACHED)
+        self.bus.emit("attach.batch", files=len(attached), calls=len(by_dataset))
+        self.set_metadata(attached)
+
+    def set_metadata(self, batch: list[FileRecord]) -> None:
+        rejected = self.catalog.set_metadata([{"scope": r.scope, "name": r.name, "meta": r.meta} for r in batch])
+        done = self._settle(batch, rejected, S.DONE)
+        self.bus.emit("done.batch", files=len(done), bytes=sum(r.bytes for r in done))
+
+    def _settle(self, batch: list[FileRecord], rejected: list[Rejected], state: FileState) -> list[FileRecord]:
+        """Fail the rejected items, move the others on; return the ones that moved."""
+        bad = {(x.item["scope"], x.item["name"]): x.failure for x in rejected}
+        for did, failure in bad.items():
+            self._fail([r for r in batch if (r.scope, r.name) == did], failure)
+        good = [r for r in batch if (r.scope, r.name) not in bad]
+        self.journal.mark([r.id for r in good], state)
+        return good
+
+    # --- rules and datasets -----------------------------------------------------------------------
+
+    def add_rules(self) -> None:
+        """One rule per (dataset, policy), looked up before it is added so a re-run adds none."""
+        for rule in self.journal.rules(RuleState.PLANNED):
+            dataset = (rule["scope"], rule["dataset"])
+            rule_id = self.catalog.add_rule(dataset, rule["copies"], rule["rse_expression"],
+                                            rule["lifetime"], rule["activity"])
+            self.journal.mark_rule(*dataset, rule["rse_expression"], rule_id)
+            self.bus.emit("rule.added", dataset=f"{dataset[0]}:{dataset[1]}", rule_id=rule_id,
+                          rse_expression=rule["rse_expression"])
+
+    def close_datasets(self) -> None:
+        """Close the datasets whose files are all done (or set aside): nothing more will join them."""
+        unfinished = self.journal.unfinished_datasets()
+        for scope, name, _ in self.journal.datasets(DatasetState.CREATED):
+            if (scope, name) in unfinished:
+                continue
+            self.catalog.close((scope, name))
+            self.journal.mark_datasets([(scope, name)], DatasetState.CLOSED)
+            self.bus.emit("dataset.closed", dataset=f"{scope}:{name}")
+
+    # --- helpers ----------------------------------------------------------------------------------
+
+    def _call(self, fn: Callable, *args, **kwargs):
+        return self.storage_policy.call(fn, *args, **kwargs)
+
+    @staticmethod
+    def _quietly(fn: Callable, *args) -> None:
+        with contextlib.suppress(Exception):
+            fn(*args)
+
+    def _fail(self, records: list[FileRecord], exc: BaseException) -> None:
+        """Record a failure with its class and original message (errors are data)."""
+        classified = exc.classified if isinstance(exc, GaveUp) else classify(exc)
+        self.journal.fail(records, classified.error_class, classified.message)
+        self.bus.emit("file.failed", files=len(records), error_class=classified.error_class.value,
+                      message=classified.message[:500])
+
