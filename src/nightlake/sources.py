@@ -57,7 +57,7 @@ def from_directory(root: Path, scope: str, dataset: str | None = None) -> Iterat
     file's sidecar, whose keys win.
 
     A file's DID name is its basename, so two files with one basename would be one DID: the walk
-    keeps every name seen (a dict of name -> directory; ~60 MB for 500,000 names) to fail on the
+    keeps every name seen (a dict of name -> directory: ~70 MB for 500,000 names) to fail on the
     first duplicate, naming both paths, before anything is uploaded.
     """
     root = Path(root).resolve()
