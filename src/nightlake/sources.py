@@ -2,7 +2,8 @@
 
 Both sources yield `SourceFile`s, whose fields are exactly `Journal.add_files`' keys, so the pipeline
 journals a source without knowing which kind it is. Both stream: a 500,000-file night is never a
-list in memory (see `from_directory` for the one exception, the duplicate-name check).
+list of records in memory. `from_directory` holds one directory's sorted names at a time (for a
+deterministic order) and the names seen so far (for the duplicate-name check).
 """
 
 from __future__ import annotations
