@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # Debian packages the local lake needs (PostgreSQL 15, XRootD server and client).
-APT_PACKAGES := postgresql-15 xrootd-server xrootd-client
+APT_PACKAGES := postgresql-15 xrootd-server xrootd-client chromium
 STAMP := .nightlake/stamps
 
 .PHONY: demo test deps system venv clean
