@@ -1,0 +1,212 @@
+"""One small storage interface; one module per protocol (https, root, file, Rucio's plugins).
+
+The pipeline talks to `Storage` only and never learns which protocol is behind it (house style: the
+rclone lesson). Every backend shares one `put` algorithm, `TwoPhaseStorage.put`, which is where
+"a half-written object is never registered" is enforced:
+
+1. stream the bytes to `<pfn>.nightlake-part`, counting them and computing adler32 on the way;
+2. check the byte count, the caller's adler32 (if given) and the storage's own adler32 of the part;
+   any mismatch deletes the part and raises `ChecksumMismatch`;
+3. rename the part to the final PFN. XRootD's MOVE / mv *overwrite* silently (XrdHttp ignores
+   `Overwrite: F`), so the final name is checked first: same size and adler32 → success (a re-run),
+   other content → `ExistsWithDifferentContent` (PERMANENT for `failures.classify`).
+
+Transport errors propagate untouched (requests exceptions, `XRootDError` carrying the
+`XRootDStatus`): retrying is `RetryPolicy`'s job, never the storage layer's. Storage objects are
+shared by the pipeline's worker threads and are thread-safe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, Union
+
+from nightlake.failures import ChecksumMismatch
+from nightlake.storage.adler import Adler32Counter, normalise, read_chunks
+
+CHUNK = 8 << 20
+PART_SUFFIX = ".nightlake-part"
+
+Source = Union[Path, Callable[[], Iterable[bytes]]]
+"""A local file, or a factory of a fresh chunk iterator (called again on every attempt)."""
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What is on storage after a verified put, or what a verified get wrote."""
+
+    size: int
+    adler32: str  # 8 lowercase hex
+
+
+@dataclass(frozen=True)
+class Stat:
+    size: int
+    adler32: str | None  # None when the storage cannot say
+
+
+class Storage(Protocol):
+    scheme: str
+
+    def put(self, pfn: str, data: Source, *, size: int, adler32: str | None = None) -> Stored: ...
+    def stat(self, pfn: str) -> Stat | None: ...
+    def get(self, pfn: str, dest: Path) -> Stored: ...
+    def delete(self, pfn: str) -> None: ...
+    def close(self) -> None: ...
+
+
+class SizeMismatch(ChecksumMismatch):
+    """The source yielded more or fewer bytes than announced; handled like a checksum mismatch."""
+
+    def __init__(self, where: str, expected: int, actual: int):
+        super().__init__(where, str(expected), str(actual))
+        self.args = (f"size mismatch at {where}: expected {expected} bytes, got {actual}",)
+
+
+class ExistsWithDifferentContent(Exception):
+    """The final PFN already holds other bytes; never overwritten. Classifies as PERMANENT."""
+
+    def __init__(self, pfn: str, existing: Stat, wanted: Stored):
+        super().__init__(f"{pfn} exists on storage with different content: size {existing.size}, "
+                         f"adler32 {existing.adler32}; wanted size {wanted.size}, adler32 {wanted.adler32}")
+        self.pfn, self.existing, self.wanted = pfn, existing, wanted
+
+
+def chunks_of(data: Source, chunk_size: int = CHUNK) -> Iterable[bytes]:
+    """A fresh chunk iterator over `data`."""
+    if isinstance(data, (str, os.PathLike)):
+        return read_chunks(data, chunk_size)
+    return data()
+
+
+class TwoPhaseStorage:
+    """The shared put/get algorithm; a backend supplies the primitives below."""
+
+    scheme = ""
+
+    # --- primitives, one per protocol -----------------------------------------------------------
+    def _send(self, pfn: str, body: Adler32Counter, size: int) -> None:
+        """Write `body` (iterate it exactly once) to `pfn`, replacing any object there."""
+        raise NotImplementedError
+
+    def _checksum(self, pfn: str) -> str | None:
+        """The storage's own adler32 of an existing object, or None if it cannot say."""
+        raise NotImplementedError
+
+    def _final_stat(self, pfn: str) -> Stat | None:
+        """Stat of the final name right before the rename (`stat` unless cheaper exists)."""
+        return self.stat(pfn)
+
+    def _rename(self, src: str, dst: str) -> None:
+        raise NotImplementedError
+
+    def _receive(self, pfn: str, dest: Path) -> tuple[Iterator[bytes], str | None]:
+        """(chunks of the object, the adler32 the storage reports for it or None)."""
+        raise NotImplementedError
+
+    def stat(self, pfn: str) -> Stat | None:
+        raise NotImplementedError
+
+    def delete(self, pfn: str) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    # --- the algorithm ------------------------------------------------------------------------------
+    def put(self, pfn: str, data: Source, *, size: int, adler32: str | None = None) -> Stored:
+        """Stream, verify, rename; see the module docstring."""
+        part = pfn + PART_SUFFIX
+
+        def wrong_size(actual: int) -> None:
+            raise SizeMismatch(f"source for {pfn}", size, actual)
+
+        body = Adler32Counter(chunks_of(data), limit=size, on_wrong_size=wrong_size)
+        try:
+            self._send(part, body, size)
+            stored = Stored(body.size, body.adler32)
+            if adler32 is not None and normalise(adler32) != stored.adler32:
+                raise ChecksumMismatch(f"source for {pfn}", normalise(adler32), stored.adler32)
+            remote = self._checksum(part)
+            if remote is not None and remote != stored.adler32:
+                raise ChecksumMismatch(f"{part} on storage", stored.adler32, remote)
+        except ChecksumMismatch:
+            with contextlib.suppress(Exception):
+                self.delete(part)
+            raise
+        existing = self._final_stat(pfn)
+        if existing is not None:
+            self.delete(part)
+            if existing.size == stored.size and existing.adler32 == stored.adler32:
+                return stored  # an earlier run already stored exactly these bytes
+            raise ExistsWithDifferentContent(pfn, existing, stored)
+        self._rename(part, pfn)
+        return stored
+
+    def get(self, pfn: str, dest: Path) -> Stored:
+        """Stream `pfn` to `dest` (via a temporary name), checking the storage's adler32."""
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        part = dest.with_name(dest.name + PART_SUFFIX)
+        try:
+            chunks, remote = self._receive(pfn, dest)
+            counter = Adler32Counter(chunks)
+            with open(part, "wb") as f:
+                for chunk in counter:
+                    f.write(chunk)
+            if remote is not None and remote != counter.adler32:
+                raise ChecksumMismatch(f"download of {pfn}", remote, counter.adler32)
+            os.replace(part, dest)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                part.unlink()
+        return Stored(counter.size, counter.adler32)
+
+
+def open_storage(protocol: dict, *, ca_cert: str | bool = True, client_cert: str | None = None,
+                 pool_size: int = 8, rse_info: dict | None = None) -> Storage:
+    """A `Storage` for one entry of an RSE's `protocols` list (scheme, hostname, port, prefix, impl).
+
+    `ca_cert`: CA bundle/dir to verify servers (True = system trust; never False by default).
+    `client_cert`: a PEM with certificate and key (an X509 proxy) to present, or None.
+    `rse_info` (the RSE's full `get_rse_info`) is only used by the Rucio-plugin fallback.
+    """
+    scheme = protocol["scheme"]
+    if scheme in ("https", "davs"):
+        from nightlake.storage.https import HttpsStorage
+        return HttpsStorage(ca_cert=ca_cert, client_cert=client_cert, pool_size=pool_size)
+    if scheme == "root":
+        from nightlake.storage.root import RootStorage
+        return RootStorage()
+    if scheme == "file":
+        from nightlake.storage.file import FileStorage
+        return FileStorage()
+    from nightlake.storage.rucio_plugin import RucioPluginStorage
+    return RucioPluginStorage(protocol, rse_info=rse_info)
+
+
+def pfns(rse_info: dict, scheme: str, dids: list[dict], operation: str = "write") -> dict[str, str]:
+    """PFNs ("scope:name" → pfn) as Rucio's own lfn2pfn computes them for this RSE and scheme, so the
+    stock `rucio download` finds the files where nightlake put them."""
+    from rucio.rse import rsemanager
+
+    return rsemanager.lfns2pfns(rse_info, [{"scope": d["scope"], "name": d["name"]} for d in dids],
+                                operation=operation, scheme=scheme)
+
+
+def tls_from_rucio_config() -> tuple[str | bool, str | None]:
+    """(ca_cert, client_cert) as the Rucio client would use them.
+
+    CA: `[client] ca_cert` of the Rucio config, else `X509_CERT_DIR`, else the system trust store
+    (True). Verification is never switched off here. Client cert: `X509_USER_PROXY` if set.
+    """
+    from rucio.common.config import config_get
+
+    ca: str | bool = config_get("client", "ca_cert", raise_exception=False, default=None) or \
+        os.environ.get("X509_CERT_DIR") or True
+    proxy = os.environ.get("X509_USER_PROXY") or None
+    return ca, proxy
