@@ -14,6 +14,7 @@ from nightlake.errors import BadInput
 from nightlake.cli.lake import lake
 from nightlake.cli.plan import generate_cmd, plan_cmd
 from nightlake.cli.ingest import ingest_cmd, status_cmd
+from nightlake.cli.report import report_cmd
 
 err_console = Console(stderr=True)
 
@@ -27,6 +28,7 @@ def cli() -> None:
 cli.add_command(lake)
 cli.add_command(plan_cmd), cli.add_command(generate_cmd)
 cli.add_command(ingest_cmd), cli.add_command(status_cmd)
+cli.add_command(report_cmd)
 
 
 def main() -> None:

@@ -1,0 +1,20 @@
+"""`nightlake report`: the data-challenge report of a run directory (HTML + PNG + JSON + CSV)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command("report")
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Directory for index.html, the PNGs, report.json, throughput.csv and datasets.csv.")
+def report_cmd(run_dir: Path, out: Path) -> None:
+    """Write the report of RUN_DIR into --out; safe while the run is going on."""
+    from nightlake.report import write_report
+
+    data = write_report(run_dir, out)
+    click.echo(data["headline"])
+    click.echo(f"report: {(out / 'index.html').absolute()}")
