@@ -64,7 +64,7 @@ def collect(run_path: Path | str) -> dict[str, Any]:
     progress = _replication_progress(events)
     data = {
         "generated": {"at": time.time(), "nightlake": __version__},
-        "run": _provenance(run, meta, events),
+        "run": _provenance(run, meta, events, rules),
         "files": {"total": sum(counts.values()), **{s.value: n for s, n in counts.items()}},
         "bytes": {"total": sum(sizes.values()), **{s.value: n for s, n in sizes.items()}},
         "datasets": datasets,
@@ -142,7 +142,7 @@ def _read_events(path: Path) -> Iterator[dict[str, Any]]:
     return iter(events)
 
 
-def _provenance(run: RunDir, meta: dict[str, Any], events: list[dict]) -> dict[str, Any]:
+def _provenance(run: RunDir, meta: dict[str, Any], events: list[dict], rules: list[dict]) -> dict[str, Any]:
     """What ran, with which versions, against which server and RSEs, and when."""
     description = meta.get("description", {})
     starts = [e["ts"] for e in events if e["kind"] == "run.start"]
@@ -151,7 +151,7 @@ def _provenance(run: RunDir, meta: dict[str, Any], events: list[dict]) -> dict[s
     return {"path": str(run.path.absolute()), "description": description,
             "versions": meta.get("versions", {}), "rucio_host": meta.get("rucio_host"),
             "account": meta.get("account"), "rses": rses,
-            "rule_expressions": sorted({r["rse_expression"] for r in description.get("rules", [])}),
+            "rule_expressions": sorted({r["rse_expression"] for r in rules}),
             "created": meta.get("created_at"), "started": starts[0] if starts else None,
             "ended": ends[-1] if ends else None, "sessions": len(starts),
             "first_event": events[0]["ts"] if events else None,
@@ -338,6 +338,7 @@ def _progress_figure(data: dict[str, Any]):
                 ls="--" if name == "replicated" else "-", lw=1.8)
     ax.axhline(data["files"]["total"], color="#555", ls=":", lw=1, label="files in run")
     ax.set(title="Cumulative files per phase", ylabel="files", xlabel=f"time since first event ({unit})")
+    ax.set_xlim(0, (data["run"]["last_event"] - start) / scale)
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
@@ -429,7 +430,7 @@ def _when(ts: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts)) if ts else "-"
 
 
-def _table(headers: Iterable[str], rows: Iterable[Iterable[Any]], scroll: bool = False) -> str:
+def _table(headers: Iterable[str] | None, rows: Iterable[Iterable[Any]], scroll: bool = False) -> str:
     """An HTML table; numbers are right-aligned with thousands separators."""
     def cell(value: Any) -> str:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -438,9 +439,9 @@ def _table(headers: Iterable[str], rows: Iterable[Iterable[Any]], scroll: bool =
             return f"<td class={value[1]}>{_e(value[0])}</td>"
         return f"<td>{_e(value)}</td>"
 
-    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
+    head = "<thead><tr>" + "".join(f"<th>{_e(h)}</th>" for h in headers) + "</tr></thead>" if headers else ""
     body = "".join("<tr>" + "".join(cell(v) for v in row) + "</tr>" for row in rows)
-    table = f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    table = f"<table>{head}<tbody>{body}</tbody></table>"
     return f"<div class=scroll>{table}</div>" if scroll else table
 
 
@@ -484,14 +485,15 @@ def _rules_section(data: dict[str, Any], pngs: dict[str, bytes]) -> str:
     rules = data["rules"]
     if not rules:
         return ""
-    by_expression: dict[str, dict[str, int]] = {}
+    watched = any(r["ok"] is not None for r in rules)  # `rules watch` has reported progress
+    by_expression: dict[str, dict[str, Any]] = {}
     for rule in rules:
         entry = by_expression.setdefault(rule["rse_expression"], {"rules": 0, "created": 0, "ok": 0,
                                                                   "replicating": 0, "stuck": 0})
         entry["rules"] += 1
         entry["created"] += rule["state"] == RuleState.CREATED.value
         for key in ("ok", "replicating", "stuck"):
-            entry[key] += rule[key] or 0
+            entry[key] = entry[key] + (rule[key] or 0) if watched else "-"
     summary = _table(["RSE expression", "rules", "created", "files ok", "replicating", "stuck"],
                      [(e, *v.values()) for e, v in by_expression.items()])
     detail = _table(["dataset", "RSE expression", "copies", "rule id", "ok", "replicating", "stuck"],
@@ -521,7 +523,7 @@ def _provenance_section(data: dict[str, Any]) -> str:
             ("Rucio server", f"{versions.get('rucio_server', '?')} at {run['rucio_host']} (account {run['account']})"),
             ("journal created", _when(run["created"])), ("first start", _when(run["started"])),
             ("last end", _when(run["ended"])), ("sessions (run.start)", run["sessions"])]
-    return "<h2>Provenance</h2>" + _table(["", ""], [(k, (v, "msg")) for k, v in rows])
+    return "<h2>Provenance</h2>" + _table(None, [(k, (v, "msg")) for k, v in rows])
 
 
 # --- write: the report directory --------------------------------------------------------------------

@@ -1,0 +1,106 @@
+"""Prometheus metrics of a live run (`--metrics-port`): one more listener on the event stream.
+
+Like the progress bar and the event log, `Metrics` only listens (see `events`); the pipeline does
+not know it exists. It keeps its own `CollectorRegistry`, not prometheus-client's global one, so
+two runs (or two tests) in one process never collide. The endpoint listens on loopback only: the
+numbers are harmless, but a data-taking host should not open ports by default.
+
+Events counted (any other kind is ignored, so new kinds never break a run):
+
+    upload.done                          files/bytes uploaded (per file, live)
+    register.batch, attach.batch,
+    done.batch, retrieve.batch           files (and bytes when given) per stage
+    file.failed                          failed files by error class
+    quarantine                           quarantined files
+    retry                                retries by target and error class
+    queue.depth                          gauge per stage (`stage`, `depth`)
+    rules.progress                       replication ok/replicating/stuck, summed over rules
+    run.start                            files in the run
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+
+from nightlake.events import Event, EventBus
+
+# Event kind -> stage label; upload counts per-file `upload.done`, not `upload.batch` (no double count).
+STAGES = {"upload.done": "upload", "register.batch": "register", "attach.batch": "attach",
+          "done.batch": "done", "retrieve.batch": "retrieve"}
+RULE_STATES = ("ok", "replicating", "stuck")
+
+
+class Metrics:
+    """Event listener that keeps prometheus counters and gauges up to date; thread-safe."""
+
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.files = Counter("nightlake_files", "Files through each stage", ["stage"], registry=r)
+        self.bytes = Counter("nightlake_bytes", "Bytes through each stage", ["stage"], registry=r)
+        self.failed = Counter("nightlake_files_failed", "Files failed, by error class", ["error_class"],
+                              registry=r)
+        self.quarantined = Counter("nightlake_files_quarantined", "Files set aside", registry=r)
+        self.retries = Counter("nightlake_retries", "Retried calls", ["target", "error_class"], registry=r)
+        self.queue = Gauge("nightlake_queue_depth", "Batches waiting per stage", ["stage"], registry=r)
+        self.run_files = Gauge("nightlake_run_files", "Files in the run", registry=r)
+        self.rule_files = Gauge("nightlake_rule_files", "Files of the run's rules by replication state",
+                                ["state"], registry=r)
+        self.last_event = Gauge("nightlake_last_event_timestamp_seconds", "When the last event came (a stall "
+                                "detector)", registry=r)
+        self._rules: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, event: Event) -> None:
+        f, kind = event.fields, event.kind
+        self.last_event.set(event.ts)
+        if kind in STAGES:
+            self.files.labels(STAGES[kind]).inc(f.get("files", 0))
+            if "bytes" in f:
+                self.bytes.labels(STAGES[kind]).inc(f["bytes"])
+        elif kind == "file.failed":
+            self.failed.labels(f.get("error_class", "unclassified")).inc(f.get("files", 1))
+        elif kind == "quarantine":
+            self.quarantined.inc(f.get("files", 1))
+        elif kind == "retry":
+            self.retries.labels(f.get("target", "?"), f.get("error_class", "?")).inc()
+        elif kind == "queue.depth":
+            self.queue.labels(f.get("stage", "?")).set(f.get("depth", 0))
+        elif kind == "run.start":
+            self.run_files.set(f.get("files", 0))
+        elif kind == "rules.progress":
+            self._rule_progress(f)
+
+    def _rule_progress(self, fields: dict[str, Any]) -> None:
+        """Each event is one rule's latest counts; the gauges are the sums over all rules."""
+        with self._lock:
+            self._rules[fields.get("rule_id") or fields.get("dataset", "?")] = fields
+            for state in RULE_STATES:
+                self.rule_files.labels(state).set(sum(r.get(state, 0) for r in self._rules.values()))
+
+
+@dataclass
+class MetricsServer:
+    """A running endpoint: `http://127.0.0.1:{port}/metrics`; `close()` stops it."""
+
+    metrics: Metrics
+    port: int
+    _server: Any
+    _thread: threading.Thread
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+def serve(port: int, bus: EventBus, addr: str = "127.0.0.1") -> MetricsServer:
+    """Subscribe a fresh `Metrics` to `bus` and serve it on `addr:port` (0 = any free port)."""
+    metrics = Metrics()
+    server, thread = start_http_server(port, addr=addr, registry=metrics.registry)
+    bus.subscribe(metrics)
+    return MetricsServer(metrics, server.server_port, server, thread)
