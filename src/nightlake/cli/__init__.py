@@ -15,6 +15,7 @@ from nightlake.cli.lake import lake
 from nightlake.cli.plan import generate_cmd, plan_cmd
 from nightlake.cli.ingest import ingest_cmd, status_cmd
 from nightlake.cli.report import report_cmd
+from nightlake.cli.retrieve import retrieve_cmd
 
 err_console = Console(stderr=True)
 
@@ -28,13 +29,14 @@ def cli() -> None:
 cli.add_command(lake)
 cli.add_command(plan_cmd), cli.add_command(generate_cmd)
 cli.add_command(ingest_cmd), cli.add_command(status_cmd)
+cli.add_command(retrieve_cmd)
 cli.add_command(report_cmd)
 
 
 def main() -> None:
     """Console-script entry point: maps `BadInput` to exit code 2 with one line."""
     try:
-        cli.main(standalone_mode=False)
+        code = cli.main(standalone_mode=False)  # returns ctx.exit()'s code instead of exiting
     except BadInput as exc:
         err_console.print(f"[bold red]nightlake: error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
@@ -46,4 +48,4 @@ def main() -> None:
         sys.exit(2 if exc.exit_code in (1, 2) else exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    sys.exit(0)
+    sys.exit(code if isinstance(code, int) else 0)

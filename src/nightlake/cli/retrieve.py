@@ -1,0 +1,101 @@
+"""`nightlake retrieve`: download a selection of the lake, every file verified against Rucio's adler32."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from nightlake.errors import BadInput
+from nightlake.events import Event, EventBus
+from nightlake.retry import AuthFailure
+from nightlake.rundir import RunDir
+
+console = Console(stderr=True, highlight=False)
+
+
+@click.command("retrieve")
+@click.argument("dids", nargs=-1)
+@click.option("--filter", "filters", multiple=True, metavar="KEY=VALUE",
+              help="Select files by DID metadata (repeatable, ANDed); needs --scope.")
+@click.option("--scope", help="Scope searched by --filter.")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Download directory: files land in OUT/<scope>/<name>, as with `rucio download`.")
+@click.option("--rse", help="Only use replicas on RSEs matching this RSE expression.")
+@click.option("--from-rse", help="Prefer this RSE when it holds a replica; otherwise any.")
+@click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Run directory: journal, events, summary. Re-running the same command resumes.")
+@click.option("--workers", type=click.IntRange(1, 256), default=8, show_default=True, help="Parallel downloads.")
+@click.option("--batch", type=click.IntRange(1, 1000), default=1000, show_default=True,
+              help="Files per batch (one list_replicas call each when planning).")
+@click.option("--quiet", is_flag=True, help="No progress display.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+def retrieve_cmd(dids, filters, scope, out, rse, from_rse, run_dir, workers, batch, quiet, as_json) -> None:
+    """Download DIDs (files, datasets, containers) or a metadata selection, verified and resumable."""
+    from nightlake.retrieve import RetrieveRequest, parse_filter
+
+    request = RetrieveRequest(out=out, run=run_dir, dids=tuple(dids), filters=tuple(parse_filter(f) for f in filters),
+                              scope=scope, rse=rse, from_rse=from_rse, workers=workers, batch_files=batch)
+    try:
+        summary = _run_with_progress(request, EventBus(), quiet or as_json)
+    except AuthFailure as exc:
+        raise BadInput(f"authentication refused, stopping: {exc.classified.message}") from None
+    _print_summary(summary, run_dir, as_json)
+    if not summary["complete"]:
+        sys.exit(1)  # not click's Exit: `cli.main(standalone_mode=False)` returns its code, and main exits 0
+
+
+def _run_with_progress(request, bus: EventBus, quiet: bool) -> dict:
+    from nightlake.retrieve import run_retrieve
+
+    if quiet or not console.is_terminal:
+        return run_retrieve(request, bus)
+    progress = RetrieveProgress()
+    bus.subscribe(progress)
+    with progress.bar:
+        return run_retrieve(request, bus)
+
+
+class RetrieveProgress:
+    """Listens to the event stream (accounting is separate from transfer): files, MB, failures."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.bar = Progress(TextColumn("[bold]downloaded"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.fields[mb]:.1f} MB  failed {task.fields[failed]}"),
+                            TimeElapsedColumn(), TimeRemainingColumn(), console=console)
+        self.task = self.bar.add_task("", total=None, mb=0.0, failed=0)
+
+    def __call__(self, event: Event) -> None:
+        with self._lock:
+            fields, task = event.fields, self.bar.tasks[self.task]
+            if event.kind == "run.start":
+                self.bar.update(self.task, total=fields["files"], completed=fields["done"])
+            elif event.kind == "download.done":
+                self.bar.update(self.task, advance=1, mb=task.fields["mb"] + fields["bytes"] / 1e6)
+            elif event.kind == "file.failed":
+                self.bar.update(self.task, failed=task.fields["failed"] + fields["files"])
+
+
+def _print_summary(summary: dict, run_dir: Path, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, default=str))
+        return
+    files, size = summary["files"], summary["bytes"]
+    table = Table(title=f"retrieve {run_dir} → {summary['out']}", show_header=False)
+    table.add_row("files done", f"{files['done']} / {files['total']}")
+    table.add_row("bytes done", f"{size['done'] / 1e9:.3f} GB of {size['total'] / 1e9:.3f} GB")
+    table.add_row("failed", str(files["failed"]))
+    if summary.get("elapsed_s"):
+        table.add_row("this run", f"{summary['elapsed_s']:.1f} s")
+    Console(file=sys.stdout).print(table)
+    for problem in summary["problems"][:5]:
+        console.print(f"[red]failed[/] {problem['did']}: [{problem['error_class']}] {problem['message']}")
+    if summary["problems"]:
+        console.print(f"all problems: {RunDir(run_dir).summary}")
