@@ -82,10 +82,12 @@ def run_retrieve(request: RetrieveRequest, bus: EventBus) -> dict[str, Any]:
     _check(request)
     run = RunDir(request.run)
     started = time.time()
+    catalog = Catalog()
+    types = did_types(request, catalog)
     with _open_journal(run, request.description()) as journal, EventLog(run.events) as log:
         bus.subscribe(lambda event: event.kind in LIVE_ONLY or log(event))
         if not journal.meta().get("planned"):
-            _journal_selection(journal, request, Catalog(), bus)
+            _journal_selection(journal, request, catalog, types, bus)
         storages = Storages(request.workers)
         counts = journal.counts()
         bus.emit("run.start", files=sum(counts.values()), done=counts[D.DONE])
@@ -127,9 +129,10 @@ def _open_journal(run: RunDir, description: dict[str, Any]) -> DownloadJournal:
 
 # --- selection → journal --------------------------------------------------------------------------
 
-def _journal_selection(journal: DownloadJournal, request: RetrieveRequest, catalog: Catalog, bus: EventBus) -> None:
+def _journal_selection(journal: DownloadJournal, request: RetrieveRequest, catalog: Catalog,
+                       types: dict[tuple[str, str], str], bus: EventBus) -> None:
     """Stream the selected files, 1000 at a time, through `list_replicas` into the journal."""
-    files = _selected_dids(request, catalog) if request.dids else _selected_by_filter(request, catalog)
+    files = _selected_dids(types, catalog) if request.dids else _selected_by_filter(request, catalog)
     added = 0
     while chunk := list(islice(files, BATCH_SIZE)):
         added += journal.add_files(_with_replicas(catalog, chunk, request))
@@ -139,17 +142,25 @@ def _journal_selection(journal: DownloadJournal, request: RetrieveRequest, catal
     bus.emit("run.planned", files=added)
 
 
-def _selected_dids(request: RetrieveRequest, catalog: Catalog) -> Iterator[dict]:
-    """Files named directly, then the files of the named datasets/containers (`bulk_list_files`
-    expands containers too). Unknown DIDs are bad input: nothing has been journaled yet."""
+def did_types(request: RetrieveRequest, catalog: Catalog) -> dict[tuple[str, str], str]:
+    """{did: FILE | DATASET | CONTAINER} of the named DIDs, checked before the run directory is
+    touched: an unknown DID is bad input and changes nothing."""
     dids = [parse_did(d) for d in request.dids]
-    known = {(m["scope"], m["name"]): m["did_type"] for start in range(0, len(dids), BATCH_SIZE)
-             for m in catalog.call(lambda c=dids[start:start + BATCH_SIZE]: list(catalog.client.get_metadata_bulk(
-                 [{"scope": s, "name": n} for s, n in c])))}
-    if missing := [f"{s}:{n}" for s, n in dids if (s, n) not in known]:
+    types = {}
+    for start in range(0, len(dids), BATCH_SIZE):
+        chunk = [{"scope": s, "name": n} for s, n in dids[start:start + BATCH_SIZE]]
+        for meta in catalog.call(lambda c=chunk: list(catalog.client.get_metadata_bulk(c))):
+            types[(meta["scope"], meta["name"])] = meta["did_type"]
+    if missing := [f"{s}:{n}" for s, n in dids if (s, n) not in types]:
         raise BadInput(f"unknown DID(s): {', '.join(missing[:5])}")
-    yield from ({"scope": s, "name": n} for s, n in dids if known[(s, n)] == "FILE")
-    collections = [{"scope": s, "name": n} for s, n in dids if known[(s, n)] != "FILE"]
+    return types
+
+
+def _selected_dids(types: dict[tuple[str, str], str], catalog: Catalog) -> Iterator[dict]:
+    """Files named directly, then the files of the named datasets/containers (`bulk_list_files`
+    expands containers too)."""
+    yield from ({"scope": s, "name": n} for (s, n), kind in types.items() if kind == "FILE")
+    collections = [{"scope": s, "name": n} for (s, n), kind in types.items() if kind != "FILE"]
     for start in range(0, len(collections), BATCH_SIZE):
         yield from catalog.call(catalog.client.bulk_list_files, collections[start:start + BATCH_SIZE])
 

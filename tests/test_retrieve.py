@@ -1,0 +1,221 @@
+"""Retrieve without a lake: the download journal, selection parsing, replica choice, and the
+download loop over file:// replicas (verification, retry, resume)."""
+
+from __future__ import annotations
+
+import os
+import zlib
+from pathlib import Path
+
+import pytest
+
+from conftest import nightlake
+from nightlake.errors import BadInput
+from nightlake.events import EventBus
+from nightlake.retrieve import Retrieve, RetrieveRequest, Storages, choose_replica, destination, parse_filter
+from nightlake.retrieve_journal import D, DownloadJournal, IllegalTransition
+from nightlake.retry import RetryPolicy
+
+
+def _adler32(data: bytes) -> str:
+    return f"{zlib.adler32(data) & 0xFFFFFFFF:08x}"
+
+
+@pytest.fixture
+def journal(tmp_path):
+    with DownloadJournal.create(tmp_path / "retrieve.sqlite") as j:
+        yield j
+
+
+def _row(name: str, pfn: str | None = "file:///nowhere", size: int = 3, adler32: str | None = "00000001") -> dict:
+    return {"scope": "cta", "name": name, "bytes": size, "adler32": adler32, "rse": "ONSITE", "pfn": pfn}
+
+
+def _replicas(tmp_path: Path, journal: DownloadJournal, count: int = 5) -> dict[str, bytes]:
+    """Files on a file:// 'RSE', journaled as Rucio would list them."""
+    source = tmp_path / "rse"
+    source.mkdir()
+    contents = {f"f{i}.fits": os.urandom(1000 + i) for i in range(count)}
+    for name, data in contents.items():
+        (source / name).write_bytes(data)
+    journal.add_files(_row(n, f"file://{source / n}", len(d), _adler32(d)) for n, d in contents.items())
+    return contents
+
+
+class CountingStorages(Storages):
+    """Counts storage.get calls per PFN, to prove what was (not) downloaded."""
+
+    def __init__(self):
+        super().__init__(pool_size=2)
+        self.gets: dict[str, int] = {}
+
+    def for_pfn(self, pfn):
+        storage = super().for_pfn(pfn)
+        outer = self
+
+        class Counting:
+            def get(self, pfn, dest):
+                outer.gets[pfn] = outer.gets.get(pfn, 0) + 1
+                return storage.get(pfn, dest)
+        return Counting()
+
+
+def _retrieve(journal, out, storages=None, **kwargs) -> Retrieve:
+    request = RetrieveRequest(out=out, run=out.parent / "run", dids=("cta:x",), workers=2,
+                              policy=RetryPolicy(sleep=lambda s: None), **kwargs)
+    return Retrieve(journal, storages or CountingStorages(), request, EventBus())
+
+
+# --- journal ----------------------------------------------------------------------------------------
+
+def test_journal_walks_planned_downloading_done_and_counts_attempts(journal):
+    journal.add_files([_row("a"), _row("b")])
+    ids = [r.id for r in next(journal.batches(D.PLANNED))]
+    journal.mark(ids, D.DOWNLOADING)
+    journal.mark(ids, D.DONE)
+    done = next(journal.batches(D.DONE))
+    assert [r.attempts for r in done] == [1, 1]
+    assert journal.counts()[D.DONE] == 2
+
+
+def test_journal_add_files_is_idempotent_per_did(journal):
+    assert journal.add_files([_row("a"), _row("b")]) == 2
+    assert journal.add_files([_row("b"), _row("c")]) == 1
+
+
+def test_journal_illegal_transition_changes_nothing(journal):
+    journal.add_files([_row("a"), _row("b")])
+    a, b = next(journal.batches(D.PLANNED))
+    journal.mark([a.id], D.DOWNLOADING)
+    with pytest.raises(IllegalTransition):
+        journal.mark([a.id, b.id], D.DONE)
+    assert journal.counts()[D.DOWNLOADING] == 1 and journal.counts()[D.PLANNED] == 1
+
+
+def test_journal_failure_keeps_class_and_message_until_requeued(journal):
+    journal.add_files([_row("a")])
+    (a,) = next(journal.batches(D.PLANNED))
+    journal.fail([a.id], "permanent", "adler32 mismatch")
+    (failed,) = next(journal.batches(D.FAILED))
+    assert (failed.error_class, failed.error_message) == ("permanent", "adler32 mismatch")
+    assert journal.requeue_failed() == 1
+    assert next(journal.batches(D.PLANNED))[0].error_class is None
+
+
+def test_journal_batches_survive_marking_while_walking(journal):
+    journal.add_files(_row(f"f{i}") for i in range(25))
+    seen = []
+    for batch in journal.batches(D.PLANNED, size=10):
+        seen += [r.id for r in batch]
+        journal.mark([r.id for r in batch], D.DOWNLOADING)
+    assert len(seen) == len(set(seen)) == 25
+
+
+# --- selection ----------------------------------------------------------------------------------------
+
+def test_filter_is_key_equals_value():
+    assert parse_filter("telescope=LST-1") == ("telescope", "LST-1")
+    assert parse_filter("obs_id.gte=2") == ("obs_id.gte", "2")
+
+
+@pytest.mark.parametrize("text", ["telescope", "=LST-1", "telescope=", "tele scope=x"])
+def test_malformed_filter_is_bad_input(text):
+    with pytest.raises(BadInput):
+        parse_filter(text)
+
+
+def test_malformed_filter_exits_2_before_anything_is_written(tmp_path):
+    result = nightlake("retrieve", "--filter", "telescope", "--scope", "cta", "--out", str(tmp_path / "o"),
+                       "--run", str(tmp_path / "r"), check=False)
+    assert result.returncode == 2 and "KEY=VALUE" in result.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_dids_and_filters_together_exit_2(tmp_path):
+    result = nightlake("retrieve", "cta:ds", "--filter", "a=b", "--scope", "cta", "--out", str(tmp_path / "o"),
+                       "--run", str(tmp_path / "r"), check=False)
+    assert result.returncode == 2
+
+
+def _replica(*pfns: tuple[str, str, int]) -> dict:
+    return {"pfns": {pfn: {"rse": rse, "priority": prio} for rse, pfn, prio in pfns}}
+
+
+def test_replica_on_from_rse_is_preferred():
+    replica = _replica(("ONSITE", "https://a/x", 1), ("OFFSITE-A", "root://b/x", 2), ("OFFSITE-A", "https://b/x", 1))
+    assert choose_replica(replica, "OFFSITE-A") == ("OFFSITE-A", "https://b/x")
+
+
+def test_any_replica_when_from_rse_has_none():
+    assert choose_replica(_replica(("ONSITE", "root://a/x", 1)), "OFFSITE-B") == ("ONSITE", "root://a/x")
+
+
+def test_unsupported_schemes_count_as_no_replica():
+    assert choose_replica(_replica(("TAPE", "srm://t/x", 1)), None) == (None, None)
+    assert choose_replica({"pfns": {}}, None) == (None, None)
+
+
+def test_a_name_cannot_climb_out_of_the_download_directory(journal, tmp_path):
+    journal.add_files([_row("../../etc/passwd")])
+    (record,) = next(journal.batches(D.PLANNED))
+    with pytest.raises(ValueError):
+        destination(tmp_path, record)
+
+
+# --- download loop --------------------------------------------------------------------------------
+
+def test_files_land_in_out_scope_name_with_their_bytes(journal, tmp_path):
+    contents = _replicas(tmp_path, journal)
+    out = tmp_path / "out"
+    _retrieve(journal, out).run()
+    assert {p.name: p.read_bytes() for p in (out / "cta").iterdir()} == contents
+    assert journal.counts()[D.DONE] == len(contents)
+
+
+def test_catalog_adler32_mismatch_is_retried_once_then_fails_alone(journal, tmp_path):
+    contents = _replicas(tmp_path, journal, count=3)
+    with journal._tx() as db:  # the catalog says otherwise than the storage for one file
+        db.execute("UPDATE files SET adler32 = 'deadbeef' WHERE name = 'f1.fits'")
+    out, storages = tmp_path / "out", CountingStorages()
+    _retrieve(journal, out, storages).run()
+    (failed,) = next(journal.batches(D.FAILED))
+    assert failed.name == "f1.fits" and failed.error_class == "permanent" and "adler32" in failed.error_message
+    assert storages.gets[failed.pfn] == 2
+    assert sorted(p.name for p in (out / "cta").iterdir()) == ["f0.fits", "f2.fits"]
+    assert journal.counts()[D.DONE] == len(contents) - 1
+
+
+def test_a_file_without_replica_fails_and_the_others_go_on(journal, tmp_path):
+    _replicas(tmp_path, journal, count=2)
+    journal.add_files([_row("orphan.fits", pfn=None)])
+    _retrieve(journal, tmp_path / "out").run()
+    (failed,) = next(journal.batches(D.FAILED))
+    assert failed.name == "orphan.fits" and "no available replica" in failed.error_message
+    assert journal.counts()[D.DONE] == 2
+
+
+def test_resume_skips_done_files_and_verifies_interrupted_ones_locally(journal, tmp_path):
+    contents = _replicas(tmp_path, journal, count=4)
+    out = tmp_path / "out"
+    _retrieve(journal, out).run()
+    f0, f1, f2, f3 = next(journal.batches(D.DONE))
+    with journal._tx() as db:  # a crash: two files left "downloading", one complete, one torn
+        db.execute(f"UPDATE files SET state = 'downloading' WHERE id IN ({f1.id}, {f2.id})")
+    (out / "cta" / f2.name).write_bytes(b"torn")
+    (out / "cta" / f3.name).unlink()  # and a done file the user deleted
+    storages = CountingStorages()
+    _retrieve(journal, out, storages).run()
+    assert storages.gets == {f2.pfn: 1, f3.pfn: 1}
+    assert {p.name: p.read_bytes() for p in (out / "cta").iterdir()} == contents
+    assert journal.counts()[D.DONE] == 4
+
+
+def test_failed_files_are_retried_on_a_rerun(journal, tmp_path):
+    contents = _replicas(tmp_path, journal, count=2)
+    with journal._tx() as db:
+        db.execute("UPDATE files SET adler32 = 'deadbeef' WHERE name = 'f0.fits'")
+    _retrieve(journal, tmp_path / "out").run()
+    with journal._tx() as db:  # the catalog was fixed meanwhile
+        db.execute("UPDATE files SET adler32 = ? WHERE name = 'f0.fits'", (_adler32(contents["f0.fits"]),))
+    _retrieve(journal, tmp_path / "out").run()
+    assert journal.counts()[D.DONE] == 2
