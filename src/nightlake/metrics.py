@@ -89,13 +89,13 @@ class MetricsServer:
 
     metrics: Metrics
     port: int
-    _server: Any
-    _thread: threading.Thread
+    server: Any  # the WSGI server prometheus-client started
+    thread: threading.Thread
 
     def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
 
 
 def serve(port: int, bus: EventBus, addr: str = "127.0.0.1") -> MetricsServer:
