@@ -29,6 +29,7 @@ def cli() -> None:
 cli.add_command(lake)
 cli.add_command(plan_cmd), cli.add_command(generate_cmd)
 cli.add_command(ingest_cmd), cli.add_command(status_cmd)
+from nightlake.cli.rules import rules; cli.add_command(rules)  # noqa: E402, E702
 cli.add_command(retrieve_cmd)
 cli.add_command(report_cmd)
 
