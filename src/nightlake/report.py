@@ -43,7 +43,7 @@ SAMPLE_CHARS = 300
 COLOURS = {"planned": "#b0b0b0", "uploading": "#9ecae1", "uploaded": "#6baed6", "registering": "#4292c6",
            "registered": "#2171b5", "attached": "#08519c", "done": "#2ca02c", "failed": "#d62728",
            "quarantined": "#ff7f0e", "upload": "#1f77b4", "registration": "#9467bd",
-           "replication": "#2ca02c", "retrieval": "#8c564b", "ok": "#2ca02c", "replicating": "#1f77b4",
+           "replication": "#17becf", "retrieval": "#8c564b", "ok": "#2ca02c", "replicating": "#1f77b4",
            "stuck": "#d62728"}
 
 
@@ -332,16 +332,17 @@ def _progress_figure(data: dict[str, Any]):
     figure, (ax,) = _new_figure(1, 3.6)
     colours = {"uploaded": COLOURS["upload"], "done": COLOURS["done"], "replicated": COLOURS["replication"],
                "retrieved": COLOURS["retrieval"]}
-    for name, values in series.items():
-        ts = (np.asarray([start, *values["ts"]]) - start) / scale
-        ax.step(ts, [0, *values["files"]], where="post", label=name, color=colours[name],
+    end = data["run"]["last_event"]
+    for name, values in series.items():  # from 0 at the start to the last value at the end
+        ts = (np.asarray([start, *values["ts"], max(end, values["ts"][-1])]) - start) / scale
+        ax.step(ts, [0, *values["files"], values["files"][-1]], where="post", label=name, color=colours[name],
                 ls="--" if name == "replicated" else "-", lw=1.8)
     ax.axhline(data["files"]["total"], color="#555", ls=":", lw=1, label="files in run")
     ax.set(title="Cumulative files per phase", ylabel="files", xlabel=f"time since first event ({unit})")
-    ax.set_xlim(0, (data["run"]["last_event"] - start) / scale)
+    ax.set_xlim(0, (end - start) / scale)
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1))
     return figure
 
 
@@ -349,11 +350,11 @@ def _replication_figure(data: dict[str, Any]):
     series = data["replication"]
     if not series:
         return None
-    start = series["ts"][0]
-    scale, unit = _time_axis(series["ts"][-1] - start)
+    start, end = series["ts"][0], max(series["ts"][-1], data["run"]["last_event"])
+    scale, unit = _time_axis(end - start)
     figure, (ax,) = _new_figure(1, 3.2)
-    ts = (np.asarray(series["ts"]) - start) / scale
-    ax.stackplot(ts, *(series[k] for k in ("ok", "replicating", "stuck")),
+    ts = (np.asarray([*series["ts"], end]) - start) / scale  # hold the last counts until the end
+    ax.stackplot(ts, *([*series[k], series[k][-1]] for k in ("ok", "replicating", "stuck")),
                  labels=["ok", "replicating", "stuck"],
                  colors=[COLOURS[k] for k in ("ok", "replicating", "stuck")], step="post")
     ax.set(title="Replication: files per rule state (all rules)", ylabel="files",
@@ -379,7 +380,7 @@ def _datasets_figure(data: dict[str, Any]):
         f"the {len(datasets)} least complete of {len(data['datasets'])} datasets"
     ax.set(title=f"Files per state, {shown}", xlabel="files")
     ax.tick_params(axis="y", labelsize=8)
-    ax.legend(loc="lower right", ncols=3, fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
     return figure
 
 
