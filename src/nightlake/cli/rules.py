@@ -19,18 +19,33 @@ console = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(file=sys.stdout, highlight=False, soft_wrap=True)
 
 
-def parse_policy(text: str) -> RulePolicy:
-    """`EXPR[,copies=N][,lifetime=S][,activity=A][,source=EXPR]`: `ingest --rule` plus `source=`
-    (Rucio's source_replica_expression), validated by the same parser."""
-    from nightlake.cli.ingest import parse_rule
+OPTIONS = {"copies": int, "lifetime": int, "activity": str, "source": str}
 
-    parts = [part.strip() for part in text.split(",")]
-    sources = [p.partition("=")[2] for p in parts if p.startswith("source=")]
-    if len(sources) > 1 or (sources and not sources[0]):
-        raise BadInput(f"--rule {text!r}: give source= once, with an RSE expression")
-    rule = parse_rule(",".join(p for p in parts if not p.startswith("source=")))
-    return RulePolicy(rule.rse_expression, rule.copies, rule.lifetime, rule.activity,
-                      sources[0] if sources else None)
+
+def parse_policy(text: str) -> RulePolicy:
+    """`EXPR[,copies=N][,lifetime=S][,activity=A][,source=EXPR]` (RSE expressions have no commas);
+    `source` is Rucio's source_replica_expression. Ranges are the night spec's (`spec.Rule`)."""
+    from pydantic import ValidationError
+
+    from nightlake.spec import Rule
+
+    expression, *options = [part.strip() for part in text.split(",")]
+    fields: dict = {}
+    for option in options:
+        key, _, value = option.partition("=")
+        if key not in OPTIONS or not value or key in fields:
+            raise BadInput(f"--rule {text!r}: bad option {option!r} (copies=, lifetime=, activity=, source=, once each)")
+        try:
+            fields[key] = OPTIONS[key](value)
+        except ValueError:
+            raise BadInput(f"--rule {text!r}: {key} must be an integer, got {value!r}") from None
+    source = fields.pop("source", None)
+    try:
+        rule = Rule.model_validate({"rse_expression": expression, **fields})
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        raise BadInput(f"--rule {text!r}: {'.'.join(map(str, error['loc']))}: {error['msg']}") from None
+    return RulePolicy(rule.rse_expression, rule.copies, rule.lifetime, rule.activity, source)
 
 
 @click.group("rules")

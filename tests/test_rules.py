@@ -1,0 +1,230 @@
+"""Rules without a lake: policy parsing, idempotent adds, the watch loop and error grouping, against
+a fake Rucio client that answers as rucio-clients 41.5.1 does."""
+
+from __future__ import annotations
+
+import pytest
+from rucio.common import exception as rucio_exc
+
+from nightlake.catalog import Catalog
+from nightlake.cli.rules import parse_policy
+from nightlake.errors import BadInput
+from nightlake.events import EventBus
+from nightlake.journal import Journal
+from nightlake.retry import RetryPolicy
+from nightlake.rules import (NO_ERROR_RECORDED, RulePolicy, add_rules, ensure_rule, group_errors, harvest,
+                             lock_message, poll, watch)
+
+# Messages as FTS and dCache write them into a rule's `error` (Rucio keeps 245 characters).
+OOM = ("TRANSFER_FAILED:DESTINATION [70] HTTP 500 : Unexpected server error: "
+       "io.netty.util.internal.OutOfDirectMemoryError: failed to allocate 16777216 byte(s) of direct memory")
+COPY_500 = "TRANSFER_FAILED:TRANSFER [5] HTTP 500 : Copy failed with mode streamed, with error: Internal Server Error"
+NO_POOLS = "TRANSFER_FAILED:DESTINATION OVERWRITE [28] HTTP 503 : No write pools online for [net:127.0.0.1]"
+NO_SOURCES = "RequestErrMsg.NO_SOURCES:RequestState.NO_SOURCES"
+
+
+class FakeClient:
+    """Only the calls `nightlake.rules` makes; rules and their successive states are scripted."""
+
+    account = "root"
+
+    def __init__(self, rules=(), states=None, analysis=None, invalid=()):
+        self.rules = list(rules)  # what list_did_rules returns
+        self.states = states or {}  # rule id -> list of get_replication_rule answers, last one repeats
+        self.analysis = analysis or {}
+        self.invalid = set(invalid)
+        self.added: list[tuple] = []
+        self.duplicate_once = False
+
+    def list_rses(self, expression):
+        if expression in self.invalid:
+            raise rucio_exc.InvalidRSEExpression("RSE Expression resulted in an empty set.")
+        return [{"rse": expression}]
+
+    def list_did_rules(self, scope, name):
+        return [r for r in self.rules if (r["scope"], r["name"]) == (scope, name)]
+
+    def add_replication_rule(self, dids, copies, rse_expression, **options):
+        (did,) = dids
+        rule = {"id": f"rule-{len(self.rules)}", "scope": did["scope"], "name": did["name"], "copies": copies,
+                "rse_expression": rse_expression, "account": self.account}
+        self.rules.append(rule)
+        self.added.append((did["name"], rse_expression, options))
+        if self.duplicate_once:  # another process added the same rule a moment before us
+            self.duplicate_once = False
+            raise rucio_exc.DuplicateRule("A duplicate rule for this account, did, rse_expression, copies already exists")
+        return [rule["id"]]
+
+    def get_replication_rule(self, rule_id):
+        answers = self.states[rule_id]
+        return answers.pop(0) if len(answers) > 1 else answers[0]
+
+    def examine_replication_rule(self, rule_id):
+        return self.analysis[rule_id]
+
+
+def catalog(client) -> Catalog:
+    return Catalog(RetryPolicy(max_attempts=1, target="catalog", catalog=True, sleep=lambda s: None), client=client)
+
+
+def rule_state(state, ok=0, replicating=0, stuck=0, error=None):
+    return {"state": state, "locks_ok_cnt": ok, "locks_replicating_cnt": replicating, "locks_stuck_cnt": stuck,
+            "error": error}
+
+
+def tracked(*ids):
+    return [{"rule_id": i, "scope": "cta", "dataset": f"ds-{i}", "rse_expression": "OFFSITE-A"} for i in ids]
+
+
+class Clock:
+    """Time that moves only when the watch sleeps."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
+
+
+def recorder(bus):
+    events = []
+    bus.subscribe(events.append)
+    return events
+
+
+# --- policies --------------------------------------------------------------------------------------
+
+def test_a_policy_takes_the_ingest_options_and_a_source_expression():
+    assert parse_policy("OFFSITE-A,copies=2,lifetime=3600,activity=Debug,source=ONSITE") == \
+        RulePolicy("OFFSITE-A", 2, 3600, "Debug", "ONSITE")
+    assert parse_policy("OFFSITE=True") == RulePolicy("OFFSITE=True")
+
+
+@pytest.mark.parametrize("text", ["OFFSITE-A,colour=red", "OFFSITE-A,copies=0", "OFFSITE-A,source=",
+                                  "OFFSITE-A,source=ONSITE,source=OFFSITE-B"])
+def test_a_bad_policy_is_bad_input(text):
+    with pytest.raises(BadInput, match="--rule"):
+        parse_policy(text)
+
+
+# --- add -------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def journal(tmp_path):
+    with Journal.create(tmp_path / "journal.sqlite", {}) as journal:
+        journal.add_datasets([("cta", "ds1"), ("cta", "ds2")])
+        yield journal
+
+
+def test_add_puts_each_policy_on_each_dataset_and_journals_the_ids(journal):
+    client, bus = FakeClient(), EventBus()
+    events = recorder(bus)
+    rules = add_rules(journal, catalog(client), [RulePolicy("OFFSITE-A", source_replica_expression="ONSITE")], bus)
+    assert [(r["dataset"], r["rse_expression"], r["state"]) for r in rules] == \
+        [("ds1", "OFFSITE-A", "created"), ("ds2", "OFFSITE-A", "created")]
+    assert all(r["rule_id"] for r in rules)
+    assert client.added[0][2]["source_replica_expression"] == "ONSITE"
+    assert [(e.kind, e.fields["existed"]) for e in events] == [("rule.added", False)] * 2
+
+
+def test_adding_twice_reuses_the_rules(journal):
+    client = FakeClient()
+    first = add_rules(journal, catalog(client), [RulePolicy("OFFSITE-A")], EventBus())
+    events = recorder(bus := EventBus())
+    again = add_rules(journal, catalog(client), [RulePolicy("OFFSITE-A")], bus)
+    assert again == first and len(client.added) == 2
+    assert all(e.fields["existed"] for e in events)
+
+
+def test_a_rule_with_other_copies_is_not_the_same_rule():
+    client = FakeClient(rules=[{"id": "old", "scope": "cta", "name": "ds1", "copies": 1,
+                                "rse_expression": "OFFSITE-A", "account": "root"}])
+    rule_id, existed = ensure_rule(catalog(client), ("cta", "ds1"), RulePolicy("OFFSITE-A", copies=2))
+    assert rule_id != "old" and not existed
+
+
+def test_a_duplicate_rule_from_a_race_is_looked_up_not_an_error():
+    client = FakeClient()
+    client.duplicate_once = True
+    rule_id, existed = ensure_rule(catalog(client), ("cta", "ds1"), RulePolicy("OFFSITE-A"))
+    assert existed and rule_id == client.rules[0]["id"]
+
+
+def test_an_invalid_expression_is_bad_input_and_adds_nothing(journal):
+    client = FakeClient(invalid={"OFFSITE-C"})
+    with pytest.raises(BadInput, match="invalid RSE expression 'OFFSITE-C'"):
+        add_rules(journal, catalog(client), [RulePolicy("OFFSITE-A"), RulePolicy("OFFSITE-C")], EventBus())
+    assert client.added == [] and journal.rules() == []
+
+
+# --- watch -----------------------------------------------------------------------------------------
+
+def test_watch_follows_rules_until_all_are_ok():
+    client = FakeClient(states={"r1": [rule_state("REPLICATING", 1, 2), rule_state("OK", 3)],
+                                "r2": [rule_state("OK", 3)]})
+    clock, bus = Clock(), EventBus()
+    events = recorder(bus)
+    result = watch(catalog(client), tracked("r1", "r2"), bus, timeout=60, interval=5, clock=clock, sleep=clock.sleep)
+    assert result.exit_code == 0 and not result.timed_out and clock.now == 5
+    progress = [e.fields for e in events if e.kind == "rules.progress"]
+    assert len(progress) == 4
+    assert progress[0] == {"rule_id": "r1", "dataset": "cta:ds-r1", "rse_expression": "OFFSITE-A",
+                           "state": "REPLICATING", "ok": 1, "replicating": 2, "stuck": 0}
+
+
+def test_watch_gives_up_at_the_timeout_and_names_the_rules_still_replicating():
+    client = FakeClient(states={"r1": [rule_state("REPLICATING", 0, 3)], "r2": [rule_state("OK", 3)]})
+    clock = Clock()
+    result = watch(catalog(client), tracked("r1", "r2"), EventBus(), timeout=12, interval=5, clock=clock,
+                   sleep=clock.sleep)
+    assert result.timed_out and result.exit_code == 1 and clock.now == 12
+    assert [s.rule_id for s in result.unsettled] == ["r1"]
+
+
+def test_a_stuck_rule_ends_the_watch_with_its_errors_grouped():
+    client = FakeClient(states={"r1": [rule_state("STUCK", 1, 0, 2, NO_SOURCES)]},
+                        analysis={"r1": {"rule_error": NO_SOURCES, "transfers": [
+                            {"name": f"f{i}", "rse": "OFFSITE-A", "attempts": 1, "last_error": "RequestState.NO_SOURCES",
+                             "sources": []} for i in (1, 2)]}})
+    bus = EventBus()
+    events = recorder(bus)
+    result = watch(catalog(client), tracked("r1"), bus, timeout=60, interval=5)
+    assert result.exit_code == 1 and [s.rule_id for s in result.stuck] == ["r1"]
+    assert [(g.group, g.count) for g in result.errors] == [("no-sources", 2)]
+    assert [e.fields for e in events if e.kind == "replication.error"] == \
+        [{"group": "no-sources", "count": 2, "sample": f"{NO_SOURCES}; no source replica available"}]
+
+
+# --- harvest and grouping ----------------------------------------------------------------------------
+
+def test_errors_group_by_cause_with_counts_and_a_sample_each():
+    groups = group_errors([(OOM, 3), (NO_POOLS, 1), (COPY_500, 2), (OOM.replace("16777216", "4194304"), 2)])
+    assert [(g.group, g.count) for g in groups] == \
+        [("storage-out-of-memory", 5), ("http-500-copy", 2), ("no-write-pools", 1)]
+    assert groups[0].sample == OOM
+
+
+def test_harvest_counts_each_stuck_lock_once():
+    client = FakeClient(
+        states={"stuck": [rule_state("STUCK", 0, 0, 3, OOM)], "moving": [rule_state("REPLICATING", 1, 1, 1, COPY_500)],
+                "ok": [rule_state("OK", 3)]},
+        analysis={"stuck": {"rule_error": OOM, "transfers": [
+            {"attempts": 4, "last_error": "RequestState.FAILED", "sources": [("ONSITE", True)]}] * 2}})
+    statuses = poll(catalog(client), tracked("stuck", "moving", "ok"))
+    found = harvest(catalog(client), statuses)
+    # two locks examined, a third Rucio did not list, and the replicating rule's one stuck lock
+    assert found == [(OOM, 1), (OOM, 1), (OOM, 1), (COPY_500, 1)]
+
+
+@pytest.mark.parametrize("rule_error, transfer, expected", [
+    (OOM, {"attempts": 2, "last_error": "RequestState.FAILED", "sources": [("ONSITE", True)]}, OOM),
+    (None, {"attempts": 1, "last_error": "RequestState.NO_SOURCES", "sources": []},
+     "RequestState.NO_SOURCES; no source replica available"),
+    ("MissingSourceReplica", {"attempts": 0, "last_error": "None", "sources": []}, "MissingSourceReplica"),
+    (None, {"attempts": 0, "last_error": "None", "sources": []}, NO_ERROR_RECORDED),
+])
+def test_a_lock_message_prefers_the_rule_error_and_says_when_no_source_was_left(rule_error, transfer, expected):
+    assert lock_message(rule_error, transfer) == expected
