@@ -168,20 +168,22 @@ class TwoPhaseStorage:
 
 
 def open_storage(protocol: dict, *, ca_cert: str | bool = True, client_cert: str | None = None,
-                 pool_size: int = 8, rse_info: dict | None = None) -> Storage:
+                 pool_size: int = 8, timeout: float = 120.0, rse_info: dict | None = None) -> Storage:
     """A `Storage` for one entry of an RSE's `protocols` list (scheme, hostname, port, prefix, impl).
 
     `ca_cert`: CA bundle/dir to verify servers (True = system trust; never False by default).
     `client_cert`: a PEM with certificate and key (an X509 proxy) to present, or None.
+    `timeout`: seconds without progress before a call fails (a transient error for the policy).
     `rse_info` (the RSE's full `get_rse_info`) is only used by the Rucio-plugin fallback.
     """
     scheme = protocol["scheme"]
     if scheme in ("https", "davs"):
         from nightlake.storage.https import HttpsStorage
-        return HttpsStorage(ca_cert=ca_cert, client_cert=client_cert, pool_size=pool_size)
+        return HttpsStorage(ca_cert=ca_cert, client_cert=client_cert, pool_size=pool_size,
+                            timeout=(10.0, timeout))
     if scheme == "root":
         from nightlake.storage.root import RootStorage
-        return RootStorage()
+        return RootStorage(timeout=int(timeout))
     if scheme == "file":
         from nightlake.storage.file import FileStorage
         return FileStorage()

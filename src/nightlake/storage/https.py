@@ -36,7 +36,7 @@ class HttpsStorage(TwoPhaseStorage):
     scheme = "https"
 
     def __init__(self, *, ca_cert: str | bool = True, client_cert: str | None = None,
-                 pool_size: int = 8, timeout: tuple[float, float] = (10.0, 300.0)):
+                 pool_size: int = 8, timeout: tuple[float, float] = (10.0, 120.0)):
         session = requests.Session()
         session.trust_env = False  # REQUESTS_CA_BUNDLE would silently override `verify`
         session.verify = ca_cert

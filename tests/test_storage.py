@@ -1,0 +1,131 @@
+"""Storage layer without a lake: the shared two-phase put on file://, adler32 helpers, errors."""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+
+import pytest
+
+from nightlake.failures import ChecksumMismatch, ErrorClass, classify
+from nightlake.storage import (PART_SUFFIX, ExistsWithDifferentContent, SizeMismatch, Stat, Stored,
+                               open_storage)
+from nightlake.storage.adler import Adler32Counter, file_adler32, hex8, normalise
+
+DATA = bytes(range(256)) * 4000 + b"tail"
+ADLER = f"{zlib.adler32(DATA):08x}"
+
+
+@pytest.fixture
+def store():
+    storage = open_storage({"scheme": "file"})
+    yield storage
+    storage.close()
+
+
+def parts(root: Path) -> list[Path]:
+    return list(root.rglob(f"*{PART_SUFFIX}"))
+
+
+def test_put_of_a_local_file_returns_size_and_adler32_and_leaves_no_part(store, tmp_path):
+    source = tmp_path / "src.bin"
+    source.write_bytes(DATA)
+    pfn = f"file://{tmp_path}/lake/a/b/f.dat"
+    assert store.put(pfn, source, size=len(DATA)) == Stored(len(DATA), ADLER)
+    assert (tmp_path / "lake/a/b/f.dat").read_bytes() == DATA
+    assert parts(tmp_path) == []
+
+
+def test_put_of_a_stream_calls_the_factory_and_stores_the_bytes(store, tmp_path):
+    pfn = f"file://{tmp_path}/f.dat"
+    stored = store.put(pfn, lambda: (DATA[i:i + 1000] for i in range(0, len(DATA), 1000)),
+                       size=len(DATA), adler32=ADLER.upper())
+    assert stored.adler32 == ADLER
+    assert store.stat(pfn) == Stat(len(DATA), ADLER)
+
+
+def test_wrong_expected_adler32_raises_and_leaves_nothing(store, tmp_path):
+    pfn = f"file://{tmp_path}/f.dat"
+    with pytest.raises(ChecksumMismatch) as info:
+        store.put(pfn, lambda: [DATA], size=len(DATA), adler32="00000001")
+    assert (info.value.expected, info.value.actual) == ("00000001", ADLER)
+    assert store.stat(pfn) is None and parts(tmp_path) == []
+
+
+@pytest.mark.parametrize("size", [len(DATA) - 1, len(DATA) + 1])
+def test_source_of_the_wrong_size_raises_size_mismatch_and_leaves_nothing(store, tmp_path, size):
+    pfn = f"file://{tmp_path}/f.dat"
+    with pytest.raises(SizeMismatch):
+        store.put(pfn, lambda: [DATA], size=size)
+    assert store.stat(pfn) is None and parts(tmp_path) == []
+
+
+def test_put_of_the_same_content_twice_succeeds(store, tmp_path):
+    pfn = f"file://{tmp_path}/f.dat"
+    first = store.put(pfn, lambda: [DATA], size=len(DATA))
+    assert store.put(pfn, lambda: [DATA], size=len(DATA)) == first
+    assert parts(tmp_path) == []
+
+
+def test_put_of_other_content_to_an_existing_name_fails_permanently_and_keeps_the_old(store, tmp_path):
+    pfn = f"file://{tmp_path}/f.dat"
+    store.put(pfn, lambda: [DATA], size=len(DATA))
+    with pytest.raises(ExistsWithDifferentContent) as info:
+        store.put(pfn, lambda: [b"other"], size=5)
+    assert classify(info.value).error_class is ErrorClass.PERMANENT
+    assert (tmp_path / "f.dat").read_bytes() == DATA and parts(tmp_path) == []
+
+
+def test_get_streams_to_dest_and_returns_the_adler32(store, tmp_path):
+    pfn = f"file://{tmp_path}/f.dat"
+    store.put(pfn, lambda: [DATA], size=len(DATA))
+    dest = tmp_path / "down" / "f.dat"
+    assert store.get(pfn, dest) == Stored(len(DATA), ADLER)
+    assert dest.read_bytes() == DATA and parts(tmp_path / "down") == []
+
+
+def test_delete_then_stat_is_none_and_deleting_an_absent_object_is_fine(store, tmp_path):
+    pfn = f"file://{tmp_path}/f.dat"
+    store.put(pfn, lambda: [DATA], size=len(DATA))
+    store.delete(pfn)
+    assert store.stat(pfn) is None
+    store.delete(pfn)
+
+
+def test_adler32_counter_matches_zlib_and_pads_to_8_hex():
+    counter = Adler32Counter([b"a", b"", b"bc"])
+    assert b"".join(counter) == b"abc"
+    assert (counter.size, counter.adler32) == (3, f"{zlib.adler32(b'abc'):08x}")
+    assert hex8(0x1234) == "00001234" and normalise("1A2B3") == "0001a2b3"
+
+
+def test_file_adler32_reads_in_chunks(tmp_path):
+    path = tmp_path / "x"
+    path.write_bytes(DATA)
+    assert file_adler32(path, chunk_size=999) == (len(DATA), ADLER)
+
+
+def test_size_mismatch_is_a_checksum_mismatch_for_the_retry_policy():
+    error = SizeMismatch("here", 10, 9)
+    assert isinstance(error, ChecksumMismatch) and "size mismatch" in str(error)
+
+
+def test_xrootd_errors_carry_their_status_for_classification():
+    from nightlake.storage.root import XRootDError
+
+    class Status:  # the shape of XRootDStatus
+        ok, code, errno, message = False, 400, 3011, "[ERROR] no such file"
+
+    transient = type("S", (Status,), {"code": 108, "errno": 0})  # socket disconnected
+    assert classify(XRootDError("stat x", Status())).error_class is ErrorClass.PERMANENT
+    assert classify(XRootDError("write x", transient())).error_class is ErrorClass.TRANSIENT_STORAGE
+
+
+def test_https_session_uses_the_given_ca_and_cert_not_requests_ca_bundle(monkeypatch):
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/nonexistent")
+    storage = open_storage({"scheme": "https"}, ca_cert="/some/ca.pem", client_cert="/some/proxy")
+    session = storage._session
+    assert session.verify == "/some/ca.pem" and session.cert == "/some/proxy"
+    assert session.trust_env is False
+    assert storage._session.get_adapter("https://x")._pool_maxsize == 8
+    storage.close()
