@@ -20,7 +20,7 @@ import io
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -60,7 +60,7 @@ def collect(run_path: Path | str) -> dict[str, Any]:
         datasets = _per_dataset(db, dataset_states)
         rses = _grouped(db, "rse")
         errors = _journal_errors(db)
-    events = list(_read_events(run.events))
+    events = _read_events(run.events)
     progress = _replication_progress(events)
     data = {
         "generated": {"at": time.time(), "nightlake": __version__},
@@ -125,10 +125,10 @@ def _journal_errors(db: sqlite3.Connection) -> list[dict[str, Any]]:
             for cls, state, stage, n, size, sample in rows]
 
 
-def _read_events(path: Path) -> Iterator[dict[str, Any]]:
+def _read_events(path: Path) -> list[dict[str, Any]]:
     """The event log, in time order; a torn last line (crash mid-write) is skipped."""
     if not path.exists():
-        return iter(())
+        return []
     events = []
     with open(path, encoding="utf-8") as lines:
         for line in lines:
@@ -139,7 +139,7 @@ def _read_events(path: Path) -> Iterator[dict[str, Any]]:
             if isinstance(event, dict) and "ts" in event and "kind" in event:
                 events.append(event)
     events.sort(key=lambda e: e["ts"])
-    return iter(events)
+    return events
 
 
 def _provenance(run: RunDir, meta: dict[str, Any], events: list[dict], rules: list[dict]) -> dict[str, Any]:
