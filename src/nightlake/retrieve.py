@@ -116,7 +116,7 @@ def _open_journal(run: RunDir, description: dict[str, Any]) -> DownloadJournal:
     if path.exists():
         saved = json.loads(run.description.read_text())
         if saved != description:
-            changed = next(k for k in description if saved.get(k) != description[k])
+            changed = next((k for k in description if saved.get(k) != description[k]), "command")
             raise BadInput(f"{run.path} holds another retrieve ({changed}: {saved.get(changed)!r}, "
                            f"now {description[changed]!r}); use a new --run directory")
         return DownloadJournal.open(path)
