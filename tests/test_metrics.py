@@ -7,6 +7,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from nightlake import metrics
+from nightlake.errors import BadInput
 from nightlake.events import EventBus
 
 
@@ -81,3 +82,9 @@ def test_two_endpoints_in_one_process_keep_separate_counts():
 def test_listens_on_loopback_only(endpoint):
     _, server = endpoint
     assert server.server.server_address[0] == "127.0.0.1"
+
+
+def test_a_busy_port_is_bad_input(endpoint):
+    _, server = endpoint
+    with pytest.raises(BadInput, match=f"--metrics-port {server.port}"):
+        metrics.serve(server.port, EventBus())

@@ -26,6 +26,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
+from nightlake.errors import BadInput
 from nightlake.events import Event, EventBus
 
 # Event kind -> stage label; upload counts per-file `upload.done`, not `upload.batch` (no double count).
@@ -99,8 +100,13 @@ class MetricsServer:
 
 
 def serve(port: int, bus: EventBus, addr: str = "127.0.0.1") -> MetricsServer:
-    """Subscribe a fresh `Metrics` to `bus` and serve it on `addr:port` (0 = any free port)."""
+    """Subscribe a fresh `Metrics` to `bus` and serve it on `addr:port` (0 = any free port).
+
+    A port already in use is the user's to fix: BadInput (exit code 2) before anything starts."""
     metrics = Metrics()
-    server, thread = start_http_server(port, addr=addr, registry=metrics.registry)
+    try:
+        server, thread = start_http_server(port, addr=addr, registry=metrics.registry)
+    except OSError as exc:
+        raise BadInput(f"--metrics-port {port}: cannot listen on {addr}:{port} ({exc.strerror})") from None
     bus.subscribe(metrics)
     return MetricsServer(metrics, server.server_port, server, thread)
