@@ -219,3 +219,30 @@ def test_failed_files_are_retried_on_a_rerun(journal, tmp_path):
         db.execute("UPDATE files SET adler32 = ? WHERE name = 'f0.fits'", (_adler32(contents["f0.fits"]),))
     _retrieve(journal, tmp_path / "out").run()
     assert journal.counts()[D.DONE] == 2
+
+
+# --- bad input leaves nothing behind ---------------------------------------------------------------
+
+class FakeClient:
+    """A Rucio client whose metadata search matches nothing, or refuses the filter."""
+
+    def __init__(self, refuse: bool):
+        self.refuse = refuse
+
+    def list_dids(self, scope, filters, did_type):
+        if self.refuse:
+            raise ValueError("FilterEngineGenericError: Generic filter engine error.")
+        return iter(())
+
+
+@pytest.mark.parametrize("refuse", [False, True], ids=["matches-nothing", "refused"])
+def test_a_selection_without_files_is_bad_input_and_leaves_no_run(monkeypatch, tmp_path, refuse):
+    from nightlake import retrieve
+    from nightlake.catalog import Catalog
+
+    monkeypatch.setattr(retrieve, "Catalog", lambda: Catalog(client=FakeClient(refuse),
+                                                             policy=RetryPolicy(sleep=lambda s: None)))
+    request = RetrieveRequest(out=tmp_path / "out", run=tmp_path / "run", filters=(("a", "b"),), scope="cta")
+    with pytest.raises(BadInput):
+        retrieve.run_retrieve(request, EventBus())
+    assert not (tmp_path / "run").exists()

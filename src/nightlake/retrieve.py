@@ -84,21 +84,42 @@ def run_retrieve(request: RetrieveRequest, bus: EventBus) -> dict[str, Any]:
     started = time.time()
     catalog = Catalog()
     types = did_types(request, catalog)
-    with _open_journal(run, request.description()) as journal, EventLog(run.events) as log:
-        bus.subscribe(lambda event: event.kind in LIVE_ONLY or log(event))
-        if not journal.meta().get("planned"):
-            _journal_selection(journal, request, catalog, types, bus)
-        storages = Storages(request.workers)
-        counts = journal.counts()
-        bus.emit("run.start", files=sum(counts.values()), done=counts[D.DONE])
-        try:
-            Retrieve(journal, storages, request, bus).run()
-        finally:
-            storages.close()
-            summary = summarize(journal, request.out, started)
-            write_summary(run, summary)
-            bus.emit("run.end", complete=summary["complete"], failed=summary["files"]["failed"])
+    created, existed = False, run.path.exists()
+    try:
+        with _open_journal(run, request.description()) as journal, EventLog(run.events) as log:
+            created = not journal.meta().get("planned")
+            bus.subscribe(lambda event: event.kind in LIVE_ONLY or log(event))
+            if created:
+                _journal_selection(journal, request, catalog, types, bus)
+            created = False
+            return _download_all(journal, run, request, started, bus)
+    except BadInput:
+        if created:  # a selection Rucio refuses or that matches nothing leaves nothing behind
+            _discard(run, keep_directory=existed)
+        raise
+
+
+def _download_all(journal: DownloadJournal, run: RunDir, request: RetrieveRequest, started: float,
+                  bus: EventBus) -> dict[str, Any]:
+    storages = Storages(request.workers)
+    counts = journal.counts()
+    bus.emit("run.start", files=sum(counts.values()), done=counts[D.DONE])
+    try:
+        Retrieve(journal, storages, request, bus).run()
+    finally:
+        storages.close()
+        summary = summarize(journal, request.out, started)
+        write_summary(run, summary)
+        bus.emit("run.end", complete=summary["complete"], failed=summary["files"]["failed"])
     return summary
+
+
+def _discard(run: RunDir, keep_directory: bool) -> None:
+    for name in (JOURNAL_NAME, JOURNAL_NAME + "-wal", JOURNAL_NAME + "-shm", run.description.name, run.events.name):
+        (run.path / name).unlink(missing_ok=True)
+    if not keep_directory:
+        with contextlib.suppress(OSError):
+            run.path.rmdir()
 
 
 def _check(request: RetrieveRequest) -> None:
@@ -132,10 +153,15 @@ def _open_journal(run: RunDir, description: dict[str, Any]) -> DownloadJournal:
 def _journal_selection(journal: DownloadJournal, request: RetrieveRequest, catalog: Catalog,
                        types: dict[tuple[str, str], str], bus: EventBus) -> None:
     """Stream the selected files, 1000 at a time, through `list_replicas` into the journal."""
-    files = _selected_dids(types, catalog) if request.dids else _selected_by_filter(request, catalog)
     added = 0
-    while chunk := list(islice(files, BATCH_SIZE)):
-        added += journal.add_files(_with_replicas(catalog, chunk, request))
+    try:
+        files = _selected_dids(types, catalog) if request.dids else _selected_by_filter(request, catalog)
+        while chunk := list(islice(files, BATCH_SIZE)):
+            added += journal.add_files(_with_replicas(catalog, chunk, request))
+    except GaveUp as failure:
+        if failure.classified.error_class.transient:
+            raise
+        raise BadInput(f"Rucio refused the selection: {failure.classified.message}") from None
     if not sum(journal.counts().values()):
         raise BadInput("the selection matches no files")
     journal.set_meta(planned=True)
