@@ -17,6 +17,8 @@ File state machine (`FileState`; `ALLOWED_FROM` is the table that enforces it)::
 
 - `uploading` is uncertain: the bytes may be on storage, in part or in full. Reconcile = stat the
   PFN (size and adler32): complete → `uploaded`, absent or partial → `planned` (re-upload).
+- `uploaded` left by an earlier run is re-checked the same way before it is registered, because
+  the bytes may have changed on storage since: a mismatch → `planned` (re-upload).
 - `registering` is uncertain: the `add_replicas` batch may have been applied. Reconcile = one bulk
   query to Rucio for the batch: known replicas → `registered`, the others → `uploaded`.
 - Every other state is certain. `attached` and `done` are reached with calls that are idempotent
@@ -79,7 +81,7 @@ UNCERTAIN = (S.UPLOADING, S.REGISTERING)
 TERMINAL = (S.DONE, S.FAILED, S.QUARANTINED)
 # target state -> states it may be entered from
 ALLOWED_FROM: dict[FileState, tuple[FileState, ...]] = {
-    S.PLANNED: (S.UPLOADING,),
+    S.PLANNED: (S.UPLOADING, S.UPLOADED),
     S.UPLOADING: (S.PLANNED,),
     S.UPLOADED: (S.PLANNED, S.UPLOADING, S.REGISTERING),
     S.REGISTERING: (S.UPLOADED,),

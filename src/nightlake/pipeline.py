@@ -104,6 +104,26 @@ class Ingest:
             self.journal.mark([r.id for r in batch if (r.scope, r.name) not in known], S.UPLOADED)
             self.bus.emit("reconcile.catalog", registered=sum((r.scope, r.name) in known for r in batch),
                           uploaded=sum((r.scope, r.name) not in known for r in batch))
+        self._recheck_uploaded()
+
+    def _recheck_uploaded(self) -> None:
+        """Files an earlier run uploaded but did not register are checked on storage again: bytes
+        altered meanwhile must never be registered as good. Copies are replaced; in place, the
+        storage holds the user's only copy, so the file fails instead."""
+        for batch in self.journal.batches(S.UPLOADED, self.options.batch_files):
+            stats = list(self._pool.map(lambda r: self._call(self.storage.stat, r.pfn), batch))
+            bad = [(r, s) for r, s in zip(batch, stats)
+                   if s is None or (s.size, s.adler32) != (r.bytes, r.adler32)]
+            if self.options.in_place:
+                for record, stat in bad:
+                    self._fail([record], ValueError(f"{record.pfn} changed on storage before registration: "
+                                                    f"{stat.size if stat else 'absent'} bytes, adler32 "
+                                                    f"{stat.adler32 if stat else '-'}; expected {record.adler32}"))
+                continue
+            self._discard_partial([(r, s) for r, s in bad if s is not None])
+            self.journal.mark([r.id for r, _ in bad], S.PLANNED)
+            if bad:
+                self.bus.emit("reconcile.storage", uploaded=0, replanned=len(bad), changed=True)
 
     def _is_complete(self, record: FileRecord, stat: Stat | None) -> bool:
         """A file found under its final name counts as uploaded only with the right size and an
@@ -114,13 +134,17 @@ class Ingest:
         return expected == stat.adler32
 
     def _source_adler32(self, record: FileRecord) -> str | None:
+        """The adler32 the source's bytes have: read from a local file, computed for a payload."""
         source = self.open_source(record)
-        if isinstance(source, Path):
-            try:
+        try:
+            if isinstance(source, Path):
                 return adler.file_adler32(source)[1]
-            except OSError:
-                return None
-        return None
+            counter = adler.Adler32Counter(source())
+            for _ in counter:
+                pass
+            return counter.adler32
+        except OSError:
+            return None
 
     def _discard_parts(self, records: Iterable[FileRecord]) -> None:
         """Temporary objects of interrupted uploads would be dark data: delete them."""
@@ -186,6 +210,7 @@ class Ingest:
         self.journal.mark_each(S.UPLOADING, [{"id": r.id, "pfn": r.pfn, "rse": r.rse} for r in batch])
         done = self._run_parallel(self._put, batch)
         self.journal.mark_each(S.UPLOADED, [{"id": r.id, "adler32": a} for r, a in done])
+        self.bus.emit("upload.batch", files=len(done), bytes=sum(r.bytes for r, _ in done), rse=self.options.rse)
         return [replace(r, adler32=a) for r, a in done]
 
     def _put(self, record: FileRecord) -> str:
@@ -211,6 +236,8 @@ class Ingest:
         done = self._run_parallel(check, batch)
         self.journal.mark_each(S.UPLOADED, [{"id": r.id, "pfn": r.pfn, "rse": r.rse, "adler32": a}
                                             for r, a in done])
+        self.bus.emit("upload.batch", files=len(done), bytes=sum(r.bytes for r, _ in done),
+                      rse=self.options.rse, in_place=True)
         return [replace(r, adler32=a) for r, a in done]
 
     def _run_parallel(self, work: Callable[[FileRecord], str], batch: list[FileRecord]
