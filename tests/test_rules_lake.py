@@ -1,0 +1,127 @@
+"""`nightlake rules add | watch` against the real lake: OK where the data is, REPLICATING without a
+transfer engine, and STUCK with Rucio's own error, grouped.
+
+STUCK is produced two ways, both real Rucio behaviour (see docs/rules.md):
+- the conveyor: the dataset's only replicas (ONSITE) are marked UNAVAILABLE after the rule to
+  OFFSITE-B is added; one `rucio-conveyor-submitter --run-once` finds no source and marks the
+  requests NO_SOURCES, one `rucio-conveyor-finisher --run-once` sets the locks and the rule STUCK
+  with the error "RequestErrMsg.NO_SOURCES:RequestState.NO_SOURCES";
+- a rule whose `source=` (source_replica_expression) holds no replica is STUCK at creation with
+  "MissingSourceReplica".
+Each test ingests its own dataset, so the rules it watches are its own. The submitter only works on
+requests towards OFFSITE-B; without a transfertool it leaves every request that has a source QUEUED.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from ingest_helpers import nightlake
+from nightlake.failures import replication_error_group
+from nightlake.lake.rucio_server import server_env
+
+pytestmark = pytest.mark.lake
+
+
+@pytest.fixture
+def run(lake, scratch) -> Path:
+    """A run directory holding one fresh dataset of three small files, ingested to ONSITE without rules."""
+    tag = uuid.uuid4().hex[:10]
+    dataset = scratch / "source" / f"rules_{tag}"
+    dataset.mkdir(parents=True)
+    for i in range(3):
+        (dataset / f"rules_{tag}_{i}.dat").write_bytes(os.urandom(2000 + i))
+    run = scratch / "run"
+    result = nightlake("ingest", str(scratch / "source"), "--scope", "cta", "--rse", "ONSITE",
+                       "--run", str(run), "--quiet")
+    assert result.returncode == 0, result.stderr
+    return run
+
+
+def rules_cmd(*args: str) -> subprocess.CompletedProcess:
+    return nightlake("rules", *map(str, args))
+
+
+def events(run: Path, kind: str) -> list[dict]:
+    lines = (run / "events.jsonl").read_text().splitlines()
+    return [e for e in map(json.loads, lines) if e["kind"] == kind]
+
+
+def dataset_files(run: Path) -> list[str]:
+    return [p.name for p in (Path(json.loads((run / "run.json").read_text())["source"])).rglob("*.dat")]
+
+
+def run_daemon_once(lake, name: str, *args: str) -> None:
+    """A Rucio daemon, once, with the lake's server config (as `lake up` runs its daemons)."""
+    argv = [str(lake.server_venv / "bin" / f"rucio-{name}"), "--run-once", *args]
+    result = subprocess.run(argv, env=server_env(lake), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_a_rule_where_the_data_is_becomes_ok_and_watch_exits_0(run):
+    added = rules_cmd("add", run, "--rule", "ONSITE")
+    assert added.returncode == 0, added.stderr
+    watched = rules_cmd("watch", run, "--timeout", 60, "--interval", 1)
+    assert watched.returncode == 0, watched.stdout + watched.stderr
+    assert "1 of 1 rules OK" in watched.stdout
+    progress = events(run, "rules.progress")[-1]
+    assert (progress["state"], progress["ok"], progress["replicating"], progress["stuck"]) == ("OK", 3, 0, 0)
+
+
+def test_adding_the_same_rule_again_reuses_it(run):
+    first = rules_cmd("add", run, "--rule", "ONSITE")
+    again = rules_cmd("add", run, "--rule", "ONSITE")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.startswith("existing rule")
+    assert again.stdout.split()[2] == first.stdout.split()[2]
+    assert [e["existed"] for e in events(run, "rule.added")] == [False, True]
+
+
+def test_a_rule_without_a_transfer_engine_times_out_and_watch_names_it(run):
+    rule_id = rules_cmd("add", run, "--rule", "OFFSITE-A").stdout.split()[2].rstrip(":")
+    watched = rules_cmd("watch", run, "--timeout", 2, "--interval", 0.5)
+    assert watched.returncode == 1
+    assert "(timeout)" in watched.stdout
+    assert f"still REPLICATING {rule_id}" in watched.stdout
+    assert events(run, "rules.progress")[-1]["replicating"] == 3
+
+
+def test_an_unknown_expression_or_run_is_bad_input(run, scratch):
+    bad = rules_cmd("add", run, "--rule", "OFFSITE-Z")
+    assert bad.returncode == 2 and "invalid RSE expression 'OFFSITE-Z'" in bad.stderr
+    assert rules_cmd("watch", scratch / "nothing").returncode == 2
+
+
+def test_a_rule_with_no_source_left_goes_stuck_through_the_conveyor(lake, run):
+    from rucio.client import Client
+
+    added = rules_cmd("add", run, "--rule", "OFFSITE-B,activity=Debug")
+    assert added.returncode == 0, added.stderr
+    Client().update_replicas_states("ONSITE", [{"scope": "cta", "name": name, "state": "U"}
+                                               for name in dataset_files(run)])
+    run_daemon_once(lake, "conveyor-submitter", "--include-rses", "OFFSITE-B", "--bulk", "100000")
+    run_daemon_once(lake, "conveyor-finisher")
+
+    watched = rules_cmd("watch", run, "--timeout", 30, "--interval", 1)
+    assert watched.returncode == 1, watched.stdout + watched.stderr
+    assert "1 STUCK" in watched.stdout
+    assert "error [no-sources] × 3: RequestErrMsg.NO_SOURCES:RequestState.NO_SOURCES" in watched.stdout
+    (error,) = events(run, "replication.error")
+    assert (error["group"], error["count"]) == ("no-sources", 3)
+
+
+def test_a_rule_whose_source_expression_holds_no_replica_is_stuck_at_once(run):
+    added = rules_cmd("add", run, "--rule", "OFFSITE-A,source=OFFSITE-B")
+    assert added.returncode == 0, added.stderr
+    watched = rules_cmd("watch", run, "--timeout", 30, "--interval", 1)
+    assert watched.returncode == 1
+    assert "STUCK" in watched.stdout and "MissingSourceReplica" in watched.stdout
+    (error,) = events(run, "replication.error")
+    assert error == {**error, "group": replication_error_group("MissingSourceReplica"), "count": 3,
+                     "sample": "MissingSourceReplica"}
