@@ -52,7 +52,8 @@ class FakeClient:
         self.added.append((did["name"], rse_expression, options))
         if self.duplicate_once:  # another process added the same rule a moment before us
             self.duplicate_once = False
-            raise rucio_exc.DuplicateRule("A duplicate rule for this account, did, rse_expression, copies already exists")
+            raise rucio_exc.DuplicateRule("A duplicate rule for this account, did, rse_expression, copies "
+                                          "already exists")
         return [rule["id"]]
 
     def get_replication_rule(self, rule_id):
@@ -226,5 +227,5 @@ def test_harvest_counts_each_stuck_lock_once():
     ("MissingSourceReplica", {"attempts": 0, "last_error": "None", "sources": []}, "MissingSourceReplica"),
     (None, {"attempts": 0, "last_error": "None", "sources": []}, NO_ERROR_RECORDED),
 ])
-def test_a_lock_message_prefers_the_rule_error_and_says_when_no_source_was_left(rule_error, transfer, expected):
+def test_a_lock_message_prefers_the_rule_error_and_notes_a_missing_source(rule_error, transfer, expected):
     assert lock_message(rule_error, transfer) == expected

@@ -34,7 +34,8 @@ def parse_policy(text: str) -> RulePolicy:
     for option in options:
         key, _, value = option.partition("=")
         if key not in OPTIONS or not value or key in fields:
-            raise BadInput(f"--rule {text!r}: bad option {option!r} (copies=, lifetime=, activity=, source=, once each)")
+            raise BadInput(f"--rule {text!r}: bad option {option!r} "
+                           "(copies=, lifetime=, activity=, source=, each at most once)")
         try:
             fields[key] = OPTIONS[key](value)
         except ValueError:
@@ -67,8 +68,9 @@ def add_cmd(run_dir: Path, texts: tuple[str, ...]) -> None:
     with run.load() as journal, EventLog(run.events) as log:
         bus = EventBus()
         bus.subscribe(log)
-        bus.subscribe(lambda e: out.print(f"{'existing' if e.fields['existed'] else 'added'} rule "
-                                          f"{e.fields['rule_id']}: {e.fields['dataset']} → {e.fields['rse_expression']}"))
+        bus.subscribe(lambda e: out.print(
+            f"{'existing' if e.fields['existed'] else 'added'} rule {e.fields['rule_id']}: "
+            f"{e.fields['dataset']} → {e.fields['rse_expression']}"))
         add_rules(journal, Catalog(), policies, bus)
 
 
@@ -134,8 +136,8 @@ def print_result(result: WatchResult) -> None:
     out.print(f"{ok} of {len(result.statuses)} rules OK, {len(result.stuck)} STUCK, "
               f"{len(result.unsettled)} not settled{' (timeout)' if result.timed_out else ''}")
     for s in result.stuck:
-        out.print(f"STUCK {s.rule_id} {s.dataset} → {s.rse_expression}: {s.stuck} stuck locks; {s.error or 'Rucio recorded no error'}",
-                  markup=False)
+        out.print(f"STUCK {s.rule_id} {s.dataset} → {s.rse_expression}: {s.stuck} stuck locks; "
+                  f"{s.error or 'Rucio recorded no error'}", markup=False)
     for s in result.unsettled:
         out.print(f"still {s.state} {s.rule_id} {s.dataset} → {s.rse_expression}: "
                   f"ok={s.ok} replicating={s.replicating} stuck={s.stuck}")
