@@ -57,6 +57,8 @@ class FakeClient:
         return [rule["id"]]
 
     def get_replication_rule(self, rule_id):
+        if rule_id not in self.states:
+            raise rucio_exc.RuleNotFound(f"No replication rule found.\nDetails: No rule with the id {rule_id} found")
         answers = self.states[rule_id]
         return answers.pop(0) if len(answers) > 1 else answers[0]
 
@@ -185,11 +187,18 @@ def test_watch_gives_up_at_the_timeout_and_names_the_rules_still_replicating():
     assert [s.rule_id for s in result.unsettled] == ["r1"]
 
 
+def test_a_rule_rucio_no_longer_has_is_gone_and_not_ok():
+    client = FakeClient(states={"r1": [rule_state("OK", 3)]})
+    result = watch(catalog(client), tracked("r1", "deleted"), EventBus(), timeout=60, interval=5)
+    assert not result.timed_out and result.exit_code == 1
+    assert [(s.rule_id, s.state) for s in result.gone] == [("deleted", "GONE")]
+
+
 def test_a_stuck_rule_ends_the_watch_with_its_errors_grouped():
     client = FakeClient(states={"r1": [rule_state("STUCK", 1, 0, 2, NO_SOURCES)]},
                         analysis={"r1": {"rule_error": NO_SOURCES, "transfers": [
-                            {"name": f"f{i}", "rse": "OFFSITE-A", "attempts": 1, "last_error": "RequestState.NO_SOURCES",
-                             "sources": []} for i in (1, 2)]}})
+                            {"name": f"f{i}", "rse": "OFFSITE-A", "attempts": 1,
+                             "last_error": "RequestState.NO_SOURCES", "sources": []} for i in (1, 2)]}})
     bus = EventBus()
     events = recorder(bus)
     result = watch(catalog(client), tracked("r1"), bus, timeout=60, interval=5)

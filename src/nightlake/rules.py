@@ -7,7 +7,8 @@ an identical rule (same DID, RSE expression, copies: Rucio's own uniqueness key)
 
 `watch` polls each rule with one `get_replication_rule` call (rules are per dataset: hundreds per
 night, never per file) until every rule is OK or STUCK, or the time is up. A rule is *settled*
-when OK or STUCK: without a transfer engine nothing else moves it (the judge-repairer is not run).
+when OK or STUCK (without a transfer engine nothing else moves it; the judge-repairer is not run),
+or GONE: deleted or expired since the run recorded it.
 
 `harvest` explains STUCK rules. Rucio keeps the last transfer error in the rule's `error` (the
 finisher writes e.g. "RequestErrMsg.NO_SOURCES:RequestState.NO_SOURCES", or the FTS message);
@@ -34,7 +35,8 @@ from nightlake.failures import replication_error_group
 from nightlake.journal import Journal
 from nightlake.retry import GaveUp
 
-SETTLED = ("OK", "STUCK")
+GONE = "GONE"  # Rucio no longer has the rule: deleted, or expired and cleaned
+SETTLED = ("OK", "STUCK", GONE)
 NO_ERROR_RECORDED = "STUCK, but Rucio recorded no error"
 
 
@@ -149,9 +151,13 @@ class WatchResult:
         return [s for s in self.statuses if not s.settled]
 
     @property
+    def gone(self) -> list[RuleStatus]:
+        return [s for s in self.statuses if s.state == GONE]
+
+    @property
     def exit_code(self) -> int:
-        """0 when every rule is OK; 1 when one is STUCK or still moving at the timeout."""
-        return 1 if self.stuck or self.unsettled else 0
+        """0 when every rule is OK; 1 when one is STUCK, GONE or still moving at the timeout."""
+        return 0 if all(s.state == "OK" for s in self.statuses) else 1
 
 
 def run_rules(journal: Journal) -> list[dict]:
@@ -166,9 +172,15 @@ def poll(catalog: Catalog, rules: Iterable[dict]) -> list[RuleStatus]:
     """One `get_replication_rule` call per rule."""
     statuses = []
     for rule in rules:
-        info = catalog.call(catalog.client.get_replication_rule, rule["rule_id"])
-        statuses.append(RuleStatus(rule["rule_id"], f"{rule['scope']}:{rule['dataset']}", rule["rse_expression"],
-                                   info["state"], info["locks_ok_cnt"], info["locks_replicating_cnt"],
+        where = (rule["rule_id"], f"{rule['scope']}:{rule['dataset']}", rule["rse_expression"])
+        try:
+            info = catalog.call(catalog.client.get_replication_rule, rule["rule_id"])
+        except GaveUp as failure:
+            if not isinstance(failure.original, rucio_exc.RuleNotFound):
+                raise
+            statuses.append(RuleStatus(*where, GONE, 0, 0, 0, "Rucio has no rule with this id any more"))
+            continue
+        statuses.append(RuleStatus(*where, info["state"], info["locks_ok_cnt"], info["locks_replicating_cnt"],
                                    info["locks_stuck_cnt"], info.get("error")))
     return statuses
 

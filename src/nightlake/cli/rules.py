@@ -110,7 +110,7 @@ def progress_table(statuses: list[RuleStatus]) -> Table:
         table.add_row(s.rule_id[:8], s.dataset, s.rse_expression, _state(s.state), str(s.ok),
                       str(s.replicating), str(s.stuck))
     for expression, (ok, replicating, stuck) in by_expression(statuses).items():
-        table.add_row("[bold]all", f"{sum(1 for s in statuses if s.rse_expression == expression)} rules",
+        table.add_row("[bold]all", f"{sum(1 for s in statuses if s.rse_expression == expression)} rule(s)",
                       expression, "", str(ok), str(replicating), str(stuck), style="bold")
     return table
 
@@ -134,10 +134,13 @@ def print_result(result: WatchResult) -> None:
     """Which rules are not OK and why: Rucio's messages are printed as they are (no markup)."""
     ok = sum(1 for s in result.statuses if s.state == "OK")
     out.print(f"{ok} of {len(result.statuses)} rules OK, {len(result.stuck)} STUCK, "
-              f"{len(result.unsettled)} not settled{' (timeout)' if result.timed_out else ''}")
+              f"{len(result.gone)} gone, {len(result.unsettled)} not settled"
+              f"{' (timeout)' if result.timed_out else ''}")
     for s in result.stuck:
         out.print(f"STUCK {s.rule_id} {s.dataset} → {s.rse_expression}: {s.stuck} stuck locks; "
                   f"{s.error or 'Rucio recorded no error'}", markup=False)
+    for s in result.gone:
+        out.print(f"GONE {s.rule_id} {s.dataset} → {s.rse_expression}: {s.error}", markup=False)
     for s in result.unsettled:
         out.print(f"still {s.state} {s.rule_id} {s.dataset} → {s.rse_expression}: "
                   f"ok={s.ok} replicating={s.replicating} stuck={s.stuck}")
