@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -48,7 +49,7 @@ def retrieve_cmd(dids, filters, scope, out, rse, from_rse, run_dir, workers, bat
         raise BadInput(f"authentication refused, stopping: {exc.classified.message}") from None
     _print_summary(summary, run_dir, as_json)
     if not summary["complete"]:
-        sys.exit(1)  # not click's Exit: `cli.main(standalone_mode=False)` returns its code, and main exits 0
+        raise click.exceptions.Exit(1)
 
 
 def _run_with_progress(request, bus: EventBus, quiet: bool) -> dict:
@@ -96,6 +97,6 @@ def _print_summary(summary: dict, run_dir: Path, as_json: bool) -> None:
         table.add_row("this run", f"{summary['elapsed_s']:.1f} s")
     Console(file=sys.stdout).print(table)
     for problem in summary["problems"][:5]:
-        console.print(f"[red]failed[/] {problem['did']}: [{problem['error_class']}] {problem['message']}")
+        console.print(f"[red]failed[/] {problem['did']}: " + escape(f"[{problem['error_class']}] {problem['message']}"))
     if summary["problems"]:
         console.print(f"all problems: {RunDir(run_dir).summary}")
