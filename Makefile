@@ -34,7 +34,7 @@ test: deps
 
 demo: deps
 	$(BIN)/nightlake lake up
-	$(BIN)/python -m nightlake.demo
+	PATH="$(abspath $(BIN)):$$PATH" bash examples/demo.sh
 
 clean:
 	-$(BIN)/nightlake lake down --purge

@@ -17,6 +17,7 @@ from typing import Any
 
 from rucio.common import exception as rucio_exc
 
+from nightlake.errors import BadInput
 from nightlake.retry import AuthFailure, GaveUp, RetryPolicy
 
 BATCH_SIZE = 1000  # items per bulk call: the Rucio server's schema limit
@@ -91,20 +92,23 @@ class Catalog:
 
     # --- datasets -------------------------------------------------------------------------------
 
-    def existing(self, dids: Sequence[Did]) -> set[Did]:
-        """Which of these DIDs exist (one `get_metadata_bulk` call per batch)."""
-        found: set[Did] = set()
+    def existing(self, dids: Sequence[Did]) -> dict[Did, dict]:
+        """The DIDs among these that exist, with their metadata (one `get_metadata_bulk` per batch)."""
+        found: dict[Did, dict] = {}
         for start in range(0, len(dids), self.batch_size):
             chunk = [{"scope": s, "name": n} for s, n in dids[start:start + self.batch_size]]
             for meta in self.call(lambda c=chunk: list(self.client.get_metadata_bulk(c))):
-                found.add((meta["scope"], meta["name"]))
+                found[(meta["scope"], meta["name"])] = meta
         return found
 
     def add_datasets(self, dids: Sequence[Did]) -> list[Rejected]:
-        """Create the datasets that do not exist yet, in bulk."""
+        """Create the datasets that do not exist yet, in bulk. A dataset that exists but is closed
+        can take no file: that is the user's to resolve, before anything is uploaded."""
         known = self.existing(dids)
-        missing = [d for d in dids if d not in known]
-        items = [{"scope": s, "name": n, "type": "DATASET"} for s, n in missing]
+        if closed := sorted(f"{s}:{n}" for (s, n), meta in known.items() if meta.get("is_open") is False):
+            raise BadInput(f"dataset(s) {', '.join(closed[:3])}{' ...' if len(closed) > 3 else ''} already "
+                           f"exist and are closed: choose other dataset names, or reopen them")
+        items = [{"scope": s, "name": n, "type": "DATASET"} for s, n in dids if (s, n) not in known]
 
         def add(chunk: list[dict]) -> None:
             try:

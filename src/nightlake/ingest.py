@@ -22,6 +22,7 @@ from nightlake.journal import FileRecord, Journal
 from nightlake.payload import open_stream
 from nightlake.pipeline import Ingest, IngestOptions
 from nightlake.rundir import RunDir, summarize, write_summary
+from nightlake.retry import GaveUp, RetryEvent, RetryPolicy
 from nightlake.spec import Rule, load_spec
 from nightlake.storage import open_storage, pfns, tls_from_rucio_config
 
@@ -58,11 +59,12 @@ def run_ingest(request: IngestRequest, bus: EventBus) -> dict[str, Any]:
     run = RunDir(request.run)
     started = time.time()
     with run.open(request.description()) as journal, EventLog(run.events) as log:
-        bus.subscribe(lambda event: event.kind in LIVE_ONLY or log(event))
+        bus.subscribe(lambda event: None if event.kind in LIVE_ONLY else log(event))
         if not journal.run_meta().get("planned"):
             _journal_plan(journal, request, bus)
-        catalog = Catalog()
+        catalog = Catalog(RetryPolicy(target="catalog", catalog=True, on_retry=_retry_reporter(bus)))
         journal.set_meta(**_provenance(catalog))
+        _check_rules(catalog, journal)
         rse_info = _rse_info(request.options.rse)
         protocol = _protocol(rse_info, request.scheme)
         ca_cert, client_cert = tls_from_rucio_config()
@@ -70,8 +72,9 @@ def run_ingest(request: IngestRequest, bus: EventBus) -> dict[str, Any]:
                                pool_size=request.options.workers, rse_info=rse_info)
         bus.emit("run.start", rse=request.options.rse, scheme=protocol["scheme"], files=sum(journal.counts().values()))
         try:
+            storage_policy = RetryPolicy(target=request.options.rse, on_retry=_retry_reporter(bus))
             Ingest(journal, catalog, storage, _pfn_resolver(rse_info, protocol["scheme"]), _source_opener,
-                   request.options, bus).run()
+                   request.options, bus, storage_policy).run()
         finally:
             storage.close()
             summary = summarize(journal, started)
@@ -122,6 +125,27 @@ def _journal_plan(journal: Journal, request: IngestRequest, bus: EventBus) -> No
             journal.add_rule(scope, name, rule.rse_expression, rule.copies, rule.lifetime, rule.activity)
     journal.set_meta(planned=True)
     bus.emit("run.planned", files=added, datasets=len(datasets))
+
+
+def _retry_reporter(bus: EventBus):
+    """Retries are data too: each one becomes a `retry` event (metrics and report count them)."""
+    def report(event: RetryEvent) -> None:
+        bus.emit("retry", target=event.target, error_class=event.error_class.value, attempt=event.attempt,
+                 delay=round(event.delay, 3), message=event.message[:300])
+    return report
+
+
+def _check_rules(catalog: Catalog, journal: Journal) -> None:
+    """A rule whose RSE expression Rucio cannot resolve is bad input: say so before any upload."""
+    from rucio.common.exception import InvalidRSEExpression
+
+    for expression in sorted({rule["rse_expression"] for rule in journal.rules()}):
+        try:
+            catalog.call(lambda e=expression: list(catalog.client.list_rses(e)))
+        except GaveUp as failure:
+            if isinstance(failure.original, InvalidRSEExpression):
+                raise BadInput(f"rule RSE expression {expression!r} matches no RSE") from None
+            raise
 
 
 def _provenance(catalog: Catalog) -> dict[str, Any]:

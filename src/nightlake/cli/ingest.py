@@ -8,8 +8,10 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from nightlake import metrics
 from nightlake.errors import BadInput
 from nightlake.events import EventBus
 from nightlake.pipeline import IngestOptions
@@ -51,22 +53,28 @@ def parse_rule(text: str) -> Rule:
 @click.option("--batch", type=click.IntRange(1, 1000), default=1000, show_default=True,
               help="Files per bulk catalog call (server limit 1000).")
 @click.option("--no-close", is_flag=True, help="Leave the datasets open at the end.")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
+              help="Serve Prometheus metrics on 127.0.0.1:PORT while the run lasts.")
 @click.option("--quiet", is_flag=True, help="No progress display.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 def ingest_cmd(source, rse, run_dir, scope, dataset, in_place, scheme, rules, required, workers, batch,
-               no_close, quiet, as_json) -> None:
+               no_close, metrics_port, quiet, as_json) -> None:
     """Upload, register, describe and replicate a night: SOURCE is a directory or a night spec (.toml)."""
-    from nightlake.ingest import IngestRequest, run_ingest
+    from nightlake.ingest import IngestRequest
 
     options = IngestOptions(rse=rse, workers=workers, batch_files=batch, required_meta=tuple(required),
                             close_datasets=not no_close, in_place=in_place)
     request = IngestRequest(source=source, run=run_dir, options=options, scope=scope, dataset=dataset,
                             scheme=scheme, rules=tuple(parse_rule(r) for r in rules))
     bus = EventBus()
+    server = metrics.serve(metrics_port, bus) if metrics_port is not None else None
     try:
         summary = _run_with_progress(request, bus, quiet or as_json)
     except AuthFailure as exc:
         raise BadInput(f"authentication refused, stopping: {exc.classified.message}") from None
+    finally:
+        if server is not None:
+            server.close()
     _print_summary(summary, run_dir, as_json)
     if not summary["complete"]:
         raise click.exceptions.Exit(1)
@@ -112,7 +120,8 @@ def _print_summary(summary: dict, run_dir: Path, as_json: bool) -> None:
         table.add_row("this run", f"{elapsed:.1f} s")
     Console(file=sys.stdout).print(table)
     for problem in summary["problems"][:5]:
-        console.print(f"[red]{problem['state']}[/] {problem['did']}: [{problem['error_class']}] {problem['message']}")
+        console.print(f"[red]{problem['state']}[/] {problem['did']}: "
+                      + escape(f"[{problem['error_class']}] {problem['message']}"))
     if summary["problems"]:
         console.print(f"all problems: {RunDir(run_dir).summary}")
 
@@ -144,4 +153,4 @@ def status_cmd(run_dir: Path, as_json: bool) -> None:
         out.print(f"rule {rule['rule_id'] or '(planned)'}: {rule['scope']}:{rule['dataset']} → "
                   f"{rule['copies']}× {rule['rse_expression']}")
     for problem in summary["problems"]:
-        out.print(f"{problem['state']} {problem['did']}: [{problem['error_class']}] {problem['message']}")
+        out.print(f"{problem['state']} {problem['did']}: " + escape(f"[{problem['error_class']}] {problem['message']}"))
