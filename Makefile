@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 APT_PACKAGES := postgresql-15 xrootd-server xrootd-client chromium
 STAMP := .nightlake/stamps
 
-.PHONY: demo test deps system venv clean
+.PHONY: demo test deps system venv clean bench-quick bench
 
 deps: system venv
 
@@ -39,3 +39,27 @@ demo: deps
 clean:
 	-$(BIN)/nightlake lake down --purge
 	rm -rf $(VENV) .nightlake
+
+# Benchmarks (benchmarks/README.md). Each brings up its own bench lake and takes it down (purged) at the end.
+BENCH_LAKE ?= .nightlake/bench-lake
+BENCH_PORT ?= 29600
+BENCH_UP = $(BIN)/nightlake lake up --dir $(BENCH_LAKE) --port-base $(BENCH_PORT)
+BENCH_DOWN = $(BIN)/nightlake lake down --dir $(BENCH_LAKE) --purge
+
+bench-quick: deps
+	$(BIN)/nightlake lake install
+	$(BENCH_UP)
+	status=0; \
+	$(BIN)/python benchmarks/catalog_path.py --lake-dir $(BENCH_LAKE) --files 500 --baseline-files 100 --name catalog_path-quick || status=$$?; \
+	$(BIN)/python benchmarks/bytes_path.py --lake-dir $(BENCH_LAKE) --sizes 1MB,100MB,500MB --repeat 1 --name bytes_path-quick || status=$$?; \
+	$(BENCH_DOWN); exit $$status
+
+bench: deps
+	$(BIN)/nightlake lake install
+	$(BENCH_UP)
+	status=0; \
+	$(BIN)/python benchmarks/catalog_path.py --lake-dir $(BENCH_LAKE) || status=$$?; \
+	$(BIN)/python benchmarks/bytes_path.py --lake-dir $(BENCH_LAKE) || status=$$?; \
+	$(BIN)/python benchmarks/night.py --lake-dir $(BENCH_LAKE) --files-scale $${NIGHT_SCALE:-1} || status=$$?; \
+	$(BIN)/python benchmarks/generate_vs_dd.py --out .nightlake --json benchmarks/results/generate_vs_dd.json || status=$$?; \
+	$(BENCH_DOWN); exit $$status

@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""Benchmark: the bytes path — large files to one RSE — nightlake's storage layer against curl and xrdcp.
+
+Method: for each size in `--sizes` one local source file is written (a repeated 8 MiB random block;
+neither protocol compresses) and read once so every method reads it from the page cache. Then, `--repeat`
+times, alternating, each file is uploaded to ONSITE (same https and root:// endpoints, same PFN that
+Rucio's lfn2pfn gives) by:
+  https: `curl -sS --fail -T FILE --cacert CA --cert PROXY` (the baseline) and
+         `nightlake.storage.open_storage(https protocol).put(pfn, path, size=...)`;
+  root:  `xrdcp -f -s FILE root://...` (the baseline) and `open_storage(root protocol).put(...)`.
+nightlake is measured through its storage layer (not a full ingest), i.e. its complete verified put:
+stream to `<pfn>.nightlake-part` computing adler32 on the way, ask the storage for its adler32, check
+the final name, rename. curl and xrdcp only copy bytes (no checksum). The object is deleted after every
+upload, so the disk holds at most one copy per size. MB/s = bytes / wall seconds (1 MB = 1e6 B);
+the best of the repeats is used for the ratio. Target: nightlake >= 90 % of curl (https).
+
+    .venv/bin/python benchmarks/bytes_path.py [--sizes 1MB,100MB,1GB,2GB --repeat 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import benchlib as bl  # noqa: E402
+
+SCOPE, RSE = "cta", "ONSITE"
+BLOCK = 8 << 20
+
+
+def make_source(path: Path, size: int) -> None:
+    block = os.urandom(min(BLOCK, size))
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            n = min(left, len(block))
+            f.write(block[:n])
+            left -= n
+    with open(path, "rb") as f:  # warm the page cache
+        while f.read(BLOCK):
+            pass
+
+
+def timed(fn) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def run_cli(cmd: list[str]) -> None:
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{cmd[0]} exit {proc.returncode}: {proc.stderr.strip()[-500:]}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1MB,100MB,1GB,2GB")
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--lake-dir", type=Path, default=bl.DEFAULT_LAKE)
+    parser.add_argument("--work", type=Path, default=bl.ROOT / ".nightlake" / "bench-bytes")
+    parser.add_argument("--name", default="bytes_path", help="results/<name>.json")
+    args = parser.parse_args()
+
+    bl.use_lake(args.lake_dir)
+    from rucio.rse import rsemanager
+
+    from nightlake.spec import parse_size
+    from nightlake.storage import open_storage, tls_from_rucio_config
+
+    ca, proxy = tls_from_rucio_config()
+    info = rsemanager.get_rse_info(RSE)
+    protos = {p["scheme"]: p for p in info["protocols"]}
+    storages = {s: open_storage(protos[s], ca_cert=ca, client_cert=proxy, pool_size=2) for s in ("https", "root")}
+    sizes = [parse_size(s.strip()) for s in args.sizes.split(",")]
+    tag = time.strftime("%m%d%H%M%S")
+    work = args.work / tag
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"bytes path: sizes {args.sizes}, repeat {args.repeat}, RSE {RSE}; nightlake via storage.put "
+          f"(verified two-phase put), baselines curl -T (https) and xrdcp (root)")
+
+    rows = []
+    try:
+        for size in sizes:
+            src = work / f"src-{size}"
+            make_source(src, size)
+            times: dict[str, list[float]] = {"curl": [], "nightlake_https": [], "xrdcp": [], "nightlake_root": []}
+            for r in range(args.repeat):
+                for method in times:
+                    scheme = "https" if method in ("curl", "nightlake_https") else "root"
+                    name = f"bytes-{tag}-{size}-{method}-{r}"
+                    pfn = rsemanager.lfns2pfns(info, [{"scope": SCOPE, "name": name}], operation="write",
+                                               scheme=scheme)[f"{SCOPE}:{name}"]
+                    if method == "curl":
+                        cmd = ["curl", "-sS", "--fail", "-T", str(src), "--cacert", str(ca), "--cert", str(proxy),
+                               "-o", "/dev/null", pfn]
+                        secs = timed(lambda: run_cli(cmd))
+                    elif method == "xrdcp":
+                        cmd = ["xrdcp", "-f", "-s", str(src), pfn]
+                        secs = timed(lambda: run_cli(cmd))
+                    else:
+                        storage = storages[scheme]
+                        secs = timed(lambda: storage.put(pfn, src, size=size))
+                    storages[scheme].delete(pfn)
+                    times[method].append(secs)
+                    print(f"  {size / 1e6:8.0f} MB {method:16s} {secs:7.2f} s {size / secs / 1e6:8.1f} MB/s", flush=True)
+            src.unlink()
+            best = {m: size / min(t) / 1e6 for m, t in times.items()}
+            rows.append({"bytes": size, "seconds": {m: [round(x, 3) for x in t] for m, t in times.items()},
+                         "best_mb_s": {m: round(v, 1) for m, v in best.items()},
+                         "https_ratio": bl.ratio(best["nightlake_https"], best["curl"]),
+                         "root_ratio": bl.ratio(best["nightlake_root"], best["xrdcp"])})
+    finally:
+        for s in storages.values():
+            s.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+    total = sum(r["bytes"] for r in rows)
+    agg = {m: round(total / sum(min(r["seconds"][m]) for r in rows) / 1e6, 1)
+           for m in ("curl", "nightlake_https", "xrdcp", "nightlake_root")}
+    result = {"method": __doc__.split("\n\n")[1], "sizes": sizes, "repeat": args.repeat,
+              "nightlake_measured_through": "nightlake.storage.open_storage(...).put (verified two-phase put)",
+              "rows": rows, "aggregate_best_mb_s": agg,
+              "aggregate_ratios": {"https": bl.ratio(agg["nightlake_https"], agg["curl"]),
+                                   "root": bl.ratio(agg["nightlake_root"], agg["xrdcp"])},
+              "targets": {"https_ratio_ge": 0.9}}
+    path = bl.write_result(args.name, result)
+    print(f"\n{'size':>10s} {'curl':>8s} {'nl https':>9s} {'ratio':>6s} {'xrdcp':>8s} {'nl root':>8s} {'ratio':>6s}  (MB/s, best)")
+    for r in rows:
+        b = r["best_mb_s"]
+        print(f"{r['bytes'] / 1e6:8.0f}MB {b['curl']:8.1f} {b['nightlake_https']:9.1f} {r['https_ratio']:6.2f} "
+              f"{b['xrdcp']:8.1f} {b['nightlake_root']:8.1f} {r['root_ratio']:6.2f}")
+    print(f"{'all':>10s} {agg['curl']:8.1f} {agg['nightlake_https']:9.1f} {result['aggregate_ratios']['https']:6.2f} "
+          f"{agg['xrdcp']:8.1f} {agg['nightlake_root']:8.1f} {result['aggregate_ratios']['root']:6.2f}")
+    print("targets:")
+    print(bl.target_line("nightlake https / curl (all sizes)", result["aggregate_ratios"]["https"], ">=", 0.9))
+    print(f"nightlake root / xrdcp (all sizes): {result['aggregate_ratios']['root']}")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
