@@ -171,3 +171,53 @@ def test_unknown_rse_exits_2(lake, scratch):
     spec_path = write_spec(scratch / "night.toml", "NORSE", datasets=1, files=2)
     result = nightlake("ingest", str(spec_path), "--rse", "NOWHERE", "--run", str(scratch / "run"), "--quiet")
     assert result.returncode == 2 and "NOWHERE" in result.stderr
+
+
+def test_files_missing_required_metadata_are_quarantined_with_the_reason(lake, scratch):
+    files = scratch / "files" / "qds"
+    files.mkdir(parents=True)
+    for i in range(3):
+        (files / f"QUAR_{i}.dat").write_bytes(b"x" * (100 + i))
+    (files / "QUAR_0.dat.meta.json").write_text(json.dumps({"obs_id": 7}))
+    result = nightlake("ingest", str(scratch / "files"), "--rse", ONSITE.name, "--scope", "cta",
+                       "--require", "obs_id", "--run", str(scratch / "run"), "--quiet", "--json")
+    assert result.returncode == 1
+    report = json.loads(result.stdout)
+    assert (report["files"]["done"], report["files"]["quarantined"]) == (1, 2)
+    assert {p["message"] for p in report["problems"]} == {"missing required metadata: obs_id"}
+    assert _replicas("qds") == {"QUAR_0.dat": (100, adler32(b"x" * 100))}
+
+
+def test_a_closed_dataset_is_refused_before_any_upload(lake, scratch):
+    from rucio.client import Client
+
+    client = Client()
+    client.add_dataset("cta", "CLOSEDDS")
+    client.close("cta", "CLOSEDDS")
+    (scratch / "files" / "CLOSEDDS").mkdir(parents=True)
+    (scratch / "files" / "CLOSEDDS" / "closedds_file.dat").write_bytes(b"data")
+    result = nightlake("ingest", str(scratch / "files"), "--rse", ONSITE.name, "--scope", "cta",
+                       "--run", str(scratch / "run"), "--quiet")
+    assert result.returncode == 2 and "closed" in result.stderr
+    assert not {p for p in stored_files(lake, ONSITE) if "closedds_file" in p}
+
+
+def test_a_rule_expression_matching_no_rse_is_bad_input(lake, scratch):
+    spec_path = write_spec(scratch / "night.toml", "BADRULE", datasets=1, files=2)
+    result = nightlake("ingest", str(spec_path), "--rse", ONSITE.name, "--rule", "NO-SUCH-RSE",
+                       "--run", str(scratch / "run"), "--quiet")
+    assert result.returncode == 2 and "NO-SUCH-RSE" in result.stderr
+    assert not {p for p in stored_files(lake, ONSITE) if "BADRULE" in p}
+
+
+def test_root_scheme_ingest_lands_where_the_stock_client_reads(lake, scratch):
+    spec_path = write_spec(scratch / "night.toml", "ROOTSCHEME", datasets=1, files=5, size="50 kB")
+    run = scratch / "run"
+    result = nightlake("ingest", str(spec_path), "--rse", ONSITE.name, "--scheme", "root", "--run", str(run),
+                       "--quiet")
+    assert result.returncode == 0, result.stderr
+    sample = next(Plan(load_spec(spec_path)).files())
+    rucio("download", "--dir", str(scratch / "dl"), sample.did)
+    from nightlake.payload import open_stream
+
+    assert (scratch / "dl" / "cta" / sample.name).read_bytes() == b"".join(open_stream(sample).iter_chunks())
