@@ -161,7 +161,7 @@ REPLICATION_ERROR_GROUPS: list[tuple[str, re.Pattern[str]]] = [
         ("no-write-pools", r"No write pools online"),
         ("http-500-copy", r"HTTP 500\b.*Copy failed|Copy failed with mode streamed"),
         ("checksum-mismatch", r"(checksum|adler32).{0,40}(mismatch|do(es)? not match|differ)"),
-        ("no-sources", r"NO_SOURCES|no sources?\b|no source replica"),
+        ("no-sources", r"NO_SOURCES|no sources?\b|no source replica|MissingSourceReplica"),
         ("quota", r"insufficient quota|quota exceeded|over ?quota"),
         ("transfer-timeout", r"timed? ?out|timeout|operation expired"),
         ("auth", r"permission denied|(token|proxy).{0,20}expired|authentication failed|" + _HTTP_AUTH),

@@ -23,7 +23,8 @@ from nightlake.payload import open_stream
 from nightlake.pipeline import Ingest, IngestOptions
 from nightlake.rundir import RunDir, summarize, write_summary
 from nightlake.retry import GaveUp, RetryEvent, RetryPolicy
-from nightlake.spec import Rule, load_spec
+from nightlake.rules import RulePolicy
+from nightlake.spec import load_spec
 from nightlake.storage import open_storage, pfns, tls_from_rucio_config
 
 # Per-file progress events feed the live display only; the event log keeps the batch events.
@@ -40,7 +41,7 @@ class IngestRequest:
     scope: str | None = None
     dataset: str | None = None
     scheme: str | None = None
-    rules: tuple[Rule, ...] = field(default_factory=tuple)
+    rules: tuple[RulePolicy, ...] = field(default_factory=tuple)
 
     @property
     def is_spec(self) -> bool:
@@ -50,7 +51,7 @@ class IngestRequest:
         return {"command": "ingest", "source": str(self.source.absolute()), "rse": self.options.rse,
                 "scope": self.scope, "dataset": self.dataset, "in_place": self.options.in_place,
                 "scheme": self.scheme, "options": asdict(self.options),
-                "rules": [r.model_dump() for r in self.rules]}
+                "rules": [asdict(r) for r in self.rules]}
 
 
 def run_ingest(request: IngestRequest, bus: EventBus) -> dict[str, Any]:
@@ -100,11 +101,11 @@ def _records(request: IngestRequest) -> Iterator[sources.SourceFile]:
     return sources.from_directory(request.source, request.scope, request.dataset)
 
 
-def _rules(request: IngestRequest) -> tuple[Rule, ...]:
+def _rules(request: IngestRequest) -> tuple[RulePolicy, ...]:
     """Rules from the command line win; otherwise the spec's policy."""
     if request.rules or not request.is_spec:
         return request.rules
-    return tuple(load_spec(request.source).rules)
+    return tuple(RulePolicy(r.rse_expression, r.copies, r.lifetime, r.activity) for r in load_spec(request.source).rules)
 
 
 def _journal_plan(journal: Journal, request: IngestRequest, bus: EventBus) -> None:

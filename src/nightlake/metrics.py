@@ -20,6 +20,9 @@ Events counted (any other kind is ignored, so new kinds never break a run):
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -110,3 +113,16 @@ def serve(port: int, bus: EventBus, addr: str = "127.0.0.1") -> MetricsServer:
         raise BadInput(f"--metrics-port {port}: cannot listen on {addr}:{port} ({exc.strerror})") from None
     bus.subscribe(metrics)
     return MetricsServer(metrics, server.server_port, server, thread)
+
+
+@contextmanager
+def serving(port: int | None, bus: EventBus) -> Iterator[MetricsServer | None]:
+    """`serve` for the duration of a command when a port was asked for; nothing otherwise."""
+    if port is None:
+        yield None
+        return
+    server = serve(port, bus)
+    try:
+        yield server
+    finally:
+        server.close()

@@ -12,29 +12,15 @@ from rich.markup import escape
 from rich.table import Table
 
 from nightlake import metrics
+from nightlake.cli.options import metrics_port, parse_policy
 from nightlake.errors import BadInput
 from nightlake.events import EventBus
 from nightlake.pipeline import IngestOptions
 from nightlake.retry import AuthFailure
 from nightlake.rundir import RunDir, summarize
-from nightlake.spec import Rule
+from nightlake.spec import human_bytes
 
 console = Console(stderr=True, highlight=False)
-
-
-def parse_rule(text: str) -> Rule:
-    """`RSE_EXPRESSION[,copies=N][,lifetime=SECONDS][,activity=NAME]` (RSE expressions have no commas)."""
-    expression, *options = [part.strip() for part in text.split(",")]
-    fields: dict = {"rse_expression": expression}
-    for option in options:
-        key, _, value = option.partition("=")
-        if key not in ("copies", "lifetime", "activity") or not value:
-            raise BadInput(f"--rule {text!r}: unknown option {option!r} (copies=, lifetime=, activity=)")
-        fields[key] = value
-    try:
-        return Rule.model_validate(fields)
-    except ValueError as exc:
-        raise BadInput(f"--rule {text!r}: {str(exc).splitlines()[-1].strip()}") from None
 
 
 @click.command("ingest")
@@ -53,8 +39,7 @@ def parse_rule(text: str) -> Rule:
 @click.option("--batch", type=click.IntRange(1, 1000), default=1000, show_default=True,
               help="Files per bulk catalog call (server limit 1000).")
 @click.option("--no-close", is_flag=True, help="Leave the datasets open at the end.")
-@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
-              help="Serve Prometheus metrics on 127.0.0.1:PORT while the run lasts.")
+@metrics_port
 @click.option("--quiet", is_flag=True, help="No progress display.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 def ingest_cmd(source, rse, run_dir, scope, dataset, in_place, scheme, rules, required, workers, batch,
@@ -65,19 +50,23 @@ def ingest_cmd(source, rse, run_dir, scope, dataset, in_place, scheme, rules, re
     options = IngestOptions(rse=rse, workers=workers, batch_files=batch, required_meta=tuple(required),
                             close_datasets=not no_close, in_place=in_place)
     request = IngestRequest(source=source, run=run_dir, options=options, scope=scope, dataset=dataset,
-                            scheme=scheme, rules=tuple(parse_rule(r) for r in rules))
+                            scheme=scheme, rules=tuple(_ingest_rule(r) for r in rules))
     bus = EventBus()
-    server = metrics.serve(metrics_port, bus) if metrics_port is not None else None
     try:
-        summary = _run_with_progress(request, bus, quiet or as_json)
+        with metrics.serving(metrics_port, bus):
+            summary = _run_with_progress(request, bus, quiet or as_json)
     except AuthFailure as exc:
         raise BadInput(f"authentication refused, stopping: {exc.classified.message}") from None
-    finally:
-        if server is not None:
-            server.close()
     _print_summary(summary, run_dir, as_json)
     if not summary["complete"]:
         raise click.exceptions.Exit(1)
+
+
+def _ingest_rule(text: str):
+    policy = parse_policy(text)
+    if policy.source_replica_expression:
+        raise BadInput(f"--rule {text!r}: source= applies to `nightlake rules add`, not to ingest")
+    return policy
 
 
 def _run_with_progress(request, bus: EventBus, quiet: bool) -> dict:
@@ -112,7 +101,7 @@ def _print_summary(summary: dict, run_dir: Path, as_json: bool) -> None:
     elapsed = summary.get("elapsed_s") or 0
     table = Table(title=f"run {run_dir}", show_header=False)
     table.add_row("files done", f"{files['done']} / {files['total']}")
-    table.add_row("bytes done", f"{size['done'] / 1e9:.3f} GB of {size['total'] / 1e9:.3f} GB")
+    table.add_row("bytes done", f"{human_bytes(size['done'])} of {human_bytes(size['total'])}")
     table.add_row("failed / quarantined", f"{files['failed']} / {files['quarantined']}")
     table.add_row("datasets", ", ".join(f"{k} {v}" for k, v in summary["datasets"].items() if v))
     table.add_row("rules", str(sum(1 for r in summary["rules"] if r["rule_id"])))
@@ -140,12 +129,12 @@ def status_cmd(run_dir: Path, as_json: bool) -> None:
         click.echo(json.dumps({"run": description, **summary}, indent=2, default=str))
         return
     table = Table(title=f"{run_dir}: {description.get('source')} → {description.get('rse')}")
-    for column in ("state", "files", "GB"):
+    for column in ("state", "files", "bytes"):
         table.add_column(column, justify="right" if column != "state" else "left")
     for state, count in summary["files"].items():
         if state != "total" and (count or state in ("planned", "done")):
-            table.add_row(state, str(count), f"{summary['bytes'][state] / 1e9:.3f}")
-    table.add_row("[bold]total", str(summary["files"]["total"]), f"{summary['bytes']['total'] / 1e9:.3f}")
+            table.add_row(state, str(count), human_bytes(summary["bytes"][state]))
+    table.add_row("[bold]total", str(summary["files"]["total"]), human_bytes(summary["bytes"]["total"]))
     out = Console(file=sys.stdout)
     out.print(table)
     out.print("datasets: " + ", ".join(f"{k} {v}" for k, v in summary["datasets"].items() if v))

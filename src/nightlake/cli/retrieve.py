@@ -13,6 +13,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from nightlake import metrics
+from nightlake.cli.options import metrics_port
 from nightlake.errors import BadInput
 from nightlake.events import Event, EventBus
 from nightlake.retry import AuthFailure
@@ -35,16 +37,20 @@ console = Console(stderr=True, highlight=False)
 @click.option("--workers", type=click.IntRange(1, 256), default=8, show_default=True, help="Parallel downloads.")
 @click.option("--batch", type=click.IntRange(1, 1000), default=1000, show_default=True,
               help="Files per batch (one list_replicas call each when planning).")
+@metrics_port
 @click.option("--quiet", is_flag=True, help="No progress display.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
-def retrieve_cmd(dids, filters, scope, out, rse, from_rse, run_dir, workers, batch, quiet, as_json) -> None:
+def retrieve_cmd(dids, filters, scope, out, rse, from_rse, run_dir, workers, batch, metrics_port, quiet,
+                 as_json) -> None:
     """Download DIDs (files, datasets, containers) or a metadata selection, verified and resumable."""
     from nightlake.retrieve import RetrieveRequest, parse_filter
 
     request = RetrieveRequest(out=out, run=run_dir, dids=tuple(dids), filters=tuple(parse_filter(f) for f in filters),
                               scope=scope, rse=rse, from_rse=from_rse, workers=workers, batch_files=batch)
+    bus = EventBus()
     try:
-        summary = _run_with_progress(request, EventBus(), quiet or as_json)
+        with metrics.serving(metrics_port, bus):
+            summary = _run_with_progress(request, bus, quiet or as_json)
     except AuthFailure as exc:
         raise BadInput(f"authentication refused, stopping: {exc.classified.message}") from None
     _print_summary(summary, run_dir, as_json)

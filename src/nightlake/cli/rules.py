@@ -10,6 +10,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from nightlake import metrics
+from nightlake.cli.options import metrics_port, parse_policy
 from nightlake.errors import BadInput
 from nightlake.events import EventBus, EventLog
 from nightlake.rules import RulePolicy, RuleStatus, WatchResult, by_expression
@@ -17,36 +19,6 @@ from nightlake.rundir import RunDir
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(file=sys.stdout, highlight=False, soft_wrap=True)
-
-
-OPTIONS = {"copies": int, "lifetime": int, "activity": str, "source": str}
-
-
-def parse_policy(text: str) -> RulePolicy:
-    """`EXPR[,copies=N][,lifetime=S][,activity=A][,source=EXPR]` (RSE expressions have no commas);
-    `source` is Rucio's source_replica_expression. Ranges are the night spec's (`spec.Rule`)."""
-    from pydantic import ValidationError
-
-    from nightlake.spec import Rule
-
-    expression, *options = [part.strip() for part in text.split(",")]
-    fields: dict = {}
-    for option in options:
-        key, _, value = option.partition("=")
-        if key not in OPTIONS or not value or key in fields:
-            raise BadInput(f"--rule {text!r}: bad option {option!r} "
-                           "(copies=, lifetime=, activity=, source=, each at most once)")
-        try:
-            fields[key] = OPTIONS[key](value)
-        except ValueError:
-            raise BadInput(f"--rule {text!r}: {key} must be an integer, got {value!r}") from None
-    source = fields.pop("source", None)
-    try:
-        rule = Rule.model_validate({"rse_expression": expression, **fields})
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        raise BadInput(f"--rule {text!r}: {'.'.join(map(str, error['loc']))}: {error['msg']}") from None
-    return RulePolicy(rule.rse_expression, rule.copies, rule.lifetime, rule.activity, source)
 
 
 @click.group("rules")
@@ -79,7 +51,8 @@ def add_cmd(run_dir: Path, texts: tuple[str, ...]) -> None:
 @click.option("--timeout", type=click.FloatRange(0), default=600, show_default=True,
               help="Seconds to wait for every rule to be OK or STUCK.")
 @click.option("--interval", type=click.FloatRange(0.1), default=5, show_default=True, help="Seconds between polls.")
-def watch_cmd(run_dir: Path, timeout: float, interval: float) -> None:
+@metrics_port
+def watch_cmd(run_dir: Path, timeout: float, interval: float, metrics_port: int | None) -> None:
     """Follow the run's rules until all are OK or STUCK (exit 0 if all OK, 1 otherwise)."""
     from nightlake.catalog import Catalog
     from nightlake.rules import run_rules, watch
@@ -87,8 +60,8 @@ def watch_cmd(run_dir: Path, timeout: float, interval: float) -> None:
     run = RunDir(run_dir)
     with run.load() as journal:
         tracked = run_rules(journal)
-    with EventLog(run.events) as log:
-        bus = EventBus()
+    bus = EventBus()
+    with EventLog(run.events) as log, metrics.serving(metrics_port, bus):
         bus.subscribe(log)
         catalog = Catalog()
         if console.is_terminal:

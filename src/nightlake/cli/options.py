@@ -1,0 +1,40 @@
+"""Options shared by several commands, so that they read and behave the same everywhere."""
+
+import click
+
+from nightlake.errors import BadInput
+from nightlake.rules import RulePolicy
+
+metrics_port = click.option(
+    "--metrics-port", type=click.IntRange(0, 65535), default=None,
+    help="Serve Prometheus metrics on 127.0.0.1:PORT while the command runs.")
+
+
+OPTIONS = {"copies": int, "lifetime": int, "activity": str, "source": str}
+
+
+def parse_policy(text: str) -> RulePolicy:
+    """`EXPR[,copies=N][,lifetime=S][,activity=A][,source=EXPR]` (RSE expressions have no commas);
+    `source` is Rucio's source_replica_expression. Ranges are the night spec's (`spec.Rule`)."""
+    from pydantic import ValidationError
+
+    from nightlake.spec import Rule
+
+    expression, *options = [part.strip() for part in text.split(",")]
+    fields: dict = {}
+    for option in options:
+        key, _, value = option.partition("=")
+        if key not in OPTIONS or not value or key in fields:
+            raise BadInput(f"--rule {text!r}: bad option {option!r} "
+                           "(copies=, lifetime=, activity=, source=, each at most once)")
+        try:
+            fields[key] = OPTIONS[key](value)
+        except ValueError:
+            raise BadInput(f"--rule {text!r}: {key} must be an integer, got {value!r}") from None
+    source = fields.pop("source", None)
+    try:
+        rule = Rule.model_validate({"rse_expression": expression, **fields})
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        raise BadInput(f"--rule {text!r}: {'.'.join(map(str, error['loc']))}: {error['msg']}") from None
+    return RulePolicy(rule.rse_expression, rule.copies, rule.lifetime, rule.activity, source)
