@@ -90,6 +90,17 @@ def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, fl
     return {k: round(after.get(k, 0.0) - v, 2) for k, v in before.items()}
 
 
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine spent busy (all cores, /proc/stat: everything but idle and iowait).
+    Minus the benchmark's own processes this is the load other users put on the machine meanwhile."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / CLK_TCK
+
+
+def loadavg() -> float:
+    return float(Path("/proc/loadavg").read_text().split()[0])
+
+
 def access_log(lake_dir: Path) -> Path:
     return lake_dir / "logs" / "rucio-access.log"
 

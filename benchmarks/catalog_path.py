@@ -146,7 +146,7 @@ def main() -> None:
         print(f"{label} ...", flush=True)
         if key == "c":
             prepared = place_on_storage(args.lake_dir, files_c)
-        off, cpu0 = bl.log_offset(args.lake_dir), bl.lake_cpu(args.lake_dir)
+        off, cpu0, busy0 = bl.log_offset(args.lake_dir), bl.lake_cpu(args.lake_dir), bl.machine_busy_s()
         extra: dict = {}
         if key == "a":
             secs, count = method_a(files_a, f"cata-{tag}"), n_a
@@ -157,13 +157,17 @@ def main() -> None:
             secs, count = method_c(prepared, f"catc-{tag}"), n
         calls = bl.rest_calls(args.lake_dir, off)
         cpu = bl.cpu_delta(cpu0, bl.lake_cpu(args.lake_dir))
+        busy = bl.machine_busy_s() - busy0
         runs[key] = {"label": label, "files": count, "seconds": round(secs, 2),
                      "files_per_s": round(count / secs, 1), "rest_calls": calls["total"],
                      "rest_calls_per_file": round(calls["total"] / count, 4),
                      "rest_calls_by_endpoint": calls["by_endpoint"],
-                     "server_cpu_s": {k: v for k, v in cpu.items() if v}, **extra}
+                     "server_cpu_s": {k: v for k, v in cpu.items() if v},
+                     "machine_busy_cpu_s": round(busy, 1), "machine_cpu_s_available": round(secs * bl.machine()["nproc"], 1),
+                     **extra}
         print(f"   {runs[key]['seconds']} s, {runs[key]['files_per_s']} files/s, "
-              f"{calls['total']} REST calls = {runs[key]['rest_calls_per_file']}/file", flush=True)
+              f"{calls['total']} REST calls = {runs[key]['rest_calls_per_file']}/file; lake CPU "
+              f"{sum(cpu.values()):.1f} s; machine busy {busy:.1f} of {secs * bl.machine()['nproc']:.1f} CPU s", flush=True)
     runs["a"]["extrapolated_seconds_for_N"] = round(n / runs["a"]["files_per_s"], 1)
     result["runs"] = runs
     b_a = bl.ratio(runs["b"]["files_per_s"], runs["a"]["files_per_s"])

@@ -130,7 +130,7 @@ def main() -> None:
           f"streamed payloads, scale {args.files_scale}")
     print("command:", " ".join(cmd))
 
-    cpu0, log0 = bl.lake_cpu(args.lake_dir), bl.log_offset(args.lake_dir)
+    cpu0, log0, busy0 = bl.lake_cpu(args.lake_dir), bl.log_offset(args.lake_dir), bl.machine_busy_s()
     started = time.monotonic()
     samples: list[dict] = []
     hwm = 0
@@ -146,7 +146,8 @@ def main() -> None:
             sample = {"t": t, "done": counts.get("done", 0),
                       "uploaded_cum": sum(counts.get(s, 0) for s in AFTER_UPLOAD),
                       "counts": counts, "rss_kb": status.get("VmRSS"), "client_cpu_s": bl.tree_cpu(child.pid)
-                      if rc is None else None, "lake_cpu": bl.lake_cpu(args.lake_dir)}
+                      if rc is None else None, "lake_cpu": bl.lake_cpu(args.lake_dir),
+                      "machine_busy_s": round(bl.machine_busy_s() - busy0, 1), "loadavg": bl.loadavg()}
             samples.append(sample)
             if len(samples) % 12 == 1:
                 print(f"  t={t:7.1f}s done={sample['done']:7d} uploaded={sample['uploaded_cum']:7d} "
@@ -164,6 +165,7 @@ def main() -> None:
     summary = json.loads((args.work / f"run-{tag}.stdout").read_text() or "{}")
     done = summary.get("files", {}).get("done", samples[-1]["done"])
     server = bl.cpu_delta(cpu0, cpu1)
+    busy = bl.machine_busy_s() - busy0
     events_s = events_timeline(run / "events.jsonl")
 
     result = {
@@ -176,6 +178,8 @@ def main() -> None:
         "client_peak_rss_mb": round(max(hwm, child_ru.ru_maxrss) / 1024, 1),
         "client_cpu_s": round(child_ru.ru_utime + child_ru.ru_stime, 1),
         "server_cpu_s": server, "server_cpu_total_s": round(sum(server.values()), 1),
+        "machine_busy_cpu_s": round(busy, 1), "machine_cpu_s_available": round(wall * (bl.machine()["nproc"] or 1), 1),
+        "other_users_cpu_s": round(busy - sum(server.values()) - child_ru.ru_utime - child_ru.ru_stime, 1),
         "rest_calls": calls, "rest_calls_per_file": round(calls["total"] / done, 5) if done else None,
         "summary": {k: summary.get(k) for k in ("files", "complete", "elapsed_s")},
         "events_per_kind": events_s, "samples": samples,
@@ -192,6 +196,8 @@ def main() -> None:
           f"(500k projected: {result['projected_500k_min']} min)")
     print(f"client: peak RSS {result['client_peak_rss_mb']} MB, CPU {result['client_cpu_s']} s")
     print(f"server CPU s: {server} (total {result['server_cpu_total_s']} s over {wall:.0f} s wall)")
+    print(f"machine: {result['machine_busy_cpu_s']} CPU s busy of {result['machine_cpu_s_available']} available; "
+          f"other users' processes (not this benchmark, not the lake): {result['other_users_cpu_s']} CPU s")
     print(f"REST calls: {calls['total']} = {result['rest_calls_per_file']}/file; top: "
           f"{list(calls['by_endpoint'].items())[:6]}")
     print("targets:")
