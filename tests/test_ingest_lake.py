@@ -221,3 +221,22 @@ def test_root_scheme_ingest_lands_where_the_stock_client_reads(lake, scratch):
     from nightlake.payload import open_stream
 
     assert (scratch / "dl" / "cta" / sample.name).read_bytes() == b"".join(open_stream(sample).iter_chunks())
+
+
+def test_refused_credentials_stop_the_run_with_exit_2(lake, scratch):
+    import os
+    import subprocess
+
+    from conftest import NIGHTLAKE
+
+    config = lake.client_cfg.read_text()
+    config = re.sub(r"(?m)^password = .*$", "password = wrong-password", config)
+    config = re.sub(r"(?m)^auth_token_file_path = .*$", f"auth_token_file_path = {scratch}/token", config)
+    (scratch / "rucio.cfg").write_text(config)
+    spec_path = write_spec(scratch / "night.toml", "BADAUTH", datasets=1, files=2)
+    result = subprocess.run([NIGHTLAKE, "ingest", str(spec_path), "--rse", ONSITE.name, "--run", str(scratch / "run"),
+                             "--quiet"], capture_output=True, text=True,
+                            env={**os.environ, "RUCIO_CONFIG": str(scratch / "rucio.cfg")})
+    assert result.returncode == 2
+    assert "authentication refused" in result.stderr and "wrong-password" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

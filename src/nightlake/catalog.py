@@ -54,12 +54,12 @@ class Catalog:
     """Bulk Rucio operations for one run; one client, built once."""
 
     def __init__(self, policy: RetryPolicy | None = None, client: Any = None, batch_size: int = BATCH_SIZE):
+        self.policy = policy or RetryPolicy(target="catalog", catalog=True)
         if client is None:
             from rucio.client import Client
 
-            client = Client()
+            client = self.policy.call(Client)  # authenticates: a refusal is an AuthFailure
         self.client = client
-        self.policy = policy or RetryPolicy(target="catalog", catalog=True)
         self.batch_size = batch_size
 
     def call(self, fn: Callable, *args: Any, **kwargs: Any) -> Any:

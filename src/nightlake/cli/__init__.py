@@ -8,6 +8,7 @@ import sys
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from nightlake import __version__
 from nightlake.errors import BadInput
@@ -39,7 +40,8 @@ def main() -> None:
     try:
         code = cli.main(standalone_mode=False)  # returns ctx.exit()'s code instead of exiting
     except BadInput as exc:
-        err_console.print(f"[bold red]nightlake: error:[/] {exc}", highlight=False, soft_wrap=True)
+        line = " ".join(str(exc).split())  # one line, even when Rucio's message has several
+        err_console.print(f"[bold red]nightlake: error:[/] {escape(line)}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except click.exceptions.Abort:
         err_console.print("nightlake: aborted")
