@@ -182,7 +182,7 @@ def main() -> None:
         "other_users_cpu_s": round(busy - sum(server.values()) - child_ru.ru_utime - child_ru.ru_stime, 1),
         "rest_calls": calls, "rest_calls_per_file": round(calls["total"] / done, 5) if done else None,
         "summary": {k: summary.get(k) for k in ("files", "complete", "elapsed_s")},
-        "events_per_kind": events_s, "samples": samples,
+        "events_per_kind": events_s, "phases": phases(run / "events.jsonl"), "samples": samples,
         "targets": {"minutes_for_500k_le": 15, "client_rss_mb_le": 300, "rest_calls_per_file_le": 0.01},
     }
     png = bl.RESULTS / f"{args.name}-files-per-s.png"
@@ -190,6 +190,12 @@ def main() -> None:
     plot(samples, png, f"nightlake ingest, {done} x {FITS_MIN} B files, {args.workers} workers, "
                        f"{bl.machine()['nproc']} cores")
     result["png"] = str(png.relative_to(bl.ROOT))
+    if done:
+        per = {"client": result["client_cpu_s"], **server, "other users": result["other_users_cpu_s"]}
+        result["cpu_ms_per_file"] = {k: round(v * 1000 / done, 2) for k, v in per.items() if v}
+        # files/s if the machine's cores did nothing but this ingest (client + lake CPU per file)
+        result["max_files_per_s_if_cpu_bound"] = round(
+            done * bl.machine()["nproc"] / (result["client_cpu_s"] + result["server_cpu_total_s"]), 1)
     path = bl.write_result(args.name, result)
 
     print(f"\nexit {rc}; {done}/{n_files} files done in {wall:.1f} s = {result['files_per_s']} files/s "
@@ -198,6 +204,8 @@ def main() -> None:
     print(f"server CPU s: {server} (total {result['server_cpu_total_s']} s over {wall:.0f} s wall)")
     print(f"machine: {result['machine_busy_cpu_s']} CPU s busy of {result['machine_cpu_s_available']} available; "
           f"other users' processes (not this benchmark, not the lake): {result['other_users_cpu_s']} CPU s")
+    print(f"phases: {result['phases']}")
+    print(f"CPU ms per file: {result.get('cpu_ms_per_file')}")
     print(f"REST calls: {calls['total']} = {result['rest_calls_per_file']}/file; top: "
           f"{list(calls['by_endpoint'].items())[:6]}")
     print("targets:")
@@ -205,6 +213,36 @@ def main() -> None:
     print(bl.target_line("client peak RSS", result["client_peak_rss_mb"], "<=", 300, " MB"))
     print(bl.target_line("REST calls/file", result["rest_calls_per_file"], "<=", 0.01))
     print(f"wrote {path} and {png}")
+
+
+def phases(events: Path) -> dict:
+    """Where the wall time went, from the run's event log: planning, upload+registration, rules,
+    closing; the steady rate (10 %-90 % of files done) and the longest gap without any batch event."""
+    evs = [json.loads(line) for line in open(events)] if events.exists() else []
+    if not evs:
+        return {}
+    first = evs[0]["ts"]
+    at = lambda kind: [e["ts"] for e in evs if e["kind"] == kind]  # noqa: E731
+    done_t, done_n, total = [], [], 0
+    for e in evs:
+        if e["kind"] == "done.batch":
+            total += e["files"]
+            done_t.append(e["ts"]), done_n.append(total)
+    rules, closed, batches = at("rule.added"), at("dataset.closed"), [e["ts"] for e in evs if e["kind"].endswith(".batch")]
+    out = {"start_to_first_upload_s": round(at("upload.batch")[0] - first, 1) if at("upload.batch") else None,
+           "upload_and_register_s": round(done_t[-1] - first, 1) if done_t else None,
+           "rules_s": round(rules[-1] - (done_t[-1] if done_t else first), 1) if rules else 0,
+           "rules": len(rules), "s_per_rule": round((rules[-1] - rules[0]) / (len(rules) - 1), 2) if len(rules) > 1 else None,
+           "close_s": round(closed[-1] - rules[-1], 1) if closed and rules else None,
+           "retries": len(at("retry")),
+           "longest_gap_between_batch_events_s": round(max((b - a for a, b in zip(batches, batches[1:])), default=0), 1)}
+    if total:
+        lo = next(t for t, n in zip(done_t, done_n) if n >= 0.1 * total)
+        hi_i = next(i for i, n in enumerate(done_n) if n >= 0.9 * total)
+        lo_n = next(n for n in done_n if n >= 0.1 * total)
+        if done_t[hi_i] > lo:
+            out["steady_files_per_s_10_90"] = round((done_n[hi_i] - lo_n) / (done_t[hi_i] - lo), 1)
+    return out
 
 
 def events_timeline(events: Path) -> dict[str, int]:
