@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,9 +85,18 @@ def chunks_of(data: Source, chunk_size: int = CHUNK) -> Iterable[bytes]:
 
 
 class TwoPhaseStorage:
-    """The shared put/get algorithm; a backend supplies the primitives below."""
+    """The shared put/get algorithm; a backend supplies the primitives below.
+
+    `checksum_slots` bounds concurrent server-side checksum requests. XRootD computes at most
+    `xrootd.chksum max N` (default 4) checksums at once and answers the next one with a 30 s
+    kXR_wait: 8 threads asking at once stalled puts by 30-90 s on the lake. Queuing them here
+    costs milliseconds instead. Match it to the server's `max` (or raise both).
+    """
 
     scheme = ""
+
+    def __init__(self, checksum_slots: int = 4):
+        self._checksum_slots = threading.BoundedSemaphore(checksum_slots)
 
     # --- primitives, one per protocol -----------------------------------------------------------
     def _send(self, pfn: str, body: Adler32Counter, size: int) -> None:
@@ -168,27 +178,29 @@ class TwoPhaseStorage:
 
 
 def open_storage(protocol: dict, *, ca_cert: str | bool = True, client_cert: str | None = None,
-                 pool_size: int = 8, timeout: float = 120.0, rse_info: dict | None = None) -> Storage:
+                 pool_size: int = 8, timeout: float = 120.0, checksum_slots: int = 4,
+                 rse_info: dict | None = None) -> Storage:
     """A `Storage` for one entry of an RSE's `protocols` list (scheme, hostname, port, prefix, impl).
 
     `ca_cert`: CA bundle/dir to verify servers (True = system trust; never False by default).
     `client_cert`: a PEM with certificate and key (an X509 proxy) to present, or None.
     `timeout`: seconds without progress before a call fails (a transient error for the policy).
+    `checksum_slots`: concurrent server checksum requests (see `TwoPhaseStorage`).
     `rse_info` (the RSE's full `get_rse_info`) is only used by the Rucio-plugin fallback.
     """
     scheme = protocol["scheme"]
     if scheme in ("https", "davs"):
         from nightlake.storage.https import HttpsStorage
         return HttpsStorage(ca_cert=ca_cert, client_cert=client_cert, pool_size=pool_size,
-                            timeout=(10.0, timeout))
+                            timeout=(10.0, timeout), checksum_slots=checksum_slots)
     if scheme == "root":
         from nightlake.storage.root import RootStorage
-        return RootStorage(timeout=int(timeout))
+        return RootStorage(timeout=int(timeout), checksum_slots=checksum_slots)
     if scheme == "file":
         from nightlake.storage.file import FileStorage
-        return FileStorage()
+        return FileStorage(checksum_slots)
     from nightlake.storage.rucio_plugin import RucioPluginStorage
-    return RucioPluginStorage(protocol, rse_info=rse_info)
+    return RucioPluginStorage(protocol, rse_info=rse_info, checksum_slots=checksum_slots)
 
 
 def pfns(rse_info: dict, scheme: str, dids: list[dict], operation: str = "write") -> dict[str, str]:

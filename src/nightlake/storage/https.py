@@ -36,7 +36,9 @@ class HttpsStorage(TwoPhaseStorage):
     scheme = "https"
 
     def __init__(self, *, ca_cert: str | bool = True, client_cert: str | None = None,
-                 pool_size: int = 8, timeout: tuple[float, float] = (10.0, 120.0)):
+                 pool_size: int = 8, timeout: tuple[float, float] = (10.0, 120.0),
+                 checksum_slots: int = 4):
+        super().__init__(checksum_slots)
         session = requests.Session()
         session.trust_env = False  # REQUESTS_CA_BUNDLE would silently override `verify`
         session.verify = ca_cert
@@ -54,7 +56,8 @@ class HttpsStorage(TwoPhaseStorage):
         self._request("PUT", pfn, data=body).raise_for_status()
 
     def _checksum(self, pfn: str) -> str | None:
-        response = self._request("HEAD", pfn, headers=WANT_DIGEST)
+        with self._checksum_slots:
+            response = self._request("HEAD", pfn, headers=WANT_DIGEST)
         response.raise_for_status()
         return _digest(response)
 
@@ -73,7 +76,8 @@ class HttpsStorage(TwoPhaseStorage):
         self._request("MOVE", src, headers=headers).raise_for_status()
 
     def stat(self, pfn: str) -> Stat | None:
-        response = self._request("HEAD", pfn, headers=WANT_DIGEST)
+        with self._checksum_slots:
+            response = self._request("HEAD", pfn, headers=WANT_DIGEST)
         if response.status_code == 404:
             return None
         response.raise_for_status()
@@ -85,7 +89,8 @@ class HttpsStorage(TwoPhaseStorage):
             response.raise_for_status()
 
     def _receive(self, pfn: str, dest: Path) -> tuple[Iterator[bytes], str | None]:
-        response = self._request("GET", pfn, headers=WANT_DIGEST, stream=True)
+        with self._checksum_slots:  # the Digest is computed before the body is sent
+            response = self._request("GET", pfn, headers=WANT_DIGEST, stream=True)
         response.raise_for_status()
 
         def chunks() -> Iterator[bytes]:

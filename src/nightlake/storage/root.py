@@ -41,7 +41,8 @@ class RootStorage(TwoPhaseStorage):
 
     scheme = "root"
 
-    def __init__(self, timeout: int = 300):
+    def __init__(self, timeout: int = 120, checksum_slots: int = 4):
+        super().__init__(checksum_slots)
         self._timeout = timeout
         self._filesystems: dict[str, object] = {}
         self._lock = threading.Lock()
@@ -80,7 +81,8 @@ class RootStorage(TwoPhaseStorage):
         from XRootD.client.flags import QueryCode
 
         fs, path = self._fs(pfn)
-        status, answer = fs.query(QueryCode.CHECKSUM, path, timeout=self._timeout)
+        with self._checksum_slots:
+            status, answer = fs.query(QueryCode.CHECKSUM, path, timeout=self._timeout)
         _check(f"checksum {pfn}", status)
         return _parse_checksum(answer)
 

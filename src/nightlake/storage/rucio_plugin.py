@@ -27,7 +27,8 @@ _MINIMAL_RSE = {"rse": "NIGHTLAKE-FALLBACK", "id": "", "deterministic": True, "v
 class RucioPluginStorage(TwoPhaseStorage):
     """One plugin instance per thread: the plugins keep connections and state unguarded."""
 
-    def __init__(self, protocol: dict, *, rse_info: dict | None = None):
+    def __init__(self, protocol: dict, *, rse_info: dict | None = None, checksum_slots: int = 4):
+        super().__init__(checksum_slots)
         self.scheme = protocol["scheme"]
         self._protocol = dict(protocol)
         self._rse = rse_info or dict(_MINIMAL_RSE, protocols=[self._protocol])
@@ -61,7 +62,8 @@ class RucioPluginStorage(TwoPhaseStorage):
         return self._stat_dict(pfn).get("adler32")
 
     def _stat_dict(self, pfn: str) -> dict:
-        info = self._plugin().stat(pfn)
+        with self._checksum_slots:
+            info = self._plugin().stat(pfn)
         if info.get("adler32"):
             info["adler32"] = f"{int(info['adler32'], 16):08x}"
         return info
