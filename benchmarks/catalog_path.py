@@ -94,13 +94,21 @@ def place_on_storage(lake_dir: Path, paths: list[Path]) -> list[dict]:
     pfns = rsemanager.lfns2pfns(info, [{"scope": SCOPE, "name": p.name} for p in paths], operation="write",
                                 scheme="root")
     localroot = lake_dir / "storage" / RSE
+    owner = localroot.stat()
     files = []
     for path in paths:
         pfn = pfns[f"{SCOPE}:{path.name}"]
         rel = pfn.split(f":{proto['port']}", 1)[1].lstrip("/")
         dest = localroot / rel
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        # Directories and files must belong to the XRootD server's user, as if it had written them;
+        # a root-owned hash directory would make the server refuse later uploads into it (403).
+        for parent in reversed(dest.relative_to(localroot).parents):
+            d = localroot / parent
+            if not d.exists():
+                d.mkdir()
+                os.chown(d, owner.st_uid, owner.st_gid)
         shutil.copyfile(path, dest)
+        os.chown(dest, owner.st_uid, owner.st_gid)
         data = path.read_bytes()
         files.append({"scope": SCOPE, "name": path.name, "bytes": len(data),
                       "adler32": f"{zlib.adler32(data) & 0xffffffff:08x}"})
