@@ -5,21 +5,29 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 
 import pytest
 
 from conftest import TEST_PORT_BASE, nightlake
 from nightlake.lake import processes
 from nightlake.lake.layout import Layout
+from nightlake.lake.system import port_in_use
 
 pytestmark = pytest.mark.lake
 
-OTHER_PORT_BASE = TEST_PORT_BASE + 200
+
+def free_port_base(start: int = TEST_PORT_BASE + 200) -> int:
+    """A port base whose every lake port is free now, so these lakes meet no one else's."""
+    for base in range(start, start + 2000, 100):
+        if not any(port_in_use(port) for port in Layout(Path("/unused"), base, Path("/unused")).ports().values()):
+            return base
+    pytest.skip("no free block of lake ports")
 
 
 def test_down_leaves_no_process_of_the_lake_running(scratch):
     root = scratch / "lake"
-    nightlake("lake", "up", "--dir", str(root), "--port-base", str(OTHER_PORT_BASE))
+    nightlake("lake", "up", "--dir", str(root), "--port-base", str(free_port_base()))
     started = processes.recorded(Layout.load_or_new(root).pids)
     assert len(started) == 8 and all(p.alive() for p in started)
     nightlake("lake", "down", "--dir", str(root), "--purge")
@@ -28,7 +36,7 @@ def test_down_leaves_no_process_of_the_lake_running(scratch):
 
 
 def test_port_in_use_is_refused_with_the_port_and_its_holder(scratch):
-    root, base = scratch / "lake", OTHER_PORT_BASE + 100
+    root, base = scratch / "lake", free_port_base()
     with socket.socket() as busy:
         busy.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         busy.bind(("127.0.0.1", base + 1))

@@ -29,17 +29,7 @@ File state machine (`FileState`; `ALLOWED_FROM` is the table that enforces it)::
 `mark()` enforces this machine: a transition from the wrong state raises `IllegalTransition` and
 changes nothing, which turns a pipeline bug into an error instead of a duplicate upload.
 
-Durability: WAL with `synchronous=NORMAL`. A committed transaction survives a crash of the
-process, kill -9 included (it is in the WAL file the moment COMMIT returns). An OS crash or power
-loss may drop the last few transactions, intents included, leaving a file one step *behind* what
-was done: so uploads must overwrite (deterministic PFNs) and `add_replicas` batches are
-pre-filtered with one bulk existence query, as they are anyway (bulk calls are all-or-nothing).
-`FULL` would fsync every commit to close a window that those two rules already close.
-
-Threads: one connection, shared under a lock (`check_same_thread=False`). SQLite allows one
-writer at a time anyway, the pipeline writes from one writer thread, and a single connection means
-every reader sees every write of this process. Other processes (`nightlake status`) read at the
-same time without blocking thanks to WAL.
+Durability, threads and readers: see `sqlite_journal` (WAL, one connection under a lock).
 
 Bulk everywhere: inserts and transitions are `executemany` in one transaction; reads are keyset
 pages (`id > last ORDER BY id LIMIT n`), so 500,000 files never sit in memory at once.
@@ -49,19 +39,15 @@ from __future__ import annotations
 
 import enum
 import json
-import sqlite3
-import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
-from itertools import islice
-from pathlib import Path
 from typing import Any
+
+from nightlake.sqlite_journal import SQLiteJournal
 
 SCHEMA_VERSION = 1
 SQLITE_MAX_VARS = 990  # Rucio's SQLite limit too; keeps IN (...) lists portable
-INSERT_CHUNK = 20_000  # rows per transaction when streaming a plan in
 
 
 class FileState(enum.Enum):
@@ -154,95 +140,22 @@ CREATE TABLE IF NOT EXISTS rules (
 """
 
 
-class Journal:
-    """The journal of one run. Build with `Journal.create` or `Journal.open`; close when done."""
+class Journal(SQLiteJournal):
+    """The journal of one ingest run. Build with `Journal.create` or `Journal.open`; close when done."""
 
-    def __init__(self, path: Path):
-        self.path = path
-        self._lock = threading.RLock()
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-
-    @classmethod
-    def create(cls, path: Path | str, run_meta: Mapping[str, Any]) -> Journal:
-        """A new journal at `path` (FileExistsError if there is one: resume uses `open`)."""
-        path = Path(path)
-        if path.exists():
-            raise FileExistsError(f"a journal already exists at {path}")
-        journal = cls(path)
-        with journal._tx() as db:
-            for statement in filter(str.strip, _SCHEMA.split(";")):
-                db.execute(statement)
-        journal.set_meta(schema_version=SCHEMA_VERSION, created_at=time.time(), **run_meta)
-        return journal
-
-    @classmethod
-    def open(cls, path: Path | str) -> Journal:
-        """The existing journal at `path`, for resume, status and report."""
-        path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"no journal at {path}")
-        journal = cls(path)
-        version = journal.run_meta().get("schema_version")
-        if version != SCHEMA_VERSION:
-            journal.close()
-            raise ValueError(f"{path}: journal schema {version}, this nightlake reads {SCHEMA_VERSION}")
-        return journal
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    def __enter__(self) -> Journal:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction under the lock: all of it commits, or none of it."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
-            if self._db.in_transaction:
-                self._db.execute("COMMIT")
-
-    # --- run metadata ------------------------------------------------------------------------
-
-    def set_meta(self, **values: Any) -> None:
-        """Record run facts (spec, versions, Rucio server...), JSON-encoded."""
-        with self._tx() as db:
-            db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-                           [(k, json.dumps(v, default=str)) for k, v in values.items()])
-
-    def run_meta(self) -> dict[str, Any]:
-        with self._lock:
-            return {k: json.loads(v) for k, v in self._db.execute("SELECT key, value FROM meta")}
+    SCHEMA = _SCHEMA
+    SCHEMA_VERSION = SCHEMA_VERSION
 
     # --- files -------------------------------------------------------------------------------
 
     def add_files(self, records: Iterable[Mapping[str, Any] | Any]) -> int:
         """Insert planned files (mappings or objects with the `_NEW_FILE_KEYS`); return how many
         were new. Idempotent: a (scope, name) already journaled is skipped, whatever its state,
-        so re-planning a resumed run adds nothing twice. Streams: commits every INSERT_CHUNK rows.
+        so re-planning a resumed run adds nothing twice. Streams: commits in chunks.
         """
         sql = ("INSERT OR IGNORE INTO files (scope, name, dataset, source, bytes, adler32, meta, "
                "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
-        rows = (_new_file_row(r) for r in records)
-        added = 0
-        while chunk := list(islice(rows, INSERT_CHUNK)):
-            with self._tx() as db:
-                before = db.total_changes
-                db.executemany(sql, chunk)
-                added += db.total_changes - before
-        return added
+        return self._insert(sql, (_new_file_row(r) for r in records))
 
     def batches(self, states: FileState | Sequence[FileState], size: int = SQLITE_MAX_VARS
                 ) -> Iterator[list[FileRecord]]:
@@ -250,17 +163,7 @@ class Journal:
         the next page starts after the last id seen, so no file is skipped or seen twice.
         """
         states = (states,) if isinstance(states, FileState) else tuple(states)
-        marks = ",".join("?" * len(states))
-        sql = (f"SELECT {_FILE_COLUMNS} FROM files WHERE state IN ({marks}) AND id > ? "
-               f"ORDER BY id LIMIT ?")
-        last = 0
-        while True:
-            with self._lock:
-                rows = self._db.execute(sql, (*(s.value for s in states), last, size)).fetchall()
-            if not rows:
-                return
-            yield [_file_record(row) for row in rows]
-            last = rows[-1][0]
+        return self._pages(_FILE_COLUMNS, [s.value for s in states], size, _file_record)
 
     def uncertain(self, size: int = SQLITE_MAX_VARS) -> Iterator[list[FileRecord]]:
         """Files whose last side effect may or may not have happened: reconcile these on resume."""
@@ -337,8 +240,7 @@ class Journal:
         return self._per_state("COALESCE(SUM(bytes), 0)")
 
     def _per_state(self, aggregate: str) -> dict[FileState, int]:
-        with self._lock:
-            rows = dict(self._db.execute(f"SELECT state, {aggregate} FROM files GROUP BY state"))
+        rows = super()._per_state(aggregate)
         return {s: rows.get(s.value, 0) for s in FileState}
 
     def _explain(self, ids: list[int], state: FileState) -> str:

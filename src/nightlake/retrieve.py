@@ -87,7 +87,7 @@ def run_retrieve(request: RetrieveRequest, bus: EventBus) -> dict[str, Any]:
     created, existed = False, run.path.exists()
     try:
         with _open_journal(run, request.description()) as journal, EventLog(run.events) as log:
-            created = not journal.meta().get("planned")
+            created = not journal.run_meta().get("planned")
             bus.subscribe(lambda event: event.kind in LIVE_ONLY or log(event))
             if created:
                 _journal_selection(journal, request, catalog, types, bus)
@@ -145,7 +145,7 @@ def _open_journal(run: RunDir, description: dict[str, Any]) -> DownloadJournal:
         raise BadInput(f"{run.path} is not empty and holds no retrieve run; use a new --run directory")
     run.path.mkdir(parents=True, exist_ok=True)
     run.description.write_text(json.dumps(description, indent=2) + "\n")
-    return DownloadJournal.create(path, description=description)
+    return DownloadJournal.create(path, {"description": description})
 
 
 # --- selection → journal --------------------------------------------------------------------------

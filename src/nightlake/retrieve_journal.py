@@ -19,19 +19,14 @@ re-run of the same command resumes from the journal alone, without asking Rucio 
 from __future__ import annotations
 
 import enum
-import json
-import sqlite3
-import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass
-from itertools import islice
-from pathlib import Path
 from typing import Any
 
+from nightlake.sqlite_journal import SQLiteJournal
+
 SCHEMA_VERSION = 1
-INSERT_CHUNK = 20_000
 
 
 class DownloadState(enum.Enum):
@@ -82,68 +77,11 @@ CREATE INDEX IF NOT EXISTS files_by_state ON files (state, id);
 """
 
 
-class DownloadJournal:
+class DownloadJournal(SQLiteJournal):
     """The journal of one retrieve run; `create` or `open`, then close (or use `with`)."""
 
-    def __init__(self, path: Path):
-        self.path = path
-        self._lock = threading.RLock()
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-
-    @classmethod
-    def create(cls, path: Path | str, **meta: Any) -> DownloadJournal:
-        path = Path(path)
-        if path.exists():
-            raise FileExistsError(f"a journal already exists at {path}")
-        journal = cls(path)
-        with journal._tx() as db:
-            for statement in filter(str.strip, _SCHEMA.split(";")):
-                db.execute(statement)
-        journal.set_meta(schema_version=SCHEMA_VERSION, created_at=time.time(), **meta)
-        return journal
-
-    @classmethod
-    def open(cls, path: Path | str) -> DownloadJournal:
-        journal = cls(Path(path))
-        if journal.meta().get("schema_version") != SCHEMA_VERSION:
-            journal.close()
-            raise ValueError(f"{path}: not a retrieve journal of schema {SCHEMA_VERSION}")
-        return journal
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    def __enter__(self) -> DownloadJournal:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-
-    # --- run metadata ---------------------------------------------------------------------------
-
-    def set_meta(self, **values: Any) -> None:
-        with self._tx() as db:
-            db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-                           [(k, json.dumps(v, default=str)) for k, v in values.items()])
-
-    def meta(self) -> dict[str, Any]:
-        with self._lock:
-            return {k: json.loads(v) for k, v in self._db.execute("SELECT key, value FROM meta")}
+    SCHEMA = _SCHEMA
+    SCHEMA_VERSION = SCHEMA_VERSION
 
     # --- files ----------------------------------------------------------------------------------
 
@@ -152,29 +90,14 @@ class DownloadJournal:
         skipped (a file in two selected datasets is fetched once). Streams; returns how many were new."""
         sql = ("INSERT OR IGNORE INTO files (scope, name, bytes, adler32, rse, pfn, updated_at) "
                "VALUES (?, ?, ?, ?, ?, ?, ?)")
-        rows = iter(rows)
-        added = 0
-        while chunk := list(islice(rows, INSERT_CHUNK)):
-            now = time.time()
-            with self._tx() as db:
-                before = db.total_changes
-                db.executemany(sql, [(r["scope"], r["name"], r["bytes"], r["adler32"], r["rse"], r["pfn"], now)
-                                     for r in chunk])
-                added += db.total_changes - before
-        return added
+        return self._insert(sql, ((r["scope"], r["name"], r["bytes"], r["adler32"], r["rse"], r["pfn"], time.time())
+                                  for r in rows))
 
     def batches(self, state: DownloadState, size: int = 1000) -> Iterator[list[Download]]:
         """Files in `state` in id order, `size` at a time; marking files while walking is safe
         (the next page starts after the last id seen)."""
-        sql = f"SELECT {_COLUMNS} FROM files WHERE state = ? AND id > ? ORDER BY id LIMIT ?"
-        last = 0
-        while True:
-            with self._lock:
-                rows = self._db.execute(sql, (state.value, last, size)).fetchall()
-            if not rows:
-                return
-            yield [Download(*row[:7], DownloadState(row[7]), *row[8:]) for row in rows]
-            last = rows[-1][0]
+        return self._pages(_COLUMNS, [state.value], size,
+                           lambda row: Download(*row[:7], DownloadState(row[7]), *row[8:]))
 
     def mark(self, ids: Iterable[int], state: DownloadState) -> int:
         """Move files to `state`, all or none (IllegalTransition). Entering `downloading` counts
@@ -219,6 +142,5 @@ class DownloadJournal:
         return self._per_state("COALESCE(SUM(bytes), 0)")
 
     def _per_state(self, aggregate: str) -> dict[DownloadState, int]:
-        with self._lock:
-            rows = dict(self._db.execute(f"SELECT state, {aggregate} FROM files GROUP BY state"))
+        rows = super()._per_state(aggregate)
         return {s: rows.get(s.value, 0) for s in DownloadState}
