@@ -7,7 +7,7 @@ import pytest
 from rucio.common import exception as rucio_exc
 
 from nightlake.catalog import Catalog
-from nightlake.cli.options import parse_policy
+from nightlake.cli.common import parse_policy
 from nightlake.errors import BadInput
 from nightlake.events import EventBus
 from nightlake.journal import Journal

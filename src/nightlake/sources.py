@@ -18,7 +18,6 @@ from typing import Any
 
 from nightlake import fitsheader
 from nightlake.errors import BadInput
-from nightlake.payload import open_stream
 from nightlake.plan import Plan, PlannedFile
 
 # Rucio's generic naming rules, copied from rucio/common/schema/generic.py (rucio-clients 41.5.1:

@@ -11,12 +11,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from nightlake import metrics
-from nightlake.cli.options import metrics_port, parse_policy
+from nightlake.cli.common import finish_run, metrics_port, parse_policy
 from nightlake.errors import BadInput
 from nightlake.events import EventBus
 from nightlake.pipeline import IngestOptions
-from nightlake.retry import AuthFailure
 from nightlake.rundir import RunDir, summarize
 from nightlake.spec import human_bytes
 
@@ -51,15 +49,8 @@ def ingest_cmd(source, rse, run_dir, scope, dataset, in_place, scheme, rules, re
                             close_datasets=not no_close, in_place=in_place)
     request = IngestRequest(source=source, run=run_dir, options=options, scope=scope, dataset=dataset,
                             scheme=scheme, rules=tuple(_ingest_rule(r) for r in rules))
-    bus = EventBus()
-    try:
-        with metrics.serving(metrics_port, bus):
-            summary = _run_with_progress(request, bus, quiet or as_json)
-    except AuthFailure as exc:
-        raise BadInput(f"authentication refused, stopping: {exc.classified.message}") from None
-    _print_summary(summary, run_dir, as_json)
-    if not summary["complete"]:
-        raise click.exceptions.Exit(1)
+    finish_run(lambda bus: _run_with_progress(request, bus, quiet or as_json), metrics_port,
+               lambda summary: _print_summary(summary, run_dir, as_json))
 
 
 def _ingest_rule(text: str):

@@ -13,11 +13,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from nightlake import metrics
-from nightlake.cli.options import metrics_port
-from nightlake.errors import BadInput
+from nightlake.cli.common import finish_run, metrics_port
 from nightlake.events import Event, EventBus
-from nightlake.retry import AuthFailure
 from nightlake.rundir import RunDir
 
 console = Console(stderr=True, highlight=False)
@@ -47,15 +44,8 @@ def retrieve_cmd(dids, filters, scope, out, rse, from_rse, run_dir, workers, bat
 
     request = RetrieveRequest(out=out, run=run_dir, dids=tuple(dids), filters=tuple(parse_filter(f) for f in filters),
                               scope=scope, rse=rse, from_rse=from_rse, workers=workers, batch_files=batch)
-    bus = EventBus()
-    try:
-        with metrics.serving(metrics_port, bus):
-            summary = _run_with_progress(request, bus, quiet or as_json)
-    except AuthFailure as exc:
-        raise BadInput(f"authentication refused, stopping: {exc.classified.message}") from None
-    _print_summary(summary, run_dir, as_json)
-    if not summary["complete"]:
-        raise click.exceptions.Exit(1)
+    finish_run(lambda bus: _run_with_progress(request, bus, quiet or as_json), metrics_port,
+               lambda summary: _print_summary(summary, run_dir, as_json))
 
 
 def _run_with_progress(request, bus: EventBus, quiet: bool) -> dict:

@@ -11,10 +11,9 @@ from rich.live import Live
 from rich.table import Table
 
 from nightlake import metrics
-from nightlake.cli.options import metrics_port, parse_policy
-from nightlake.errors import BadInput
+from nightlake.cli.common import metrics_port, parse_policy
 from nightlake.events import EventBus, EventLog
-from nightlake.rules import RulePolicy, RuleStatus, WatchResult, by_expression
+from nightlake.rules import RuleStatus, WatchResult, by_expression
 from nightlake.rundir import RunDir
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)

@@ -1,8 +1,14 @@
-"""Options shared by several commands, so that they read and behave the same everywhere."""
+"""What several commands share, so that they read and behave the same everywhere: options, the
+--rule syntax, and how a run command ends (exit codes, auth failures, metrics)."""
+
+from collections.abc import Callable
 
 import click
 
+from nightlake import metrics
 from nightlake.errors import BadInput
+from nightlake.events import EventBus
+from nightlake.retry import AuthFailure
 from nightlake.rules import RulePolicy
 
 metrics_port = click.option(
@@ -38,3 +44,18 @@ def parse_policy(text: str) -> RulePolicy:
         error = exc.errors()[0]
         raise BadInput(f"--rule {text!r}: {'.'.join(map(str, error['loc']))}: {error['msg']}") from None
     return RulePolicy(rule.rse_expression, rule.copies, rule.lifetime, rule.activity, source)
+
+
+def finish_run(run: Callable[[EventBus], dict], metrics_port: int | None,
+               print_summary: Callable[[dict], None]) -> None:
+    """Run a journaled command: metrics while it runs, a refused credential as bad input (exit 2),
+    the summary printed, exit 1 unless every file is done."""
+    bus = EventBus()
+    try:
+        with metrics.serving(metrics_port, bus):
+            summary = run(bus)
+    except AuthFailure as exc:
+        raise BadInput(f"authentication refused, stopping: {exc.classified.message}") from None
+    print_summary(summary)
+    if not summary["complete"]:
+        raise click.exceptions.Exit(1)
