@@ -58,3 +58,21 @@ def stored_files(lake, rse) -> set[str]:
 
 def summary(run: Path) -> dict:
     return json.loads((run / "summary.json").read_text())
+
+
+def place_on_storage(lake, rse, pfn: str, source: Path) -> Path:
+    """Copy a file onto an RSE's storage at a PFN, as XRootD itself would have written it: the
+    directories and the file belong to the server's user, so later uploads into them still work."""
+    import shutil
+
+    from nightlake.lake import xrootd
+
+    root = lake.rse_data(rse) / "rucio"
+    target = root / pfn.split("/rucio/", 1)[1]
+    missing = [d for d in [target.parent, *target.parent.parents] if d.is_relative_to(root) and not d.exists()]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(source, target)
+    if user := xrootd.run_as():
+        for path in [target, *missing]:
+            shutil.chown(path, user, user)
+    return target

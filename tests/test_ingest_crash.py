@@ -4,6 +4,7 @@ bytes are never registered as good."""
 
 from __future__ import annotations
 
+import os
 import signal
 import sqlite3
 import subprocess
@@ -116,6 +117,8 @@ def test_bytes_altered_on_storage_before_registration_are_never_registered(lake,
     data = bytearray(stored.read_bytes())
     data[-1] ^= 0xFF
     stored.write_bytes(bytes(data))
+    later = stored.stat().st_mtime + 5  # XRootD caches checksums per mtime (in seconds): make the change visible
+    os.utime(stored, (later, later))
 
     result = nightlake("ingest", str(spec_path), "--rse", ONSITE.name, "--run", str(scratch / "run"), "--quiet")
     assert result.returncode == 0, result.stderr

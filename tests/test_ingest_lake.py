@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 
 import pytest
 
-from ingest_helpers import adler32, nightlake, rucio, stored_files, summary, write_spec
+from ingest_helpers import adler32, nightlake, place_on_storage, rucio, stored_files, summary, write_spec
 from nightlake.generate import generate
 from nightlake.lake.layout import RSES
 from nightlake.plan import Plan
@@ -137,9 +136,7 @@ def test_in_place_registers_files_already_on_storage_without_copying(lake, scrat
     pfns = rsemanager.lfns2pfns(info, [{"scope": "cta", "name": p.name} for p in local], operation="write",
                                 scheme="https")
     for path in local:
-        target = lake.rse_data(ONSITE) / "rucio" / pfns[f"cta:{path.name}"].split("/rucio/", 1)[1]
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(path, target)
+        place_on_storage(lake, ONSITE, pfns[f"cta:{path.name}"], path)
     result = nightlake("ingest", str(scratch / "files"), "--rse", ONSITE.name, "--scope", "cta", "--in-place",
                        "--run", str(scratch / "run"), "--quiet")
     assert result.returncode == 0, result.stderr
