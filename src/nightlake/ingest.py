@@ -75,7 +75,7 @@ def run_ingest(request: IngestRequest, bus: EventBus) -> dict[str, Any]:
         try:
             storage_policy = RetryPolicy(target=request.options.rse, on_retry=_retry_reporter(bus))
             Ingest(journal, catalog, storage, _pfn_resolver(rse_info, protocol["scheme"]), _source_opener,
-                   request.options, bus, storage_policy).run()
+                   request.options, bus, storage_policy, describer=Catalog(catalog.policy)).run()
         finally:
             storage.close()
             summary = summarize(journal, started)

@@ -58,8 +58,9 @@ class Ingest:
     def __init__(self, journal: Journal, catalog: Catalog, storage: Storage,
                  pfn_of: Callable[[list[FileRecord]], dict[str, str]], open_source: Callable,
                  options: IngestOptions, bus: EventBus | None = None,
-                 storage_policy: RetryPolicy | None = None):
+                 storage_policy: RetryPolicy | None = None, describer: Catalog | None = None):
         self.journal, self.catalog, self.storage = journal, catalog, storage
+        self.describer = describer or catalog  # the metadata stage's own client (threads do not share one)
         self.pfn_of, self.open_source, self.options = pfn_of, open_source, options
         self.bus = bus or EventBus()
         self.storage_policy = storage_policy or RetryPolicy(target=options.rse)
@@ -169,23 +170,48 @@ class Ingest:
     # --- upload -----------------------------------------------------------------------------------
 
     def _upload_and_register(self) -> None:
-        """Upload batches in the caller's thread; register them in a second thread."""
-        handoff: queue.Queue = queue.Queue(maxsize=self.options.queue_depth)
+        """Three stages joined by bounded queues: upload (this thread), register + attach, and
+        describe (metadata), each catalog stage in its own thread with its own Rucio client, so the
+        server works on two batches at once while the next one uploads."""
+        to_register: queue.Queue = queue.Queue(maxsize=self.options.queue_depth)
+        to_describe: queue.Queue = queue.Queue(maxsize=self.options.queue_depth)
         errors: list[BaseException] = []
-        registrar = threading.Thread(target=self._registrar, args=(handoff, errors), name="register")
-        registrar.start()
+        stages = [threading.Thread(target=self._stage, name=name, args=(inbox, step, outbox, errors))
+                  for name, inbox, step, outbox in (
+                      ("register", to_register, lambda b: self.attach(self.register(b)), to_describe),
+                      ("describe", to_describe, self.set_metadata, None))]
+        for stage in stages:
+            stage.start()
         try:
             for batch in self._upload_batches():
                 if self._stop.is_set():
                     break
                 uploaded = self._upload(batch)
                 if uploaded:
-                    handoff.put(uploaded)
+                    to_register.put(uploaded)
         finally:
-            handoff.put(_STOP)
-            registrar.join()
+            to_register.put(_STOP)
+            for stage in stages:
+                stage.join()
         if errors:
             raise errors[0]
+
+    def _stage(self, inbox: queue.Queue, step: Callable, outbox: queue.Queue | None,
+               errors: list[BaseException]) -> None:
+        """Apply `step` to each batch from `inbox`, pass its result on; after an error, only drain,
+        so that no stage ever blocks on a full queue."""
+        while (batch := inbox.get()) is not _STOP:
+            if errors:
+                continue
+            try:
+                result = step(batch)
+                if outbox is not None and result:
+                    outbox.put(result)
+            except BaseException as exc:  # surfaced by the uploading thread
+                errors.append(exc)
+                self._stop.set()
+        if outbox is not None:
+            outbox.put(_STOP)
 
     def _upload_batches(self):
         """Planned files in batches bounded by count and by bytes (big files make small batches)."""
@@ -281,24 +307,15 @@ class Ingest:
 
     # --- registration -----------------------------------------------------------------------------
 
-    def _registrar(self, handoff: queue.Queue, errors: list[BaseException]) -> None:
-        while (batch := handoff.get()) is not _STOP:
-            if errors:
-                continue  # drain: the uploader must never block on a full queue
-            try:
-                self.register(batch)
-            except BaseException as exc:  # surfaced by the uploading thread
-                errors.append(exc)
-                self._stop.set()
-
     def _register_leftovers(self) -> None:
         """Files a previous run left between upload and done continue where they stopped."""
-        for state, step in ((S.UPLOADED, self.register), (S.REGISTERED, self.attach),
-                            (S.ATTACHED, self.set_metadata)):
+        steps = {S.UPLOADED: lambda b: self.set_metadata(self.attach(self.register(b))),
+                 S.REGISTERED: lambda b: self.set_metadata(self.attach(b)), S.ATTACHED: self.set_metadata}
+        for state, step in steps.items():
             for batch in self.journal.batches(state, self.catalog.batch_size):
                 step(batch)
 
-    def register(self, batch: list[FileRecord]) -> None:
+    def register(self, batch: list[FileRecord]) -> list[FileRecord]:
         """Add replicas in bulk: pre-filter what Rucio already has, journal the intent, call."""
         rse = self.options.rse
         known = self.catalog.replicas_on(rse, [(r.scope, r.name) for r in batch])
@@ -313,9 +330,9 @@ class Ingest:
             {"scope": r.scope, "name": r.name, "bytes": r.bytes, "adler32": r.adler32} for r in new])
         registered = self._settle(batch, rejected, S.REGISTERED)
         self.bus.emit("register.batch", files=len(registered), calls=1 + bool(new), rse=rse)
-        self.attach(registered)
+        return registered
 
-    def attach(self, batch: list[FileRecord]) -> None:
+    def attach(self, batch: list[FileRecord]) -> list[FileRecord]:
         """Attach files to their datasets: one bulk call per dataset present in the batch."""
         by_dataset: dict[tuple[str, str], list[FileRecord]] = defaultdict(list)
         for record in batch:
@@ -325,12 +342,14 @@ class Ingest:
             rejected = self.catalog.attach(dataset, [(r.scope, r.name) for r in records])
             attached += self._settle(records, rejected, S.ATTACHED)
         self.bus.emit("attach.batch", files=len(attached), calls=len(by_dataset))
-        self.set_metadata(attached)
+        return attached
 
-    def set_metadata(self, batch: list[FileRecord]) -> None:
-        rejected = self.catalog.set_metadata([{"scope": r.scope, "name": r.name, "meta": r.meta} for r in batch])
+    def set_metadata(self, batch: list[FileRecord]) -> list[FileRecord]:
+        """Describe the files (metadata in bulk); the last step, so they are done."""
+        rejected = self.describer.set_metadata([{"scope": r.scope, "name": r.name, "meta": r.meta} for r in batch])
         done = self._settle(batch, rejected, S.DONE)
         self.bus.emit("done.batch", files=len(done), bytes=sum(r.bytes for r in done))
+        return done
 
     def _settle(self, batch: list[FileRecord], rejected: list[Rejected], state: FileState) -> list[FileRecord]:
         """Fail the rejected items, move the others on; return the ones that moved."""
