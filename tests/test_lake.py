@@ -125,3 +125,25 @@ def test_rses_carry_site_attributes_quotas_and_distances(lake):
     assert client.get_local_account_limits("root")["OFFSITE-A"] in (-1, None, float("inf"))
     assert client.get_distance("ONSITE", "OFFSITE-A")[0]["distance"] == 1
     assert SCOPE in client.list_scopes()
+
+
+def _xrootd_handshake(source: str, port: int) -> bytes:
+    """Send XRootD's client handshake from `source`; return what the server answers (b"" if nothing)."""
+    import socket
+    import struct
+
+    with socket.socket() as sock:
+        sock.bind((source, 0))
+        sock.settimeout(5)
+        sock.connect(("127.0.0.1", port))
+        sock.sendall(struct.pack(">iiiii", 0, 0, 0, 4, 2012))
+        try:
+            return sock.recv(64)
+        except (ConnectionResetError, TimeoutError):
+            return b""
+
+
+def test_xrootd_admits_only_localhost_peers(lake):
+    port = lake.root_port(RSES[0])
+    assert len(_xrootd_handshake("127.0.0.1", port)) >= 8
+    assert _xrootd_handshake("127.0.0.2", port) == b""
