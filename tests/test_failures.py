@@ -133,3 +133,9 @@ def test_classification_keeps_the_original_message():
 ])
 def test_replication_errors_fall_into_their_group(message, group):
     assert replication_error_group(message) == group
+
+
+def test_http_423_locked_is_transient_storage():
+    response = requests.Response()
+    response.status_code = 423
+    assert classify(requests.HTTPError("423 Locked", response=response)).error_class is ErrorClass.TRANSIENT_STORAGE

@@ -127,7 +127,7 @@ def _by_type(exc: BaseException) -> object | None:
 def _http_status(code: int) -> object:
     if code in (401, 403):
         return AUTH
-    if code >= 500 or code in (408, 429):
+    if code >= 500 or code in (408, 423, 429):  # 423 Locked: an earlier attempt still holds the file
         return _TRANSPORT
     return PERMANENT
 

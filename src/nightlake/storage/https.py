@@ -58,6 +58,10 @@ class HttpsStorage(TwoPhaseStorage):
     def _checksum(self, pfn: str) -> str | None:
         with self._checksum_slots:
             response = self._request("HEAD", pfn, headers=WANT_DIGEST)
+        if response.status_code == 404:
+            # The part we just wrote is gone: an earlier, timed-out attempt of this put finished
+            # late and moved it. Transient: the retry writes a fresh part.
+            raise ConnectionError(f"{pfn} vanished right after it was written")
         response.raise_for_status()
         return _digest(response)
 
