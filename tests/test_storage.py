@@ -129,3 +129,17 @@ def test_https_session_uses_the_given_ca_and_cert_not_requests_ca_bundle(monkeyp
     assert session.trust_env is False
     assert storage._session.get_adapter("https://x")._pool_maxsize == 8
     storage.close()
+
+
+def test_https_part_vanished_after_write_is_a_transient_error(monkeypatch):
+    import requests
+
+    from nightlake.storage.https import HttpsStorage
+
+    store = HttpsStorage(ca_cert=True)
+    gone = requests.Response()
+    gone.status_code = 404
+    monkeypatch.setattr(store, "_request", lambda method, pfn, **kwargs: gone)
+    with pytest.raises(ConnectionError) as err:
+        store._checksum("https://127.0.0.1:1/rucio/x.nightlake-part")
+    assert classify(err.value).error_class is ErrorClass.TRANSIENT_STORAGE
