@@ -82,7 +82,7 @@ def method_b(directory: Path, dataset: str, run: Path, env: dict, workers: int) 
     if proc.returncode != 0:
         print(proc.stderr[-2000:], file=sys.stderr)
     summary = json.loads(proc.stdout) if proc.stdout.strip() else {}
-    return elapsed, {"command": cmd, "exit_code": proc.returncode, "files": summary.get("files")}
+    return elapsed, {"command": cmd, "exit_code": proc.returncode, "summary_files": summary.get("files")}
 
 
 def place_on_storage(lake_dir: Path, paths: list[Path]) -> list[dict]:
