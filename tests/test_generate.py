@@ -2,6 +2,7 @@
 
 import dataclasses
 import filecmp
+import itertools
 import warnings
 from pathlib import Path
 
@@ -124,3 +125,27 @@ def test_unwritable_out_is_bad_input(spec_path, tmp_path):
     blocker.write_text("x")
     result = CliRunner().invoke(cli, ["generate", str(spec_path), "--out", str(blocker / "sub")])
     assert result.exception is not None and "cannot create directory" in str(result.exception)
+
+
+@pytest.mark.parametrize("value", ["LST-1", "it's", "x" * 8, "x" * 40, "2026-03-14T20:00:00.000", 0, 7, -3,
+                                   10**12, True, False, "", "  lead", "trail  ", "é", 1.5, "y" * 70])
+def test_fast_header_cards_are_byte_identical_to_astropy(value):
+    from nightlake.fitsfile import _astropy_header, _fast_header
+
+    cards = [("SIMPLE", True), ("NAXIS1", 2880), ("ORIGIN", value), ("DATASUM", "12345")]
+    fast = _fast_header(cards)
+    plain = value in ("LST-1", "it's", "x" * 8, "x" * 40, "2026-03-14T20:00:00.000", "  lead") or type(value) in (int, bool)
+    assert (fast is not None) == plain
+    assert fast is None or fast == _astropy_header(cards)
+
+
+def test_every_planned_header_renders_without_astropy(tmp_path):
+    from nightlake.fitsfile import KEYWORDS, _fast_header
+    from nightlake.plan import Plan
+    from nightlake.spec import load_spec
+
+    for preset in ("demo", "dr-phase2", "cta-night"):
+        plan = Plan(load_spec(Path(__file__).parents[1] / "examples" / f"{preset}.toml"))
+        for planned in itertools.islice(plan.files(), 300):
+            cards = [(keyword, planned.meta[key]) for key, keyword in KEYWORDS.items()]
+            assert _fast_header(cards) is not None

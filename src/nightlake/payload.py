@@ -100,6 +100,7 @@ class PayloadStream:
 
     def iter_chunks(self, chunk_size: int = DEFAULT_CHUNK) -> Iterator[bytes]:
         """The file as `chunk_size`-byte chunks (the last may be shorter): for uploaders."""
+        chunk_size = min(chunk_size, self.size)  # a small file needs no 8 MiB buffer
         out, fill = bytearray(chunk_size), 0
         for seg in self.segments():
             while seg:
