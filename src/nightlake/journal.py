@@ -129,6 +129,7 @@ CREATE TABLE IF NOT EXISTS files (
     updated_at REAL NOT NULL,
     UNIQUE (scope, name));
 CREATE INDEX IF NOT EXISTS files_by_state ON files (state, id);
+CREATE INDEX IF NOT EXISTS files_by_dataset ON files (scope, dataset, state);
 CREATE TABLE IF NOT EXISTS datasets (
     scope TEXT NOT NULL, name TEXT NOT NULL, state TEXT NOT NULL DEFAULT 'planned',
     updated_at REAL NOT NULL, UNIQUE (scope, name));
@@ -274,12 +275,12 @@ class Journal(SQLiteJournal):
                            ((scope, name, now) for scope, name in dids))
             return db.total_changes - before
 
-    def unfinished_datasets(self) -> set[tuple[str, str]]:
-        """Datasets with files that may still join them (anything but done or quarantined)."""
+    def settled_datasets(self, dids: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Of these datasets, those whose files are all done or set aside: ready for rules and closing."""
+        sql = ("SELECT 1 FROM files WHERE scope = ? AND dataset = ? "
+               "AND state NOT IN ('done', 'quarantined') LIMIT 1")
         with self._lock:
-            rows = self._db.execute("SELECT DISTINCT scope, dataset FROM files "
-                                    "WHERE state NOT IN ('done', 'quarantined')").fetchall()
-        return {(scope, name) for scope, name in rows}
+            return {did for did in dids if self._db.execute(sql, did).fetchone() is None}
 
     def mark_datasets(self, dids: Iterable[tuple[str, str]], state: DatasetState) -> None:
         now = time.time()

@@ -21,7 +21,7 @@ import contextlib
 import queue
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -179,16 +179,11 @@ class Ingest:
         stages = [threading.Thread(target=self._stage, name=name, args=(inbox, step, outbox, errors))
                   for name, inbox, step, outbox in (
                       ("register", to_register, lambda b: self.attach(self.register(b)), to_describe),
-                      ("describe", to_describe, self.set_metadata, None))]
+                      ("describe", to_describe, self._describe, None))]
         for stage in stages:
             stage.start()
         try:
-            for batch in self._upload_batches():
-                if self._stop.is_set():
-                    break
-                uploaded = self._upload(batch)
-                if uploaded:
-                    to_register.put(uploaded)
+            self._upload_all(to_register.put)
         finally:
             to_register.put(_STOP)
             for stage in stages:
@@ -224,20 +219,60 @@ class Ingest:
                     start, size = i, record.bytes
             yield batch[start:]
 
-    def _upload(self, batch: list[FileRecord]) -> list[FileRecord]:
-        """Journal the intent with each file's PFN, upload in parallel, journal the outcomes."""
+    def _upload_all(self, hand_on: Callable[[list[FileRecord]], None]) -> None:
+        """Keep up to 4 uploads per worker in flight, across batch boundaries, so that one slow
+        transfer delays only its own file; hand finished files on in batches of `batch_files`."""
+        work = self._check_in_place if self.options.in_place else self._put
+        window = _Window(self._pool, self.options.workers * 4)
+        finished: list[FileRecord] = []
+        for batch in self._upload_batches():
+            if self._stop.is_set():
+                break
+            for record in self._prepare(batch):
+                for outcome in window.submit(work, record):
+                    self._settle_upload(*outcome, finished, hand_on)
+        for outcome in window.drain():
+            self._settle_upload(*outcome, finished, hand_on)
+        self._hand_on(finished, hand_on)
+
+    def _prepare(self, batch: list[FileRecord]) -> list[FileRecord]:
+        """Set aside files without required metadata, give the others their PFN, and journal the
+        intent to upload them (in place there is no side effect, so no intent)."""
         batch = self._quarantine_incomplete(batch)
         if not batch:
             return []
         pfns = self.pfn_of(batch)
         batch = [replace(r, pfn=pfns[f"{r.scope}:{r.name}"], rse=self.options.rse) for r in batch]
-        if self.options.in_place:
-            return self._verify_in_place(batch)
-        self.journal.mark_each(S.UPLOADING, [{"id": r.id, "pfn": r.pfn, "rse": r.rse} for r in batch])
-        done = self._run_parallel(self._put, batch)
-        self.journal.mark_each(S.UPLOADED, [{"id": r.id, "adler32": a} for r, a in done])
-        self.bus.emit("upload.batch", files=len(done), bytes=sum(r.bytes for r, _ in done), rse=self.options.rse)
-        return [replace(r, adler32=a) for r, a in done]
+        if not self.options.in_place:
+            self.journal.mark_each(S.UPLOADING, [{"id": r.id, "pfn": r.pfn, "rse": r.rse} for r in batch])
+        return batch
+
+    def _settle_upload(self, record: FileRecord, future: Future, finished: list[FileRecord],
+                       hand_on: Callable[[list[FileRecord]], None]) -> None:
+        """A failure is recorded and the night goes on; a refused credential stops the run (the files
+        in flight stay `uploading`, for the next run to reconcile)."""
+        try:
+            finished.append(replace(record, adler32=future.result()))
+        except AuthFailure:
+            self._stop.set()
+            raise
+        except Exception as exc:  # classified, recorded as data
+            self._fail([record], exc)
+            return
+        if len(finished) >= self.options.batch_files or \
+                sum(r.bytes for r in finished) >= self.options.batch_bytes:
+            self._hand_on(finished, hand_on)
+
+    def _hand_on(self, finished: list[FileRecord], hand_on: Callable[[list[FileRecord]], None]) -> None:
+        """Journal the outcome of a batch of uploads, then pass it to registration."""
+        if not finished:
+            return
+        self.journal.mark_each(S.UPLOADED, [{"id": r.id, "pfn": r.pfn, "rse": r.rse, "adler32": r.adler32}
+                                            for r in finished])
+        self.bus.emit("upload.batch", files=len(finished), bytes=sum(r.bytes for r in finished),
+                      rse=self.options.rse, in_place=self.options.in_place)
+        hand_on(list(finished))
+        finished.clear()
 
     def _put(self, record: FileRecord) -> str:
         stored = self._call(self.storage.put, record.pfn, self.open_source(record),
@@ -245,48 +280,18 @@ class Ingest:
         self.bus.emit("upload.done", files=1, bytes=stored.size, rse=self.options.rse)
         return stored.adler32
 
-    def _verify_in_place(self, batch: list[FileRecord]) -> list[FileRecord]:
+    def _check_in_place(self, record: FileRecord) -> str:
         """In place: the file already is the replica; check its size (and adler32, when the source
         gives one) on the storage, and take the storage's adler32."""
-        def check(record: FileRecord) -> str:
-            stat = self._call(self.storage.stat, record.pfn)
-            if stat is None:
-                raise FileNotFoundError(f"{record.pfn} is not on {self.options.rse}")
-            if stat.size != record.bytes or stat.adler32 is None or \
-                    (record.adler32 and record.adler32 != stat.adler32):
-                raise ValueError(f"{record.pfn}: storage has {stat.size} bytes, adler32 {stat.adler32}; "
-                                 f"expected {record.bytes} bytes, adler32 {record.adler32 or 'any'}")
-            self.bus.emit("upload.done", files=1, bytes=stat.size, rse=self.options.rse, in_place=True)
-            return stat.adler32
-
-        done = self._run_parallel(check, batch)
-        self.journal.mark_each(S.UPLOADED, [{"id": r.id, "pfn": r.pfn, "rse": r.rse, "adler32": a}
-                                            for r, a in done])
-        self.bus.emit("upload.batch", files=len(done), bytes=sum(r.bytes for r, _ in done),
-                      rse=self.options.rse, in_place=True)
-        return [replace(r, adler32=a) for r, a in done]
-
-    def _run_parallel(self, work: Callable[[FileRecord], str], batch: list[FileRecord]
-                      ) -> list[tuple[FileRecord, str]]:
-        """Run `work` on every file with the worker pool; failures go to the journal as data.
-        An auth failure stops the run: pending work is cancelled, the files stay uncertain."""
-        futures: dict[Future, FileRecord] = {self._pool.submit(work, r): r for r in batch}
-        done: list[tuple[FileRecord, str]] = []
-        pending = set(futures)
-        while pending:
-            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in finished:
-                record = futures[future]
-                try:
-                    done.append((record, future.result()))
-                except AuthFailure:
-                    self._stop.set()
-                    for other in pending:
-                        other.cancel()
-                    raise
-                except Exception as exc:  # classified, recorded, and the night goes on
-                    self._fail([record], exc)
-        return done
+        stat = self._call(self.storage.stat, record.pfn)
+        if stat is None:
+            raise FileNotFoundError(f"{record.pfn} is not on {self.options.rse}")
+        if stat.size != record.bytes or stat.adler32 is None or \
+                (record.adler32 and record.adler32 != stat.adler32):
+            raise ValueError(f"{record.pfn}: storage has {stat.size} bytes, adler32 {stat.adler32}; "
+                             f"expected {record.bytes} bytes, adler32 {record.adler32 or 'any'}")
+        self.bus.emit("upload.done", files=1, bytes=stat.size, rse=self.options.rse, in_place=True)
+        return stat.adler32
 
     def _quarantine_incomplete(self, batch: list[FileRecord]) -> list[FileRecord]:
         """Files missing required metadata keys are set aside with the reason, never uploaded."""
@@ -362,25 +367,37 @@ class Ingest:
 
     # --- rules and datasets -----------------------------------------------------------------------
 
-    def add_rules(self) -> None:
+    def _describe(self, batch: list[FileRecord]) -> list[FileRecord]:
+        """Metadata for a batch; then the datasets it completed get their rules and are closed at
+        once, while the rest of the night uploads, instead of all of them after the last upload."""
+        done = self.set_metadata(batch)
+        for dataset in sorted(self.journal.settled_datasets({(r.scope, r.dataset) for r in batch})):
+            self.add_rules(self.describer, {dataset})
+            if self.options.close_datasets:
+                self.close_datasets(self.describer, {dataset})
+        return done
+
+    def add_rules(self, catalog: Catalog | None = None, datasets: set[tuple[str, str]] | None = None) -> None:
         """One rule per (dataset, policy), looked up before it is added so a re-run adds none."""
+        catalog = catalog or self.catalog
         for rule in self.journal.rules(RuleState.PLANNED):
             dataset = (rule["scope"], rule["dataset"])
-            rule_id = self.catalog.add_rule(dataset, rule["copies"], rule["rse_expression"],
-                                            rule["lifetime"], rule["activity"])
+            if datasets is not None and dataset not in datasets:
+                continue
+            rule_id = catalog.add_rule(dataset, rule["copies"], rule["rse_expression"], rule["lifetime"],
+                                       rule["activity"])
             self.journal.mark_rule(*dataset, rule["rse_expression"], rule_id)
             self.bus.emit("rule.added", dataset=f"{dataset[0]}:{dataset[1]}", rule_id=rule_id,
                           rse_expression=rule["rse_expression"])
 
-    def close_datasets(self) -> None:
+    def close_datasets(self, catalog: Catalog | None = None, datasets: set[tuple[str, str]] | None = None) -> None:
         """Close the datasets whose files are all done (or set aside): nothing more will join them."""
-        unfinished = self.journal.unfinished_datasets()
-        for scope, name, _ in self.journal.datasets(DatasetState.CREATED):
-            if (scope, name) in unfinished:
-                continue
-            self.catalog.close((scope, name))
-            self.journal.mark_datasets([(scope, name)], DatasetState.CLOSED)
-            self.bus.emit("dataset.closed", dataset=f"{scope}:{name}")
+        catalog = catalog or self.catalog
+        created = {(scope, name) for scope, name, _ in self.journal.datasets(DatasetState.CREATED)}
+        for dataset in sorted(self.journal.settled_datasets(created if datasets is None else created & datasets)):
+            catalog.close(dataset)
+            self.journal.mark_datasets([dataset], DatasetState.CLOSED)
+            self.bus.emit("dataset.closed", dataset=f"{dataset[0]}:{dataset[1]}")
 
     # --- helpers ----------------------------------------------------------------------------------
 
@@ -399,3 +416,25 @@ class Ingest:
         self.bus.emit("file.failed", files=len(records), error_class=classified.error_class.value,
                       message=classified.message[:500])
 
+
+class _Window:
+    """At most `size` calls in flight on a pool; finished ones are handed back as they complete."""
+
+    def __init__(self, pool: ThreadPoolExecutor, size: int):
+        self._pool, self._size = pool, size
+        self._futures: dict[Future, FileRecord] = {}
+
+    def submit(self, work: Callable[[FileRecord], str], record: FileRecord) -> Iterator[tuple[FileRecord, Future]]:
+        """Wait for room (yielding what finishes meanwhile), then start `work(record)`."""
+        while len(self._futures) >= self._size:
+            yield from self._finished()
+        self._futures[self._pool.submit(work, record)] = record
+
+    def drain(self) -> Iterator[tuple[FileRecord, Future]]:
+        while self._futures:
+            yield from self._finished()
+
+    def _finished(self) -> Iterator[tuple[FileRecord, Future]]:
+        done, _ = wait(self._futures, return_when=FIRST_COMPLETED)
+        for future in done:
+            yield self._futures.pop(future), future
