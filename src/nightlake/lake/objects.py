@@ -8,13 +8,19 @@ from nightlake.lake.layout import DISTANCES, HOST, RSES, SCOPE, Layout, RSESpec
 from nightlake.lake.rucio_server import ACCOUNT
 from nightlake.lake.xrootd import EXPORT
 
-# Operation priorities per domain (1 = preferred). https first: in-process, pooled and fast with
-# Rucio's WebDAV client; root:// second (Rucio's xrootd protocol drives the xrdcp/xrdfs CLI).
+# Operation priorities (1 = preferred). Writes go over root:// first: XRootD's own protocol, which
+# nightlake drives in-process, while XrdHttp 5.5.3 drops a response now and then under many
+# concurrent uploads (its log says `ssl3_write_pending:bad write retry`). Reads, deletions and
+# third-party copies prefer https: Rucio's WebDAV client runs in-process, its xrootd client drives
+# the xrdcp/xrdfs CLI, which can stall 5 s at exit.
+_PRIORITY = {"https": {"write": 2}, "root": {"read": 2, "delete": 2, "third_party_copy_read": 2,
+                                             "third_party_copy_write": 2}}
 _OPS = ("read", "write", "delete", "third_party_copy_read", "third_party_copy_write")
 
 
-def _domains(priority: int) -> dict:
-    return {"wan": {op: priority for op in _OPS}, "lan": {op: priority for op in ("read", "write", "delete")}}
+def _domains(scheme: str) -> dict:
+    priority = {op: _PRIORITY[scheme].get(op, 1) for op in _OPS}
+    return {"wan": priority, "lan": {op: priority[op] for op in ("read", "write", "delete")}}
 
 
 def protocols(layout: Layout, rse: RSESpec) -> list[dict]:
@@ -22,9 +28,9 @@ def protocols(layout: Layout, rse: RSESpec) -> list[dict]:
     (Rucio's xrootd protocol joins host and prefix, so the prefix needs the extra slash)."""
     return [
         {"scheme": "https", "hostname": HOST, "port": layout.https_port(rse), "prefix": f"{EXPORT}/",
-         "impl": "rucio.rse.protocols.webdav.Default", "domains": _domains(1)},
+         "impl": "rucio.rse.protocols.webdav.Default", "domains": _domains("https")},
         {"scheme": "root", "hostname": HOST, "port": layout.root_port(rse), "prefix": f"/{EXPORT}/",
-         "impl": "rucio.rse.protocols.xrootd.Default", "domains": _domains(2)},
+         "impl": "rucio.rse.protocols.xrootd.Default", "domains": _domains("root")},
     ]
 
 
