@@ -2,11 +2,13 @@
 """Benchmark: the catalog path — many small files into Rucio — three ways, same run, same lake.
 
 Method (N files of `--size` random bytes each, scope `cta`, each method with its own name prefix so
-no DID collides, RSE ONSITE over https/WebDAV in a and b):
-  a. stock Rucio: `UploadClient.upload(list)` (tracing off) of `--baseline-files` of the files into one
+no DID collides, RSE ONSITE; each tool over its fastest protocol on this lake):
+  a. stock Rucio: `UploadClient.upload(list)` (tracing off, forced https: its root:// plugin drives the
+     xrdcp CLI once per file) of `--baseline-files` of the files into one
      dataset; its files/s is measured on that subset and EXTRAPOLATED to N (said in the output);
   b. nightlake: `nightlake ingest DIR --scope cta --dataset D --rse ONSITE` of all N files (one child
-     process, wall time of the process, startup included; no rule);
+     process, wall time of the process, startup included; no rule; the RSE's preferred write
+     protocol, root:// on the local lake);
   c. the server's raw bulk capacity: the N files are first written straight into the RSE's storage
      directory (not timed), then only the catalog is timed: one `add_dids` for the dataset,
      `add_replicas` (1000 per call) and `attach_dids` (1000 per call) — no upload, no metadata.
@@ -66,7 +68,8 @@ def method_a(paths: list[Path], dataset: str) -> float:
     warnings.filterwarnings("ignore", message="Unverified HTTPS request")
     uc = UploadClient()
     uc.tracing = False
-    items = [{"path": str(p), "rse": RSE, "did_scope": SCOPE, "did_name": p.name,
+    # https: the stock client's fastest path here (its root:// plugin drives the xrdcp CLI per file).
+    items = [{"path": str(p), "rse": RSE, "did_scope": SCOPE, "did_name": p.name, "force_scheme": "https",
               "dataset_scope": SCOPE, "dataset_name": dataset} for p in paths]
     started = time.perf_counter()
     uc.upload(items)
