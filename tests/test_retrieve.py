@@ -246,3 +246,20 @@ def test_a_selection_without_files_is_bad_input_and_leaves_no_run(monkeypatch, t
     with pytest.raises(BadInput):
         retrieve.run_retrieve(request, EventBus())
     assert not (tmp_path / "run").exists()
+
+
+def test_status_reads_a_retrieve_run(tmp_path):
+    import json as _json
+
+    from click.testing import CliRunner
+
+    from nightlake.cli import cli
+
+    with DownloadJournal.create(tmp_path / "retrieve.sqlite", {"description": {"command": "retrieve",
+                                                                                "out": str(tmp_path)}}) as j:
+        j.add_files([{"scope": "cta", "name": f"f{i}", "bytes": 10, "adler32": None, "rse": "ONSITE",
+                      "pfn": f"root://h//rucio/f{i}"} for i in range(3)])
+    result = CliRunner().invoke(cli, ["status", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    status = _json.loads(result.output)
+    assert (status["run"]["command"], status["files"]["total"], status["files"]["planned"]) == ("retrieve", 3, 3)

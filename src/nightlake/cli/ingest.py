@@ -110,16 +110,14 @@ def _print_summary(summary: dict, run_dir: Path, as_json: bool) -> None:
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 def status_cmd(run_dir: Path, as_json: bool) -> None:
-    """Where a run stands, from its journal (safe while the run is going on)."""
-    run = RunDir(run_dir)
-    with run.load() as journal:
-        summary = summarize(journal, failed_limit=20)
-        description = journal.run_meta().get("description", {})
-    summary.pop("elapsed_s"), summary.pop("started"), summary.pop("ended")
+    """Where an ingest or retrieve run stands, from its journal (safe while the run is going on)."""
+    summary, description, title = _load_status(RunDir(run_dir))
+    for key in ("elapsed_s", "started", "ended"):
+        summary.pop(key, None)
     if as_json:
         click.echo(json.dumps({"run": description, **summary}, indent=2, default=str))
         return
-    table = Table(title=f"{run_dir}: {description.get('source')} → {description.get('rse')}")
+    table = Table(title=f"{run_dir}: {title}")
     for column in ("state", "files", "bytes"):
         table.add_column(column, justify="right" if column != "state" else "left")
     for state, count in summary["files"].items():
@@ -128,9 +126,27 @@ def status_cmd(run_dir: Path, as_json: bool) -> None:
     table.add_row("[bold]total", str(summary["files"]["total"]), human_bytes(summary["bytes"]["total"]))
     out = Console(file=sys.stdout)
     out.print(table)
-    out.print("datasets: " + ", ".join(f"{k} {v}" for k, v in summary["datasets"].items() if v))
-    for rule in summary["rules"]:
+    if "datasets" in summary:
+        out.print("datasets: " + ", ".join(f"{k} {v}" for k, v in summary["datasets"].items() if v))
+    for rule in summary.get("rules", []):
         out.print(f"rule {rule['rule_id'] or '(planned)'}: {rule['scope']}:{rule['dataset']} → "
                   f"{rule['copies']}× {rule['rse_expression']}")
-    for problem in summary["problems"]:
+    for problem in summary["problems"][:20]:
         out.print(f"{problem['state']} {problem['did']}: " + escape(f"[{problem['error_class']}] {problem['message']}"))
+
+
+def _load_status(run: RunDir) -> tuple[dict, dict, str]:
+    """(summary, description, title) of the run in `run`: an ingest, or else a retrieve."""
+    from nightlake import retrieve
+    from nightlake.retrieve_journal import DownloadJournal
+
+    downloads = run.path / retrieve.JOURNAL_NAME
+    if downloads.exists() and not run.journal.exists():
+        with DownloadJournal.open(downloads) as journal:
+            description = journal.run_meta().get("description", {})
+            summary = retrieve.summarize(journal, Path(description.get("out", ".")))
+        return summary, description, f"retrieve → {description.get('out')}"
+    with run.load() as journal:
+        description = journal.run_meta().get("description", {})
+        return summarize(journal, failed_limit=20), description, \
+            f"{description.get('source')} → {description.get('rse')}"
