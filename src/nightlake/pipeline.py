@@ -30,12 +30,13 @@ from nightlake.catalog import Catalog, Rejected
 from nightlake.events import EventBus
 from nightlake.failures import classify
 from nightlake.journal import DatasetState, FileRecord, FileState, Journal, RuleState
-from nightlake.retry import AuthFailure, GaveUp, RetryPolicy
+from nightlake.retry import AuthFailure, CallFailed, RetryPolicy
 from nightlake.sources import required_missing
 from nightlake.storage import PART_SUFFIX, Stat, Storage, adler
 
 S = FileState
 _STOP = object()
+AUTH_STREAK = 5  # storage auth refusals in a row, on different files, that stop the run
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ class Ingest:
         self.storage_policy = storage_policy or RetryPolicy(target=options.rse)
         self._pool = ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="upload")
         self._stop = threading.Event()
+        self._auth_streak = 0
 
     # --- the run ----------------------------------------------------------------------------------
 
@@ -249,13 +251,19 @@ class Ingest:
 
     def _settle_upload(self, record: FileRecord, future: Future, finished: list[FileRecord],
                        hand_on: Callable[[list[FileRecord]], None]) -> None:
-        """A failure is recorded and the night goes on; a refused credential stops the run (the files
-        in flight stay `uploading`, for the next run to reconcile)."""
+        """A failure is recorded and the night goes on. Storage refusing credentials for one path
+        may be that path's permissions; refusing `AUTH_STREAK` files in a row means the credentials
+        are bad, and the run stops (files in flight stay `uploading`, for the next run to reconcile)."""
         try:
             finished.append(replace(record, adler32=future.result()))
-        except AuthFailure:
-            self._stop.set()
-            raise
+            self._auth_streak = 0
+        except AuthFailure as exc:
+            self._fail([record], exc)
+            self._auth_streak += 1
+            if self._auth_streak >= AUTH_STREAK:
+                self._stop.set()
+                raise
+            return
         except Exception as exc:  # classified, recorded as data
             self._fail([record], exc)
             return
@@ -411,7 +419,7 @@ class Ingest:
 
     def _fail(self, records: list[FileRecord], exc: BaseException) -> None:
         """Record a failure with its class and original message (errors are data)."""
-        classified = exc.classified if isinstance(exc, GaveUp) else classify(exc)
+        classified = exc.classified if isinstance(exc, CallFailed) else classify(exc)
         self.journal.fail(records, classified.error_class, classified.message)
         self.bus.emit("file.failed", files=len(records), error_class=classified.error_class.value,
                       message=classified.message[:500])

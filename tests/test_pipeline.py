@@ -1,0 +1,78 @@
+"""The pipeline's flow control with small fakes for storage and catalog (the real ones are tested
+against the lake): failures stay per file, and refused credentials stop the run."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+
+from nightlake.journal import FileState, Journal
+from nightlake.pipeline import AUTH_STREAK, Ingest, IngestOptions
+from nightlake.retry import AuthFailure, RetryPolicy
+from nightlake.storage import Stored
+
+
+class FakeStorage:
+    """Accepts every put except those to a forbidden PFN, which get HTTP 403."""
+
+    def __init__(self, forbidden=lambda pfn: False):
+        self.forbidden, self.stored = forbidden, []
+
+    def put(self, pfn, data, *, size, adler32=None):
+        if self.forbidden(pfn):
+            response = requests.Response()
+            response.status_code = 403
+            raise requests.HTTPError("403 Forbidden", response=response)
+        self.stored.append(pfn)
+        return Stored(size, "0000abcd")
+
+    def stat(self, pfn):
+        return None
+
+    def delete(self, pfn):
+        pass
+
+
+class FakeCatalog:
+    """A catalog that accepts everything and knows nothing beforehand."""
+
+    batch_size = 1000
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: {} if name in ("replicas_on", "existing") else []
+
+    def add_rule(self, *args):
+        return "rule-1"
+
+
+def _ingest(tmp_path, n_files, storage, workers=1):
+    journal = Journal.create(tmp_path / "journal.sqlite", {})
+    journal.add_files({"scope": "cta", "name": f"f{i:03d}", "dataset": "ds", "source": "payload:1", "bytes": 4,
+                       "adler32": None, "meta": {}} for i in range(n_files))
+    journal.add_datasets([("cta", "ds")])
+    ingest = Ingest(journal, FakeCatalog(), storage,
+                    pfn_of=lambda batch: {f"{r.scope}:{r.name}": f"root://h//rucio/{r.name}" for r in batch},
+                    open_source=lambda record: (lambda: iter([b"data"])),
+                    options=IngestOptions(rse="ONSITE", workers=workers),
+                    storage_policy=RetryPolicy(target="ONSITE", sleep=lambda s: None))
+    return journal, ingest
+
+
+def test_a_forbidden_path_fails_only_its_file(tmp_path):
+    journal, ingest = _ingest(tmp_path, 10, FakeStorage(forbidden=lambda pfn: pfn.endswith("f003")))
+    ingest.run()
+    counts = journal.counts()
+    assert (counts[FileState.DONE], counts[FileState.FAILED]) == (9, 1)
+    failed = next(journal.batches(FileState.FAILED))[0]
+    assert (failed.name, failed.error_class) == ("f003", "auth")
+
+
+def test_credentials_refused_for_many_files_in_a_row_stop_the_run(tmp_path):
+    storage = FakeStorage(forbidden=lambda pfn: True)
+    journal, ingest = _ingest(tmp_path, 50, storage)
+    with pytest.raises(AuthFailure):
+        ingest.run()
+    counts = journal.counts()
+    assert counts[FileState.FAILED] == AUTH_STREAK
+    # the others keep their journaled intent, for the next run to reconcile against storage
+    assert (counts[FileState.DONE], counts[FileState.UPLOADING]) == (0, 50 - AUTH_STREAK)
