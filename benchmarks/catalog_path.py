@@ -22,7 +22,6 @@ taken before and after each method. Ratios: b/a and b/c. Targets: b >= 50x a; b 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -149,7 +148,7 @@ def main() -> None:
     work = args.work / tag
     print(f"catalog path: N={n} files x {size} B, scope {SCOPE}, RSE {RSE}; run tag {tag}")
     files_a = make_files(work / "a", f"cata-{tag}", n_a, size)
-    files_b = make_files(work / "b", f"catb-{tag}", n, size)
+    make_files(work / "b", f"catb-{tag}", n, size)  # ingested as a directory by method b
     files_c = make_files(work / "c", f"catc-{tag}", n, size)
     result: dict = {"method": __doc__.split("\n\n")[1], "files": n, "bytes_per_file": size,
                     "baseline_files": n_a, "server_version": bl.server_version()}
