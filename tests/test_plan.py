@@ -72,8 +72,9 @@ def test_json_numbers_add_up_to_the_spec():
     assert doc["bytes"] == sum(d["bytes"] for d in doc["per_dataset"])
     assert all(5 <= d["files"] <= 2000 for d in doc["per_dataset"])
     assert spec.sizes.min <= doc["file_size"]["min"] and doc["file_size"]["max"] <= spec.sizes.max + 2880
-    chunks = sum(-(-d["files"] // 1000) for d in doc["per_dataset"])
-    assert doc["rucio_calls"]["add_replicas"] == chunks and doc["rucio_calls"]["add_did"] == doc["datasets"]
+    calls = doc["rucio_calls"]
+    assert calls["add_replicas"] == calls["set_dids_metadata_bulk"] == -(-doc["files"] // 1000)
+    assert calls["close"] == doc["datasets"] and calls["add_dids"] == 1
 
 
 def test_file_iteration_matches_the_summary():
@@ -129,9 +130,10 @@ def test_histogram_counts_every_file_in_its_bin():
 
 def test_rucio_calls_chunk_each_dataset_at_the_batch_limit():
     assert RUCIO_BATCH_SIZE == 1000
-    calls = rucio_calls([1000, 1001, 1], n_rules=2)
-    assert calls == {"add_did": 3, "add_replicas": 4, "attach_dids": 4, "set_dids_metadata_bulk": 4,
-                     "add_replication_rule": 6}
+    calls = rucio_calls([1000, 1001, 1], n_rules=2)  # files 0-999 | 1000-2000 | 2001: batches 0, 1, 2
+    assert calls == {"get_metadata_bulk": 1, "add_dids": 1, "list_replicas": 3, "add_replicas": 3,
+                     "attach_dids": 4, "set_dids_metadata_bulk": 3, "list_did_rules": 6,
+                     "add_replication_rule": 6, "close": 3}
 
 
 def test_batched_yields_chunks_of_at_most_the_batch_size():

@@ -38,12 +38,22 @@ def batched(items: Iterable[T], size: int = RUCIO_BATCH_SIZE) -> Iterator[list[T
 
 def rucio_calls(files_per_dataset: Iterable[int], n_rules: int = 0,
                 batch_size: int = RUCIO_BATCH_SIZE) -> dict[str, int]:
-    """Catalog calls the ingest makes: one add_did and `n_rules` rules per dataset; per chunk of
-    at most `batch_size` files of a dataset, one add_replicas, attach_dids and set_dids_metadata_bulk."""
-    counts = list(files_per_dataset)
-    chunks = sum(-(-n // batch_size) for n in counts)
-    return {"add_did": len(counts), "add_replicas": chunks, "attach_dids": chunks,
-            "set_dids_metadata_bulk": chunks, "add_replication_rule": len(counts) * n_rules}
+    """The catalog calls an ingest makes (see `pipeline`): datasets looked up and created in bulk;
+    per batch of `batch_size` files (in plan order, so a batch may span two datasets) one
+    `list_replicas` pre-filter, one `add_replicas`, one attach per dataset it touches and one
+    `set_dids_metadata_bulk`; per dataset and rule one look-up and one `add_replication_rule`; one
+    close per dataset."""
+    counts = [n for n in files_per_dataset if n]
+    n_datasets, n_files = len(counts), sum(counts)
+    batches, dataset_batches = -(-n_files // batch_size), -(-n_datasets // batch_size)
+    attaches, start = 0, 0
+    for n in counts:
+        attaches += (start + n - 1) // batch_size - start // batch_size + 1
+        start += n
+    return {"get_metadata_bulk": dataset_batches, "add_dids": dataset_batches, "list_replicas": batches,
+            "add_replicas": batches, "attach_dids": attaches, "set_dids_metadata_bulk": batches,
+            "list_did_rules": n_datasets * n_rules, "add_replication_rule": n_datasets * n_rules,
+            "close": n_datasets}
 
 
 def night_time(n_files: int, n_bytes: int, files_per_s: float, mb_per_s: float) -> dict:
