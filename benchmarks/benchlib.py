@@ -169,8 +169,13 @@ def write_result(name: str, result: dict) -> Path:
     result = {"benchmark": name, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine(),
               "versions": versions(), **result}
     path = RESULTS / f"{name}.json"
-    path.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    path.write_text(relative(json.dumps(result, indent=2, default=str)) + "\n")
     return path
+
+
+def relative(text: str) -> str:
+    """Paths inside the checkout written relative to it: results must not name the machine they ran on."""
+    return text.replace(f"{ROOT}/", "").replace(str(Path.home()), "~")
 
 
 def ratio(a: float | None, b: float | None) -> float | None:

@@ -103,7 +103,7 @@ def main() -> None:
     print(f"nightlake generate {result['generate_mb_per_s']:.0f} MB/s  (runs {', '.join(f'{x:.0f}' for x in gen_rates)})")
     print(f"ratio:    {result['ratio']:.2f}  (requirement >= 0.80)")
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
+    args.json.write_text(json.dumps(result, indent=2).replace(f"{Path.cwd()}/", "") + "\n")
     print(f"wrote {args.json}")
 
 
