@@ -9,7 +9,6 @@ the PID we record is the postmaster's own). It listens on 127.0.0.1 only, trusts
 from __future__ import annotations
 
 import os
-import pwd
 import shutil
 import subprocess
 import time
@@ -18,21 +17,14 @@ from pathlib import Path
 from nightlake.errors import BadInput
 from nightlake.lake import processes
 from nightlake.lake.layout import HOST, Layout
-from nightlake.lake.system import PG_BIN
+from nightlake.lake.system import PG_BIN, service_user
 
 DB_NAME = DB_USER = "rucio"
 
 
 def run_as() -> str | None:
     """The OS user PostgreSQL runs as: `postgres` when we are root, else ourselves."""
-    if os.geteuid() != 0:
-        return None
-    try:
-        pwd.getpwnam("postgres")
-    except KeyError as exc:
-        raise BadInput("running as root but there is no 'postgres' user; "
-                       "install with: apt-get install -y postgresql-15") from exc
-    return "postgres"
+    return service_user("postgres", "postgresql-15")
 
 
 def url(layout: Layout) -> str:

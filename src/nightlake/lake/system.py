@@ -7,6 +7,7 @@ for a missing package, the port and the process holding it.
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import socket
 from pathlib import Path
@@ -37,6 +38,19 @@ def check_packages(required: dict[str, str] = REQUIRED) -> None:
         pkgs = " ".join(missing)
         raise BadInput(f"missing system package(s) {pkgs}; install with: "
                        f"apt-get install -y --no-install-recommends {pkgs}")
+
+
+def service_user(user: str, package: str) -> str | None:
+    """The unprivileged user a server runs as when we are root (PostgreSQL refuses root, XRootD drops
+    to its own user), or None to run it as ourselves."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam(user)
+    except KeyError:
+        raise BadInput(f"running as root but there is no {user!r} user; "
+                       f"install with: apt-get install -y {package}") from None
+    return user
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:

@@ -10,7 +10,6 @@ When started by root it runs as the `xrootd` user (`-R`), which owns the storage
 from __future__ import annotations
 
 import os
-import pwd
 import shutil
 import socket
 import time
@@ -18,6 +17,7 @@ import time
 from nightlake.errors import BadInput
 from nightlake.lake import processes
 from nightlake.lake.layout import RSESpec, Layout
+from nightlake.lake.system import service_user
 
 EXPORT = "/rucio"
 
@@ -39,13 +39,7 @@ xrd.allow host 127.0.0.1
 
 def run_as() -> str | None:
     """`xrootd` when we are root (the server drops privileges to it), else ourselves."""
-    if os.geteuid() != 0:
-        return None
-    try:
-        pwd.getpwnam("xrootd")
-    except KeyError as exc:
-        raise BadInput("no 'xrootd' user; install with: apt-get install -y xrootd-server") from exc
-    return "xrootd"
+    return service_user("xrootd", "xrootd-server")
 
 
 def prepare(layout: Layout, rse: RSESpec) -> None:
