@@ -41,9 +41,6 @@ class FakeCatalog:
     def __getattr__(self, name):
         return lambda *args, **kwargs: {} if name in ("replicas_on", "existing") else []
 
-    def add_rule(self, *args):
-        return "rule-1"
-
 
 def _ingest(tmp_path, n_files, storage, workers=1):
     journal = Journal.create(tmp_path / "journal.sqlite", {})

@@ -145,20 +145,6 @@ class Catalog:
                     not isinstance(failure.original, rucio_exc.UnsupportedOperation):
                 raise
 
-    # --- rules ----------------------------------------------------------------------------------
-
-    def add_rule(self, dataset: Did, copies: int, rse_expression: str, lifetime: int | None = None,
-                 activity: str | None = None) -> str:
-        """The id of the run's rule on `dataset`: the existing one for this RSE expression and
-        account, or a new one. Looking first makes a re-run after a crash add no second rule."""
-        scope, name = dataset
-        for rule in self.call(lambda: list(self.client.list_did_rules(scope, name))):
-            if rule["rse_expression"] == rse_expression and rule["account"] == self.client.account:
-                return rule["id"]
-        ids = self.call(self.client.add_replication_rule, [{"scope": scope, "name": name}], copies,
-                        rse_expression, lifetime=lifetime, activity=activity)
-        return ids[0]
-
     def _chunked(self, call: Callable[[list], Any], items: list) -> list[Rejected]:
         rejected: list[Rejected] = []
         for start in range(0, len(items), self.batch_size):

@@ -31,6 +31,7 @@ from nightlake.events import EventBus
 from nightlake.failures import classify
 from nightlake.journal import DatasetState, FileRecord, FileState, Journal, RuleState
 from nightlake.retry import AuthFailure, CallFailed, RetryPolicy
+from nightlake.rules import RulePolicy, ensure_rule
 from nightlake.sources import required_missing
 from nightlake.storage import PART_SUFFIX, Stat, Storage, adler
 
@@ -68,6 +69,7 @@ class Ingest:
         self._pool = ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="upload")
         self._stop = threading.Event()
         self._auth_streak = 0
+        self._finished_bytes = 0  # bytes of the uploads not yet handed on (a batch closes at batch_bytes)
 
     # --- the run ----------------------------------------------------------------------------------
 
@@ -256,6 +258,7 @@ class Ingest:
         are bad, and the run stops (files in flight stay `uploading`, for the next run to reconcile)."""
         try:
             finished.append(replace(record, adler32=future.result()))
+            self._finished_bytes += record.bytes
             self._auth_streak = 0
         except AuthFailure as exc:
             self._fail([record], exc)
@@ -267,8 +270,7 @@ class Ingest:
         except Exception as exc:  # classified, recorded as data
             self._fail([record], exc)
             return
-        if len(finished) >= self.options.batch_files or \
-                sum(r.bytes for r in finished) >= self.options.batch_bytes:
+        if len(finished) >= self.options.batch_files or self._finished_bytes >= self.options.batch_bytes:
             self._hand_on(finished, hand_on)
 
     def _hand_on(self, finished: list[FileRecord], hand_on: Callable[[list[FileRecord]], None]) -> None:
@@ -281,6 +283,7 @@ class Ingest:
                       rse=self.options.rse, in_place=self.options.in_place)
         hand_on(list(finished))
         finished.clear()
+        self._finished_bytes = 0
 
     def _put(self, record: FileRecord) -> str:
         stored = self._call(self.storage.put, record.pfn, self.open_source(record),
@@ -392,8 +395,8 @@ class Ingest:
             dataset = (rule["scope"], rule["dataset"])
             if datasets is not None and dataset not in datasets:
                 continue
-            rule_id = catalog.add_rule(dataset, rule["copies"], rule["rse_expression"], rule["lifetime"],
-                                       rule["activity"])
+            rule_id, _ = ensure_rule(catalog, dataset, RulePolicy(rule["rse_expression"], rule["copies"],
+                                                                  rule["lifetime"], rule["activity"]))
             self.journal.mark_rule(*dataset, rule["rse_expression"], rule_id)
             self.bus.emit("rule.added", dataset=f"{dataset[0]}:{dataset[1]}", rule_id=rule_id,
                           rse_expression=rule["rse_expression"])
