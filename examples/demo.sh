@@ -26,10 +26,8 @@ step "the stock rucio client sees it"
 rucio did list 'cta:*' --short | head -5
 rucio did list 'cta:*' --short --filter telescope=LST-2 | wc -l | xargs echo "files with telescope=LST-2:"
 
-if nightlake rules --help >/dev/null 2>&1; then
-  step "rules watch: OFFSITE-A stays REPLICATING (the local lake has no transfer engine yet)"
-  nightlake rules watch "$work/run" --timeout 10 || true
-fi
+step "rules watch: OFFSITE-A stays REPLICATING (the local lake has no transfer engine yet)"
+nightlake rules watch "$work/run" --timeout 10 || echo "(watch exits 1 while rules are not all OK: expected here)"
 
 step "report"
 nightlake report "$work/run" --out "$work/report"

@@ -18,12 +18,12 @@ from nightlake import __version__, sources
 from nightlake.catalog import Catalog
 from nightlake.errors import BadInput
 from nightlake.events import EventBus, EventLog
-from nightlake.journal import FileRecord, Journal
+from nightlake.journal import FileRecord, FileState, Journal
 from nightlake.payload import open_stream
 from nightlake.pipeline import Ingest, IngestOptions
-from nightlake.rundir import RunDir, summarize, write_summary
 from nightlake.retry import GaveUp, RetryEvent, RetryPolicy
 from nightlake.rules import RulePolicy
+from nightlake.rundir import RunDir, summarize, write_summary
 from nightlake.spec import load_spec
 from nightlake.storage import open_storage, pfns, tls_from_rucio_config
 
@@ -71,7 +71,7 @@ def run_ingest(request: IngestRequest, bus: EventBus) -> dict[str, Any]:
         ca_cert, client_cert = tls_from_rucio_config()
         storage = open_storage(protocol, ca_cert=ca_cert, client_cert=client_cert,
                                pool_size=request.options.workers, rse_info=rse_info)
-        bus.emit("run.start", rse=request.options.rse, scheme=protocol["scheme"], files=sum(journal.counts().values()))
+        _emit_start(bus, journal, request.options.rse, protocol["scheme"])
         try:
             storage_policy = RetryPolicy(target=request.options.rse, on_retry=_retry_reporter(bus))
             Ingest(journal, catalog, storage, _pfn_resolver(rse_info, protocol["scheme"]), _source_opener,
@@ -82,6 +82,16 @@ def run_ingest(request: IngestRequest, bus: EventBus) -> dict[str, Any]:
             write_summary(run, summary)
             bus.emit("run.end", complete=summary["complete"], failed=summary["files"]["failed"])
     return summary
+
+
+def _emit_start(bus: EventBus, journal: Journal, rse: str, scheme: str) -> None:
+    """The run's size and where a resumed run starts from, so that progress and ETA count only
+    what is left to do."""
+    counts = journal.counts()
+    stored = sum(counts[s] for s in FileState if s not in (FileState.PLANNED, FileState.UPLOADING,
+                                                            FileState.FAILED, FileState.QUARANTINED))
+    bus.emit("run.start", rse=rse, scheme=scheme, files=sum(counts.values()), uploaded=stored,
+             done=counts[FileState.DONE])
 
 
 def _check_source(request: IngestRequest) -> None:

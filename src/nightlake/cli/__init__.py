@@ -7,18 +7,16 @@ line on stderr and exit code 2, as the product notes promise.
 import sys
 
 import click
-from rich.console import Console
 from rich.markup import escape
 
 from nightlake import __version__
-from nightlake.errors import BadInput
+from nightlake.cli.console import err
+from nightlake.cli.ingest import ingest_cmd, status_cmd
 from nightlake.cli.lake import lake
 from nightlake.cli.plan import generate_cmd, plan_cmd
-from nightlake.cli.ingest import ingest_cmd, status_cmd
 from nightlake.cli.report import report_cmd
 from nightlake.cli.retrieve import retrieve_cmd
-
-err_console = Console(stderr=True)
+from nightlake.errors import BadInput
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -41,10 +39,10 @@ def main() -> None:
         code = cli.main(standalone_mode=False)  # returns ctx.exit()'s code instead of exiting
     except BadInput as exc:
         line = " ".join(str(exc).split())  # one line, even when Rucio's message has several
-        err_console.print(f"[bold red]nightlake: error:[/] {escape(line)}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]nightlake: error:[/] {escape(line)}")
         sys.exit(2)
     except click.exceptions.Abort:
-        err_console.print("nightlake: aborted")
+        err.print("nightlake: aborted")
         sys.exit(130)
     except click.ClickException as exc:
         exc.show()

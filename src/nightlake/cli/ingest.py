@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import click
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from nightlake.cli.common import finish_run, metrics_port, parse_policy
+from nightlake.cli.console import err as console
+from nightlake.cli.console import out
 from nightlake.errors import BadInput
 from nightlake.events import EventBus
 from nightlake.pipeline import IngestOptions
 from nightlake.rundir import RunDir, summarize
 from nightlake.spec import human_bytes
-
-console = Console(stderr=True, highlight=False)
 
 
 @click.command("ingest")
@@ -61,27 +59,18 @@ def _ingest_rule(text: str):
 
 
 def _run_with_progress(request, bus: EventBus, quiet: bool) -> dict:
+    """Bars in a terminal, a line every half minute in a log; nothing with --quiet or --json."""
+    from nightlake.cli.progress import IngestProgress, ProgressLog
     from nightlake.ingest import run_ingest
 
-    if quiet or not console.is_terminal:
+    if quiet:
         return run_ingest(request, bus)
-    from nightlake.cli.progress import IngestProgress
-
-    holder: dict = {}
-
-    def start(event) -> None:
-        if event.kind == "run.start" and "progress" not in holder:
-            progress = IngestProgress(event.fields["files"], 0, console)
-            holder["progress"] = progress
-            bus.subscribe(progress)
-            progress.__enter__()
-
-    bus.subscribe(start)
-    try:
+    if not console.is_terminal:
+        bus.subscribe(ProgressLog(console, "uploaded"))
         return run_ingest(request, bus)
-    finally:
-        if "progress" in holder:
-            holder["progress"].__exit__(None, None, None)
+    with IngestProgress(console) as progress:
+        bus.subscribe(progress)
+        return run_ingest(request, bus)
 
 
 def _print_summary(summary: dict, run_dir: Path, as_json: bool) -> None:
@@ -90,7 +79,7 @@ def _print_summary(summary: dict, run_dir: Path, as_json: bool) -> None:
         return
     files, size = summary["files"], summary["bytes"]
     elapsed = summary.get("elapsed_s") or 0
-    table = Table(title=f"run {run_dir}", show_header=False)
+    table = Table(show_header=False)
     table.add_row("files done", f"{files['done']} / {files['total']}")
     table.add_row("bytes done", f"{human_bytes(size['done'])} of {human_bytes(size['total'])}")
     table.add_row("failed / quarantined", f"{files['failed']} / {files['quarantined']}")
@@ -98,7 +87,8 @@ def _print_summary(summary: dict, run_dir: Path, as_json: bool) -> None:
     table.add_row("rules", str(sum(1 for r in summary["rules"] if r["rule_id"])))
     if elapsed:
         table.add_row("this run", f"{elapsed:.1f} s")
-    Console(file=sys.stdout).print(table)
+    out.print(f"run {run_dir}", markup=False)
+    out.print(table)
     for problem in summary["problems"][:5]:
         console.print(f"[red]{problem['state']}[/] {problem['did']}: "
                       + escape(f"[{problem['error_class']}] {problem['message']}"))
@@ -117,14 +107,14 @@ def status_cmd(run_dir: Path, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({"run": description, **summary}, indent=2, default=str))
         return
-    table = Table(title=f"{run_dir}: {title}")
+    table = Table()
     for column in ("state", "files", "bytes"):
         table.add_column(column, justify="right" if column != "state" else "left")
     for state, count in summary["files"].items():
         if state != "total" and (count or state in ("planned", "done")):
             table.add_row(state, str(count), human_bytes(summary["bytes"][state]))
     table.add_row("[bold]total", str(summary["files"]["total"]), human_bytes(summary["bytes"]["total"]))
-    out = Console(file=sys.stdout)
+    out.print(f"{run_dir}: {title}", markup=False)
     out.print(table)
     if "datasets" in summary:
         out.print("datasets: " + ", ".join(f"{k} {v}" for k, v in summary["datasets"].items() if v))

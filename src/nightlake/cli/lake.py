@@ -5,13 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from rich.console import Console
 from rich.table import Table
 
+from nightlake.cli.console import err as console
+from nightlake.cli.console import out
 from nightlake.lake import control, rucio_server
 from nightlake.lake.layout import Layout
-
-console = Console(stderr=True, highlight=False)
 
 _dir = click.option("--dir", "root", type=click.Path(file_okay=False, path_type=Path), default=None,
                     help="Lake state directory [env NIGHTLAKE_LAKE_DIR; default .nightlake/lake].")
@@ -58,7 +57,7 @@ def down(root: Path | None, purge: bool) -> None:
 def status(root: Path | None) -> None:
     """Each component, its address and health; exit 1 when something is down."""
     layout = _layout(root)
-    table = Table(title=f"local lake {layout.root}")
+    table = Table()
     for column in ("component", "address", "pid", "state"):
         table.add_column(column)
     rows = control.status(layout)
@@ -66,9 +65,10 @@ def status(root: Path | None) -> None:
         state = ("[green]up[/]" if row.healthy else "[yellow]running, not answering[/]") if row.running \
             else "[red]down[/]"
         table.add_row(row.name, row.address, str(row.pid or "-"), state)
-    Console().print(table)
+    out.print(f"local lake {layout.root}", markup=False)
+    out.print(table)
     if version := rucio_server.ping(layout) if layout.ca_cert.exists() else None:
-        Console().print(f"Rucio server: {version}")
+        out.print(f"Rucio server: {version}")
     if not all(row.healthy for row in rows):
         raise click.exceptions.Exit(1)
 

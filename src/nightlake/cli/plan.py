@@ -9,13 +9,12 @@ import json
 
 import click
 from rich.console import Console
-from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TimeRemainingColumn,
-                           TransferSpeedColumn)
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
 
+from nightlake.cli.console import err, out
 from nightlake.generate import generate
-from nightlake.plan import (DEFAULT_FILES_PER_S, DEFAULT_MB_PER_S, NIGHT_HOURS, Plan, Summary,
-                            summarize)
+from nightlake.plan import DEFAULT_FILES_PER_S, DEFAULT_MB_PER_S, NIGHT_HOURS, Plan, Summary, summarize
 from nightlake.spec import human_bytes, load_spec
 
 _rate = click.FloatRange(min=0, min_open=True)
@@ -35,7 +34,7 @@ def plan_cmd(spec: str, as_json: bool, files_per_s: float, mb_per_s: float) -> N
     if as_json:
         click.echo(json.dumps(doc, indent=2))
     else:
-        _print_plan(Console(), summary, doc)
+        _print_plan(out, summary, doc)
 
 
 def _print_plan(console: Console, summary: Summary, doc: dict) -> None:
@@ -88,25 +87,22 @@ def _hms(seconds: float) -> str:
 
 @click.command("generate")
 @click.argument("spec", type=click.Path(dir_okay=False))
-@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Directory to write into.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Directory to write into.")
 @click.option("--workers", type=click.IntRange(1, 256), default=None,
               help="Parallel writers (default: CPUs, at most 8).")
-def generate_cmd(spec: str, out: str, workers: int | None) -> None:
+def generate_cmd(spec: str, out_dir: str, workers: int | None) -> None:
     """Write SPEC's files under OUT/<dataset>/<file> (valid FITS, deterministic; re-run resumes)."""
     plan = Plan(load_spec(spec))
     summary = summarize(plan)
-    columns = ("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+    columns = ("generate", BarColumn(), TextColumn(f"{{task.fields[files]:,}}/{summary.n_files:,} files"),
                DownloadColumn(binary_units=False), TransferSpeedColumn(), TimeRemainingColumn())
-    with Progress(*columns) as progress:
-        files = progress.add_task("files", total=summary.n_files)
-        data = progress.add_task("bytes", total=summary.n_bytes)
+    with Progress(*columns, console=err) as progress:
+        task = progress.add_task("generate", total=summary.n_bytes, files=0)
 
         def on_file(planned, written):
-            progress.advance(files)
-            progress.advance(data, planned.size)
+            progress.update(task, advance=planned.size, files=progress.tasks[task].fields["files"] + 1)
 
-        report = generate(plan.files(), out, workers=workers, on_file=on_file)
+        report = generate(plan.files(), out_dir, workers=workers, on_file=on_file)
     rate = report.bytes_written / report.seconds / 1e6 if report.seconds else 0.0
-    Console().print(f"wrote {report.written:,} files ({human_bytes(report.bytes_written)}) at {rate:.0f} MB/s; "
-                    f"skipped {report.skipped:,} already complete ({human_bytes(report.bytes_skipped)}) "
-                    f"in {out}")
+    out.print(f"wrote {report.written:,} files ({human_bytes(report.bytes_written)}) at {rate:.0f} MB/s; "
+              f"skipped {report.skipped:,} already complete ({human_bytes(report.bytes_skipped)}) in {out_dir}")

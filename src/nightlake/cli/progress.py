@@ -1,13 +1,16 @@
-"""The live ingest display: a listener on the event stream (accounting is separate from transfer).
+"""Progress of a run, drawn from the event stream (accounting is separate from transfer).
 
-Files/s, MB/s, per-stage counts and an ETA, redrawn by rich a few times a second; the pipeline
-only emits events and never knows it is being watched.
+In a terminal, rich bars redrawn a few times a second; in a log file or a batch job, one plain
+line every half minute, so that a night that runs for an hour never looks dead. Both count only
+what this session does, so a resumed run shows honest rates and an honest ETA. The pipeline only
+emits events and never knows it is being watched.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -15,39 +18,67 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.text import Text
 
 from nightlake.events import Event
+from nightlake.spec import human_bytes
+
+# event kind -> the counter it advances; the same words for ingest and retrieve
+MOVED = {"upload.done": "moved", "download.done": "moved"}
+
+
+class Tally:
+    """What a run has done so far, from its events; thread-safe, cheap per event."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.started = clock()
+        self.total = self.moved_before = self.done_before = 0
+        self.moved = self.bytes = self.done = self.failed = 0
+
+    def count(self, event: Event) -> None:
+        fields = event.fields
+        if event.kind == "run.start":
+            self.total = fields.get("files", 0)
+            self.done_before = fields.get("done", 0)
+            self.moved_before = fields.get("uploaded", self.done_before)
+        elif event.kind in MOVED:
+            self.moved += fields.get("files", 1)
+            self.bytes += fields.get("bytes", 0)
+        elif event.kind == "done.batch":
+            self.done += fields.get("files", 0)
+        elif event.kind == "file.failed":
+            self.failed += fields.get("files", 0)
+
+    def rates(self) -> tuple[float, float]:
+        """(files/s, MB/s) of this session."""
+        elapsed = max(self.clock() - self.started, 1e-6)
+        return self.moved / elapsed, self.bytes / 1e6 / elapsed
+
+    def eta_s(self) -> float | None:
+        files_per_s, _ = self.rates()
+        left = self.total - self.moved_before - self.moved - self.failed
+        return left / files_per_s if files_per_s > 0 and left >= 0 else None
 
 
 class IngestProgress:
-    """Listens to the event stream and draws the progress of one run."""
+    """Rich bars for an ingest in a terminal: uploaded and registered, with rates."""
 
-    def __init__(self, total_files: int, done_files: int, console: Console):
+    def __init__(self, console: Console):
         self._lock = threading.Lock()
-        self.started = time.monotonic()
-        self.uploaded_files = self.uploaded_bytes = self.registered = self.failed = 0
+        self.tally = Tally()
         self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TimeElapsedColumn(), TimeRemainingColumn(), console=console)
-        self.upload_task = self.progress.add_task("uploaded", total=total_files, completed=done_files)
-        self.done_task = self.progress.add_task("registered", total=total_files, completed=done_files)
+        self.upload_task = self.progress.add_task("uploaded", total=None)
+        self.done_task = self.progress.add_task("registered", total=None)
         self.live = Live(Group(self.progress, Text("")), console=console, refresh_per_second=4, transient=False)
 
     def __call__(self, event: Event) -> None:
         with self._lock:
-            fields = event.fields
-            if event.kind == "upload.done":
-                self.uploaded_files += 1
-                self.uploaded_bytes += fields.get("bytes", 0)
-                self.progress.advance(self.upload_task)
-            elif event.kind == "done.batch":
-                self.registered += fields.get("files", 0)
-                self.progress.advance(self.done_task, fields.get("files", 0))
-            elif event.kind == "file.failed":
-                self.failed += fields.get("files", 0)
-            self.live.update(Group(self.progress, self._rates()))
-
-    def _rates(self) -> Text:
-        elapsed = max(time.monotonic() - self.started, 1e-6)
-        return Text(f"{self.uploaded_files / elapsed:8.1f} files/s  {self.uploaded_bytes / 1e6 / elapsed:8.1f} MB/s"
-                    f"  registered {self.registered}  failed {self.failed}")
+            self.tally.count(event)
+            t = self.tally
+            self.progress.update(self.upload_task, total=t.total, completed=t.moved_before + t.moved)
+            self.progress.update(self.done_task, total=t.total, completed=t.done_before + t.done)
+            files_per_s, mb_per_s = t.rates()
+            self.live.update(Group(self.progress, Text(
+                f"{files_per_s:8.1f} files/s  {mb_per_s:8.1f} MB/s  failed {t.failed}")))
 
     def __enter__(self) -> "IngestProgress":
         self.live.__enter__()
@@ -55,3 +86,36 @@ class IngestProgress:
 
     def __exit__(self, *exc) -> None:
         self.live.__exit__(*exc)
+
+
+class ProgressLog:
+    """Without a terminal: one line every `every` seconds while events arrive, e.g.
+    `uploaded 12,000/500,000, registered 11,000, failed 0; 204.1 files/s, 1.2 MB/s; ETA 38 min`."""
+
+    def __init__(self, console: Console, verb: str = "uploaded", every: float = 30.0,
+                 clock: Callable[[], float] = time.monotonic):
+        self._lock = threading.Lock()
+        self.console, self.verb, self.every = console, verb, every
+        self.tally = Tally(clock)
+        self.last = self.tally.started
+
+    def __call__(self, event: Event) -> None:
+        with self._lock:
+            self.tally.count(event)
+            now = self.tally.clock()
+            if now - self.last < self.every:
+                return
+            self.last = now
+            self.console.print(self.line(), markup=False)
+
+    def line(self) -> str:
+        t = self.tally
+        files_per_s, mb_per_s = t.rates()
+        eta = t.eta_s()
+        parts = [f"{self.verb} {t.moved_before + t.moved:,}/{t.total:,}"]
+        if self.verb == "uploaded":
+            parts.append(f"registered {t.done_before + t.done:,}")
+        parts.append(f"failed {t.failed:,}; {files_per_s:.1f} files/s, {mb_per_s:.1f} MB/s "
+                     f"({human_bytes(t.bytes)} this session)")
+        when = time.strftime("%H:%M:%S")
+        return f"{when} " + ", ".join(parts) + (f"; ETA {eta / 60:.0f} min" if eta is not None else "")

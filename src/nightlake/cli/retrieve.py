@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import json
-import sys
 import threading
 from pathlib import Path
 
 import click
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from nightlake.cli.common import finish_run, metrics_port
+from nightlake.cli.console import err as console
+from nightlake.cli.console import out
 from nightlake.events import Event, EventBus
 from nightlake.rundir import RunDir
-
-console = Console(stderr=True, highlight=False)
 
 
 @click.command("retrieve")
@@ -51,7 +49,12 @@ def retrieve_cmd(dids, filters, scope, out, rse, from_rse, run_dir, workers, bat
 def _run_with_progress(request, bus: EventBus, quiet: bool) -> dict:
     from nightlake.retrieve import run_retrieve
 
-    if quiet or not console.is_terminal:
+    if quiet:
+        return run_retrieve(request, bus)
+    if not console.is_terminal:
+        from nightlake.cli.progress import ProgressLog
+
+        bus.subscribe(ProgressLog(console, "downloaded"))
         return run_retrieve(request, bus)
     progress = RetrieveProgress()
     bus.subscribe(progress)
@@ -85,13 +88,14 @@ def _print_summary(summary: dict, run_dir: Path, as_json: bool) -> None:
         click.echo(json.dumps(summary, indent=2, default=str))
         return
     files, size = summary["files"], summary["bytes"]
-    table = Table(title=f"retrieve {run_dir} → {summary['out']}", show_header=False)
+    table = Table(show_header=False)
     table.add_row("files done", f"{files['done']} / {files['total']}")
     table.add_row("bytes done", f"{size['done'] / 1e9:.3f} GB of {size['total'] / 1e9:.3f} GB")
     table.add_row("failed", str(files["failed"]))
     if summary.get("elapsed_s"):
         table.add_row("this run", f"{summary['elapsed_s']:.1f} s")
-    Console(file=sys.stdout).print(table)
+    out.print(f"retrieve {run_dir} → {summary['out']}", markup=False)
+    out.print(table)
     for problem in summary["problems"][:5]:
         console.print(f"[red]failed[/] {problem['did']}: " + escape(f"[{problem['error_class']}] {problem['message']}"))
     if summary["problems"]:

@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
-from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
 from nightlake import metrics
 from nightlake.cli.common import metrics_port, parse_policy
+from nightlake.cli.console import err as console
+from nightlake.cli.console import out
 from nightlake.events import EventBus, EventLog
 from nightlake.rules import RuleStatus, WatchResult, by_expression
 from nightlake.rundir import RunDir
-
-console = Console(stderr=True, highlight=False, soft_wrap=True)
-out = Console(file=sys.stdout, highlight=False, soft_wrap=True)
 
 
 @click.group("rules")
