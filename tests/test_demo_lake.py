@@ -1,0 +1,79 @@
+"""`make demo`'s night, run against the test lake: it ends with a report that opens in headless
+Chromium without errors, and whose figures are the journal's own counts."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import NIGHTLAKE, REPO
+
+pytestmark = pytest.mark.lake
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def demo(lake):
+    """examples/demo.sh with the test lake as its lake: plan, generate, ingest, watch, report."""
+    env = {**os.environ, "NIGHTLAKE_LAKE_DIR": str(lake.root),
+           "PATH": f"{Path(NIGHTLAKE).parent}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(["bash", str(REPO / "examples" / "demo.sh")], capture_output=True, text=True, env=env,
+                            timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    work = lake.root / "demo"
+    yield result.stdout, work / "run", work / "report"
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def _journal(run: Path, query: str) -> list[tuple]:
+    with sqlite3.connect(f"file:{run / 'journal.sqlite'}?mode=ro", uri=True) as db:
+        return db.execute(query).fetchall()
+
+
+def test_the_demo_prints_where_its_run_and_report_are(demo):
+    stdout, run, report = demo
+    assert f"report:  {report / 'index.html'}" in stdout and f"run:     {run}" in stdout
+
+
+def test_the_report_figures_are_the_journals_counts(demo):
+    _, run, report = demo
+    data = json.loads((report / "report.json").read_text())
+    per_state = dict(_journal(run, "SELECT state, COUNT(*) FROM files GROUP BY state"))
+    assert per_state == {"done": 180}
+    assert {k: v for k, v in data["files"].items() if v and k != "total"} == per_state
+    assert data["files"]["total"] == sum(per_state.values())
+    assert data["bytes"]["done"] == _journal(run, "SELECT SUM(bytes) FROM files WHERE state = 'done'")[0][0]
+    per_dataset = dict(_journal(run, "SELECT dataset, COUNT(*) FROM files WHERE state = 'done' GROUP BY dataset"))
+    assert {d["name"]: d["files"]["done"] for d in data["datasets"]} == per_dataset
+    assert sum(data["throughput"]["phases"]["upload"]["files"]) == pytest.approx(180)
+    assert data["progress"]["done"]["files"][-1] == 180
+    assert data["headline"].startswith("180 of 180 files done")
+
+
+@pytest.mark.skipif(not CHROMIUM, reason="chromium is not installed (make deps installs it: APT_PACKAGES)")
+def test_the_demo_report_opens_in_headless_chromium_without_errors(demo, tmp_path):
+    _, _, report = demo
+    data = json.loads((report / "report.json").read_text())
+    flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--enable-logging=stderr", "--v=0", f"--user-data-dir={tmp_path / 'profile'}"]
+    url = (report / "index.html").as_uri()
+    shot = tmp_path / "shot.png"
+    result = subprocess.run([*flags, "--window-size=1280,3000", f"--screenshot={shot}", url],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    page_errors = [line for line in result.stderr.splitlines()
+                   if "CONSOLE" in line or "Failed to load resource" in line or "Not allowed to load" in line]
+    assert page_errors == []
+    assert shot.stat().st_size > 50_000  # a page with its figures, not a blank one
+    dom = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
+    assert data["headline"] in dom
+    images = re.findall(r'<img[^>]*src="([^"]*)"', dom)
+    assert len(images) >= 3 and all(src.startswith("data:image/png;base64,") for src in images)
