@@ -11,6 +11,7 @@ rucio-clients reads its configuration when `rucio.client` is imported, so the im
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,11 @@ from nightlake.errors import BadInput
 from nightlake.retry import AuthFailure, GaveUp, RetryPolicy
 
 BATCH_SIZE = 1000  # items per bulk call: the Rucio server's schema limit
+# rucio-clients logs every failed request at ERROR on stderr, over the progress display; the retry
+# policy already records the same messages as events, so the client's own log goes nowhere.
+QUIET = logging.getLogger("nightlake.rucio-client")
+QUIET.addHandler(logging.NullHandler())
+QUIET.propagate = False
 Did = tuple[str, str]
 
 
@@ -30,6 +36,13 @@ class Rejected:
 
     item: Any
     failure: GaveUp
+
+
+def rucio_host() -> str:
+    """The server the client configuration points at, to name it in messages."""
+    from rucio.common.config import config_get
+
+    return config_get("client", "rucio_host", raise_exception=False, default="?")
 
 
 def bisect(call: Callable[[list], Any], items: list, policy: RetryPolicy) -> list[Rejected]:
@@ -58,7 +71,7 @@ class Catalog:
         if client is None:
             from rucio.client import Client
 
-            client = self.policy.call(Client)  # authenticates: a refusal is an AuthFailure
+            client = self.policy.call(Client, logger=QUIET)  # authenticates: a refusal is an AuthFailure
         self.client = client
         self.batch_size = batch_size
 

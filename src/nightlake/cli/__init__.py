@@ -10,6 +10,7 @@ import click
 from rich.markup import escape
 
 from nightlake import __version__
+from nightlake.cli.common import stopped_message
 from nightlake.cli.console import err
 from nightlake.cli.ingest import ingest_cmd, status_cmd
 from nightlake.cli.lake import lake
@@ -17,6 +18,7 @@ from nightlake.cli.plan import generate_cmd, plan_cmd
 from nightlake.cli.report import report_cmd
 from nightlake.cli.retrieve import retrieve_cmd
 from nightlake.errors import BadInput
+from nightlake.retry import AuthFailure, GaveUp
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -34,13 +36,20 @@ cli.add_command(report_cmd)
 
 
 def main() -> None:
-    """Console-script entry point: maps `BadInput` to exit code 2 with one line."""
+    """Console-script entry point: one line on stderr and no traceback for what a user can act on.
+    Bad input and refused credentials exit 2; a service that stayed down through every retry
+    exits 1, like a run with failed files, because re-running resumes."""
     try:
         code = cli.main(standalone_mode=False)  # returns ctx.exit()'s code instead of exiting
     except BadInput as exc:
-        line = " ".join(str(exc).split())  # one line, even when Rucio's message has several
-        err.print(f"[bold red]nightlake: error:[/] {escape(line)}")
+        _one_line("error", str(exc))
         sys.exit(2)
+    except AuthFailure as exc:
+        _one_line("error", f"authentication refused, stopping: {exc.classified.message}")
+        sys.exit(2)
+    except GaveUp as exc:
+        _one_line("stopped", stopped_message(exc))
+        sys.exit(1)
     except click.exceptions.Abort:
         err.print("nightlake: aborted")
         sys.exit(130)
@@ -50,3 +59,8 @@ def main() -> None:
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _one_line(kind: str, message: str) -> None:
+    line = " ".join(message.split())  # one line, even when Rucio's message has several
+    err.print(f"[bold red]nightlake: {kind}:[/] {escape(line)}")

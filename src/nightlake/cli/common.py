@@ -8,7 +8,7 @@ import click
 from nightlake import metrics
 from nightlake.errors import BadInput
 from nightlake.events import EventBus
-from nightlake.retry import AuthFailure
+from nightlake.retry import GaveUp
 from nightlake.rules import RulePolicy
 
 metrics_port = click.option(
@@ -46,16 +46,22 @@ def parse_policy(text: str) -> RulePolicy:
     return RulePolicy(rule.rse_expression, rule.copies, rule.lifetime, rule.activity, source)
 
 
+def stopped_message(exc: GaveUp) -> str:
+    """The one line for a command that a service stopped: which service, where, and what to do."""
+    from nightlake.catalog import rucio_host
+
+    where = f" ({rucio_host()})" if exc.target == "catalog" else ""
+    return (f"{exc.target}{where}: {exc.classified.error_class.value} after {exc.attempts} attempt(s): "
+            f"{exc.classified.message} Re-run the same command to resume.")
+
+
 def finish_run(run: Callable[[EventBus], dict], metrics_port: int | None,
                print_summary: Callable[[dict], None]) -> None:
-    """Run a journaled command: metrics while it runs, a refused credential as bad input (exit 2),
-    the summary printed, exit 1 unless every file is done."""
+    """Run a journaled command: metrics while it runs, the summary printed, exit 1 unless every
+    file is done. A refused credential or a service that stayed down ends it in `main`."""
     bus = EventBus()
-    try:
-        with metrics.serving(metrics_port, bus):
-            summary = run(bus)
-    except AuthFailure as exc:
-        raise BadInput(f"authentication refused, stopping: {exc.classified.message}") from None
+    with metrics.serving(metrics_port, bus):
+        summary = run(bus)
     print_summary(summary)
     if not summary["complete"]:
         raise click.exceptions.Exit(1)
