@@ -1,4 +1,5 @@
-"""Helpers shared by the ingest tests: small night specs, the stock rucio CLI, storage walks."""
+"""Helpers shared by the ingest tests: small night specs, the stock rucio CLI and the acceptance
+checks made with it, storage walks."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import json
 import os
 import subprocess
 import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from conftest import NIGHTLAKE
@@ -48,6 +51,77 @@ def rucio(*args: str) -> str:
 
 def adler32(data: bytes) -> str:
     return f"{zlib.adler32(data) & 0xFFFFFFFF:08x}"
+
+
+@dataclass(frozen=True)
+class Expected:
+    """A file the lake must hold: its DID name, dataset, metadata, and the bytes it must have."""
+
+    name: str
+    dataset: str
+    meta: dict
+    content: Callable[[], bytes]
+
+
+def on_disk(plan, root: Path) -> list[Expected]:
+    """The plan's files as `generate` wrote them under `root`: their bytes are the local files'."""
+    from nightlake.generate import file_path
+
+    return [Expected(f.name, f.dataset, f.meta, file_path(root, f).read_bytes) for f in plan.files()]
+
+
+def streamed(plan) -> list[Expected]:
+    """The plan's files as streamed payloads: their bytes exist nowhere but in the stream."""
+    from nightlake.payload import open_stream
+
+    return [Expected(f.name, f.dataset, f.meta, lambda f=f: b"".join(open_stream(f).iter_chunks()))
+            for f in plan.files()]
+
+
+def listed_by_cli(dataset: str, rse: str) -> dict[str, tuple[int, str]]:
+    """{name: (bytes, adler32)} of a dataset's files with an AVAILABLE replica on `rse` (the only
+    state `rucio replica list file` shows by default). Its FILESIZE column is human-readable
+    ("302.400 kB"), and rucio-clients 41.5.1 ignores the global `-R/--robot` here; the command's
+    own hidden `--human false` prints exact bytes."""
+    out = rucio("replica", "list", "file", "--human", "false", "--rses", rse, f"cta:{dataset}")
+    rows = {tuple(cell.strip() for cell in line.strip("|").split("|")[1:4])
+            for line in out.splitlines() if line.startswith("| cta ")}
+    listed = {name: (int(size), checksum) for name, size, checksum in rows}
+    assert len(listed) == len(rows), f"a file listed with two sizes or checksums:\n{out}"
+    return listed
+
+
+def dids(filter_: str, pattern: str = "cta:*") -> set[str]:
+    """Names of the DIDs the stock `rucio did list --filter` returns."""
+    out = rucio("did", "list", pattern, "--short", "--filter", filter_)
+    return {line.split(":", 1)[1] for line in out.split() if line.startswith("cta:")}
+
+
+def assert_cli_lists(files: list[Expected], rse: str) -> None:
+    """The stock CLI lists each dataset's files, all of them and no other, with their sizes and adler32s."""
+    for dataset in sorted({f.dataset for f in files}):
+        expected = {f.name: (len(data := f.content()), adler32(data)) for f in files if f.dataset == dataset}
+        assert listed_by_cli(dataset, rse) == expected, dataset
+
+
+def assert_cli_downloads(files: list[Expected], into: Path) -> None:
+    """`rucio download` of the files (which checks adler32 itself) gives exactly their bytes."""
+    rucio("download", "--dir", str(into), *(f"cta:{f.name}" for f in files))
+    for f in files:
+        assert (into / "cta" / f.name).read_bytes() == f.content(), f.name
+
+
+def assert_cli_filter(files: list[Expected], key: str, value: str) -> None:
+    """`rucio did list --filter KEY=VALUE` returns exactly the files with that metadata value;
+    `site` (also a FITS key) is ANDed in so that other nights in the lake do not count."""
+    expected = {f.name for f in files if f.meta[key] == value}
+    assert 0 < len(expected) < len(files), "a filter that selects all or nothing proves nothing"
+    assert dids(f"{key}={value},site={files[0].meta['site']}") == expected
+
+
+def sample(files: list[Expected], count: int = 4) -> list[Expected]:
+    """`count` files spread over the night (every dataset, first and later files)."""
+    return files[::max(1, len(files) // count)][:count]
 
 
 def stored_files(lake, rse) -> set[str]:

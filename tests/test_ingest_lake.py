@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
-from ingest_helpers import adler32, nightlake, place_on_storage, rucio, stored_files, summary, write_spec
-from nightlake.generate import generate
+from ingest_helpers import (Expected, adler32, assert_cli_downloads, assert_cli_filter, assert_cli_lists, dids,
+                            listed_by_cli, nightlake, on_disk, place_on_storage, sample, stored_files, streamed,
+                            summary, write_spec)
+from nightlake.generate import file_path, generate
 from nightlake.lake.layout import RSES
 from nightlake.plan import Plan
 from nightlake.spec import load_spec
@@ -18,63 +23,102 @@ pytestmark = pytest.mark.lake
 ONSITE = RSES[0]
 
 
-def _replicas(dataset: str) -> dict[str, tuple[int, str]]:
-    """{name: (bytes, adler32)} of a dataset's files, as the stock client's bulk listing shows them."""
-    from rucio.client import Client
+class Night(NamedTuple):
+    """An ingested night: its work directory, plan and run, and the files it must have put in the lake."""
 
-    files = Client().list_files("cta", dataset)
-    return {f["name"]: (f["bytes"], f["adler32"]) for f in files}
+    work: Path
+    plan: Plan
+    run: Path
+    files: list[Expected]
 
 
-def _dids_with(key: str, value: str) -> set[str]:
-    """Files matching a metadata filter, through the stock `rucio did list --filter`."""
-    out = rucio("did", "list", "cta:*", "--short", "--filter", f"{key}={value}")
-    return {line.split(":", 1)[1] for line in out.split() if line.startswith("cta:")}
+def _pfns(names: list[str]) -> dict[str, str]:
+    """Where Rucio puts each name on ONSITE (https), i.e. where an in-place file must already be."""
+    from rucio.rse import rsemanager
+
+    info = rsemanager.get_rse_info(ONSITE.name)
+    return rsemanager.lfns2pfns(info, [{"scope": "cta", "name": n} for n in names], operation="write", scheme="https")
+
+
+def _generate_on_storage(lake, work: Path, site: str, datasets: int, files: int) -> tuple[Plan, dict[str, Path]]:
+    """A generated night under work/files, each file also copied to where Rucio expects it on ONSITE."""
+    plan = Plan(load_spec(write_spec(work / "night.toml", site, datasets=datasets, files=files)))
+    generate(plan.files(), work / "files")
+    local = {f.name: file_path(work / "files", f) for f in plan.files()}
+    pfns = _pfns(list(local))
+    return plan, {name: place_on_storage(lake, ONSITE, pfns[f"cta:{name}"], path) for name, path in local.items()}
+
+
+def _ingest_in_place(work: Path) -> subprocess.CompletedProcess:
+    return nightlake("ingest", str(work / "files"), "--rse", ONSITE.name, "--scope", "cta", "--in-place",
+                     "--run", str(work / "run"), "--quiet")
 
 
 @pytest.fixture(scope="module")
-def generated_night(lake, tmp_path_factory):
+def generated_night(lake, tmp_path_factory) -> Night:
     """2,000 generated FITS files in two datasets, ingested from their directory."""
     work = tmp_path_factory.mktemp("dirnight")
-    spec = load_spec(write_spec(work / "night.toml", "DIRTEST", datasets=2, files=1000))
-    generate(Plan(spec).files(), work / "files")
+    plan = Plan(load_spec(write_spec(work / "night.toml", "DIRTEST", datasets=2, files=1000)))
+    generate(plan.files(), work / "files")
     run = work / "run"
     result = nightlake("ingest", str(work / "files"), "--rse", ONSITE.name, "--scope", "cta", "--run", str(run),
                        "--rule", ONSITE.name, "--quiet")
     assert result.returncode == 0, result.stdout + result.stderr
-    return work, spec, run, result
-
-
-def test_directory_ingest_registers_every_file_with_size_and_adler32(generated_night):
-    work, spec, run, _ = generated_night
-    for dataset in (work / "files").iterdir():
-        listed = _replicas(dataset.name)
-        local = {p.name: (p.stat().st_size, adler32(p.read_bytes())) for p in dataset.iterdir()}
-        assert listed == local
     assert summary(run)["files"]["done"] == 2000
+    return Night(work, plan, run, on_disk(plan, work / "files"))
 
 
-def test_stock_rucio_download_of_a_sample_verifies(generated_night, scratch):
-    work, *_ = generated_night
-    sample = sorted((work / "files").rglob("*.fits"))[::500]
-    for path in sample:
-        rucio("download", "--dir", str(scratch), f"cta:{path.name}")
-        assert (scratch / "cta" / path.name).read_bytes() == path.read_bytes()
+@pytest.fixture(scope="module")
+def streamed_night(lake, tmp_path_factory) -> Night:
+    """A night ingested straight from its spec: payloads streamed, no file on local disk."""
+    work = tmp_path_factory.mktemp("streamnight")
+    spec_path = write_spec(work / "night.toml", "STREAMTEST", datasets=2, files=40, size="300 kB",
+                           rules='[[rules]]\nrse_expression = "ONSITE"')
+    run = work / "run"
+    result = nightlake("ingest", str(spec_path), "--rse", ONSITE.name, "--run", str(run), "--quiet", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["files"]["done"] == 80
+    assert sorted(p.name for p in work.iterdir()) == ["night.toml", "run"]
+    plan = Plan(load_spec(spec_path))
+    return Night(work, plan, run, streamed(plan))
 
 
-def test_metadata_filter_returns_exactly_the_expected_files(generated_night):
-    work, spec, *_ = generated_night
-    expected = {f.name for f in Plan(spec).files() if f.meta["telescope"] == "LST-2"}
-    assert len(expected) == 1000
-    assert _dids_with("telescope", "LST-2") & {f.name for f in Plan(spec).files()} == expected
+@pytest.fixture(scope="module")
+def in_place_night(lake, tmp_path_factory) -> Night:
+    """A generated night whose files are already on ONSITE, where Rucio expects them, ingested
+    with --in-place, which must leave every stored file as it was (same mtime: nothing copied)."""
+    work = tmp_path_factory.mktemp("inplacenight")
+    plan, stored = _generate_on_storage(lake, work, "INPLACE", datasets=2, files=10)
+    mtimes = {name: path.stat().st_mtime_ns for name, path in stored.items()}
+    result = _ingest_in_place(work)
+    assert result.returncode == 0, result.stderr
+    assert {name: path.stat().st_mtime_ns for name, path in stored.items()} == mtimes, "in place rewrote a file"
+    return Night(work, plan, work / "run", on_disk(plan, work / "files"))
+
+
+# The acceptance checks, for each way of ingesting a night (directory, streamed spec, in place).
+@pytest.fixture(scope="module", params=["generated_night", "streamed_night", "in_place_night"])
+def night(request) -> Night:
+    return request.getfixturevalue(request.param)
+
+
+def test_the_stock_cli_lists_every_file_with_its_size_and_adler32(night):
+    assert_cli_lists(night.files, ONSITE.name)
+
+
+def test_stock_rucio_download_of_a_sample_verifies(night, scratch):
+    assert_cli_downloads(sample(night.files), scratch)
+
+
+def test_a_metadata_filter_returns_exactly_the_expected_files(night):
+    assert_cli_filter(night.files, "telescope", "LST-2")
 
 
 def test_datasets_are_closed_and_ruled(generated_night):
     from rucio.client import Client
 
     client = Client()
-    _, spec, run, _ = generated_night
-    for dataset in Plan(spec).datasets():
+    for dataset in generated_night.plan.datasets():
         assert client.get_did("cta", dataset.name)["open"] is False
         rules = list(client.list_did_rules("cta", dataset.name))
         assert [(r["rse_expression"], r["state"]) for r in rules] == [(ONSITE.name, "OK")]
@@ -103,57 +147,36 @@ def test_rest_calls_per_file_stay_below_two_percent(lake, scratch):
     assert len(calls) / 2000 <= 0.02, "\n".join(calls)
 
 
-def test_streamed_spec_ingest_needs_no_local_files(lake, scratch):
+def test_a_streamed_spec_applies_its_own_rules(streamed_night):
     from rucio.client import Client
 
-    spec_path = write_spec(scratch / "night.toml", "STREAMTEST", datasets=2, files=40, size="300 kB",
-                           rules='[[rules]]\nrse_expression = "ONSITE"')
-    run = scratch / "run"
-    result = nightlake("ingest", str(spec_path), "--rse", ONSITE.name, "--run", str(run), "--quiet", "--json")
-    assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["files"]["done"] == 80
-    from nightlake.payload import open_stream
-
-    plan = Plan(load_spec(spec_path))
-    for dataset in plan.datasets():
-        listed = _replicas(dataset.name)
-        expected = {f.name: (f.size, open_stream(f).adler32) for f in plan.dataset_files(dataset)}
-        assert listed == expected
-    sample = next(plan.files())
-    rucio("download", "--dir", str(scratch / "dl"), sample.did)
-    assert (scratch / "dl" / "cta" / sample.name).read_bytes() == b"".join(open_stream(sample).iter_chunks())
-    assert [r["state"] for r in Client().list_did_rules("cta", next(plan.datasets()).name)] == ["OK"]
-
-
-def test_in_place_registers_files_already_on_storage_without_copying(lake, scratch):
-    from rucio.client import Client
-    from rucio.rse import rsemanager
-
-    spec = load_spec(write_spec(scratch / "night.toml", "INPLACE", datasets=1, files=20))
-    generate(Plan(spec).files(), scratch / "files")
-    info = rsemanager.get_rse_info(ONSITE.name)
-    local = sorted((scratch / "files").rglob("*.fits"))
-    pfns = rsemanager.lfns2pfns(info, [{"scope": "cta", "name": p.name} for p in local], operation="write",
-                                scheme="https")
-    for path in local:
-        place_on_storage(lake, ONSITE, pfns[f"cta:{path.name}"], path)
-    result = nightlake("ingest", str(scratch / "files"), "--rse", ONSITE.name, "--scope", "cta", "--in-place",
-                       "--run", str(scratch / "run"), "--quiet")
-    assert result.returncode == 0, result.stderr
-    dataset = local[0].parent.name
-    assert _replicas(dataset) == {p.name: (p.stat().st_size, adler32(p.read_bytes())) for p in local}
-    replica = next(Client().list_replicas([{"scope": "cta", "name": local[0].name}]))
-    assert replica["states"][ONSITE.name] == "AVAILABLE"
+    for dataset in streamed_night.plan.datasets():
+        assert [r["state"] for r in Client().list_did_rules("cta", dataset.name)] == ["OK"]
 
 
 def test_in_place_refuses_a_file_that_is_not_on_storage(lake, scratch):
     spec = load_spec(write_spec(scratch / "night.toml", "INPLACEMISSING", datasets=1, files=3))
     generate(Plan(spec).files(), scratch / "files")
-    result = nightlake("ingest", str(scratch / "files"), "--rse", ONSITE.name, "--scope", "cta", "--in-place",
-                       "--run", str(scratch / "run"), "--quiet")
+    result = _ingest_in_place(scratch)
     assert result.returncode == 1
     problems = summary(scratch / "run")["problems"]
     assert len(problems) == 3 and all("not on ONSITE" in p["message"] for p in problems)
+
+
+@pytest.mark.parametrize("site, alter, reason", [
+    ("INPLACEBYTES", lambda data: data[:-1] + bytes([data[-1] ^ 0xFF]), "adler32 mismatch"),
+    ("INPLACESIZE", lambda data: data + b"\0", "not the same file"),
+], ids=["same-size-other-bytes", "other-size"])
+def test_in_place_refuses_a_file_that_differs_on_storage_from_its_source(lake, scratch, site, alter, reason):
+    _, stored = _generate_on_storage(lake, scratch, site, datasets=1, files=3)
+    altered = sorted(stored)[1]
+    stored[altered].write_bytes(alter(stored[altered].read_bytes()))
+    result = _ingest_in_place(scratch)
+    assert result.returncode == 1, result.stderr
+    problems = summary(scratch / "run")["problems"]
+    assert [(p["did"], p["state"]) for p in problems] == [(f"cta:{altered}", "failed")]
+    assert reason in problems[0]["message"] and altered in problems[0]["message"]
+    assert dids("type=file", f"cta:{site}*") == set(stored) - {altered}
 
 
 def test_bad_input_exits_2_with_one_line(scratch):
@@ -181,7 +204,7 @@ def test_files_missing_required_metadata_are_quarantined_with_the_reason(lake, s
     report = json.loads(result.stdout)
     assert (report["files"]["done"], report["files"]["quarantined"]) == (1, 2)
     assert {p["message"] for p in report["problems"]} == {"missing required metadata: obs_id"}
-    assert _replicas("qds") == {"QUAR_0.dat": (100, adler32(b"x" * 100))}
+    assert listed_by_cli("qds", ONSITE.name) == {"QUAR_0.dat": (100, adler32(b"x" * 100))}
 
 
 def test_a_closed_dataset_is_refused_before_any_upload(lake, scratch):
@@ -212,11 +235,7 @@ def test_root_scheme_ingest_lands_where_the_stock_client_reads(lake, scratch):
     result = nightlake("ingest", str(spec_path), "--rse", ONSITE.name, "--scheme", "root", "--run", str(run),
                        "--quiet")
     assert result.returncode == 0, result.stderr
-    sample = next(Plan(load_spec(spec_path)).files())
-    rucio("download", "--dir", str(scratch / "dl"), sample.did)
-    from nightlake.payload import open_stream
-
-    assert (scratch / "dl" / "cta" / sample.name).read_bytes() == b"".join(open_stream(sample).iter_chunks())
+    assert_cli_downloads(streamed(Plan(load_spec(spec_path)))[:1], scratch / "dl")
 
 
 def test_refused_credentials_stop_the_run_with_exit_2(lake, scratch):

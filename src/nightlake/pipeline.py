@@ -28,7 +28,7 @@ from pathlib import Path
 
 from nightlake.catalog import Catalog, Rejected
 from nightlake.events import EventBus
-from nightlake.failures import classify
+from nightlake.failures import ChecksumMismatch, classify
 from nightlake.journal import DatasetState, FileRecord, FileState, Journal, RuleState
 from nightlake.retry import AuthFailure, CallFailed, RetryPolicy
 from nightlake.rules import RulePolicy, ensure_rule
@@ -292,17 +292,33 @@ class Ingest:
         return stored.adler32
 
     def _check_in_place(self, record: FileRecord) -> str:
-        """In place: the file already is the replica; check its size (and adler32, when the source
-        gives one) on the storage, and take the storage's adler32."""
+        """In place: the file on storage becomes the replica without a copy, so it must be the
+        source's very bytes, not merely a file of that size: registered with the storage's own
+        adler32, a different file would look good. Its adler32 is then the storage's."""
         stat = self._call(self.storage.stat, record.pfn)
         if stat is None:
             raise FileNotFoundError(f"{record.pfn} is not on {self.options.rse}")
-        if stat.size != record.bytes or stat.adler32 is None or \
-                (record.adler32 and record.adler32 != stat.adler32):
-            raise ValueError(f"{record.pfn}: storage has {stat.size} bytes, adler32 {stat.adler32}; "
-                             f"expected {record.bytes} bytes, adler32 {record.adler32 or 'any'}")
+        if (refusal := self._differs_from_source(record, stat)) is not None:
+            raise refusal
         self.bus.emit("upload.done", files=1, bytes=stat.size, rse=self.options.rse, in_place=True)
         return stat.adler32
+
+    def _differs_from_source(self, record: FileRecord, stat: Stat) -> Exception | None:
+        """Why a file on storage is not its source, or None: size first (cheap), then adler32, the
+        journal's or else the source's computed now (no source journals one: uploads compute it
+        on the way)."""
+        where = f"{record.pfn} on {self.options.rse}"
+        if stat.size != record.bytes:
+            return ValueError(f"{where} has {stat.size} bytes, its source {record.source} {record.bytes}: "
+                              f"not the same file")
+        if stat.adler32 is None:
+            return ValueError(f"{where}: the storage gives no adler32 to verify it against its source")
+        expected = record.adler32 or self._source_adler32(record)
+        if expected is None:
+            return OSError(f"{record.source}: cannot read the source to verify {where} against it")
+        if expected != stat.adler32:
+            return ChecksumMismatch(f"{where} (source {record.source})", expected, stat.adler32)
+        return None
 
     def _quarantine_incomplete(self, batch: list[FileRecord]) -> list[FileRecord]:
         """Files missing required metadata keys are set aside with the reason, never uploaded."""
