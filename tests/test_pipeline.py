@@ -1,5 +1,5 @@
 """The pipeline's flow control with small fakes for storage and catalog (the real ones are tested
-against the lake): failures stay per file, and refused credentials stop the run."""
+against the lake): failures stay per file; refused credentials or a dead storage stop the run."""
 
 from __future__ import annotations
 
@@ -7,18 +7,22 @@ import pytest
 import requests
 
 from nightlake.journal import FileState, Journal
-from nightlake.pipeline import AUTH_STREAK, Ingest, IngestOptions
-from nightlake.retry import AuthFailure, RetryPolicy
+from nightlake.failures import ErrorClass
+from nightlake.pipeline import STREAKS, Ingest, IngestOptions
+from nightlake.retry import AuthFailure, GaveUp, RetryPolicy
 from nightlake.storage import Stored
 
 
 class FakeStorage:
-    """Accepts every put except those to a forbidden PFN, which get HTTP 403."""
+    """Accepts every put except those to a forbidden PFN, which get HTTP 403, and those to a PFN
+    that is down, which get a refused connection."""
 
-    def __init__(self, forbidden=lambda pfn: False):
-        self.forbidden, self.stored = forbidden, []
+    def __init__(self, forbidden=lambda pfn: False, down=lambda pfn: False):
+        self.forbidden, self.down, self.stored = forbidden, down, []
 
     def put(self, pfn, data, *, size, adler32=None):
+        if self.down(pfn):
+            raise requests.ConnectionError("[Errno 111] Connection refused")
         if self.forbidden(pfn):
             response = requests.Response()
             response.status_code = 403
@@ -70,6 +74,25 @@ def test_credentials_refused_for_many_files_in_a_row_stop_the_run(tmp_path):
     with pytest.raises(AuthFailure):
         ingest.run()
     counts = journal.counts()
-    assert counts[FileState.FAILED] == AUTH_STREAK
+    streak = STREAKS[ErrorClass.AUTH]
+    assert counts[FileState.FAILED] == streak
     # the others keep their journaled intent, for the next run to reconcile against storage
-    assert (counts[FileState.DONE], counts[FileState.UPLOADING]) == (0, 50 - AUTH_STREAK)
+    assert (counts[FileState.DONE], counts[FileState.UPLOADING]) == (0, 50 - streak)
+
+
+def test_storage_that_stays_down_stops_the_run_instead_of_failing_the_night(tmp_path):
+    journal, ingest = _ingest(tmp_path, 500, FakeStorage(down=lambda pfn: True))
+    with pytest.raises(GaveUp) as stopped:
+        ingest.run()
+    assert stopped.value.classified.error_class is ErrorClass.TRANSIENT_STORAGE
+    counts = journal.counts()
+    assert counts[FileState.FAILED] == STREAKS[ErrorClass.TRANSIENT_STORAGE]
+    assert counts[FileState.UPLOADING] + counts[FileState.PLANNED] == 500 - counts[FileState.FAILED]
+
+
+def test_storage_failures_between_successes_never_stop_the_run(tmp_path):
+    flaky = FakeStorage(down=lambda pfn: not pfn.endswith("0"))  # 9 of every 10 files fail, the 10th works
+    journal, ingest = _ingest(tmp_path, 500, flaky)
+    ingest.run()
+    counts = journal.counts()
+    assert (counts[FileState.DONE], counts[FileState.FAILED]) == (50, 450)

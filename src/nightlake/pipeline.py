@@ -28,7 +28,7 @@ from pathlib import Path
 
 from nightlake.catalog import Catalog, Rejected
 from nightlake.events import EventBus
-from nightlake.failures import ChecksumMismatch, classify
+from nightlake.failures import ChecksumMismatch, ErrorClass, classify
 from nightlake.journal import DatasetState, FileRecord, FileState, Journal, RuleState
 from nightlake.retry import AuthFailure, CallFailed, RetryPolicy
 from nightlake.rules import RulePolicy, ensure_rule
@@ -37,7 +37,10 @@ from nightlake.storage import PART_SUFFIX, Stat, Storage, adler
 
 S = FileState
 _STOP = object()
-AUTH_STREAK = 5  # storage auth refusals in a row, on different files, that stop the run
+# Files in a row, each failed after its own retries, that stop the run: storage refusing credentials
+# (one refusal may be one path's permissions), or storage that stays down (twice the upload window:
+# every transfer in flight failed, and the next ones too). A dead RSE then costs minutes, not the night.
+STREAKS = {ErrorClass.AUTH: 5, ErrorClass.TRANSIENT_STORAGE: 64}
 
 
 @dataclass(frozen=True)
@@ -68,13 +71,14 @@ class Ingest:
         self.storage_policy = storage_policy or RetryPolicy(target=options.rse)
         self._pool = ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="upload")
         self._stop = threading.Event()
-        self._auth_streak = 0
+        self._streak: tuple[ErrorClass | None, int] = (None, 0)  # the class of the last failures in a row
         self._finished_bytes = 0  # bytes of the uploads not yet handed on (a batch closes at batch_bytes)
 
     # --- the run ----------------------------------------------------------------------------------
 
     def run(self) -> None:
-        """Bring every journaled file as far as it can go. Raises AuthFailure (stop at once)."""
+        """Bring every journaled file as far as it can go. Raises AuthFailure, or GaveUp when the
+        storage stays down (`STREAKS`): the run stops, and a re-run resumes."""
         try:
             requeued = self.journal.requeue_failed()
             if requeued:
@@ -253,25 +257,31 @@ class Ingest:
 
     def _settle_upload(self, record: FileRecord, future: Future, finished: list[FileRecord],
                        hand_on: Callable[[list[FileRecord]], None]) -> None:
-        """A failure is recorded and the night goes on. Storage refusing credentials for one path
-        may be that path's permissions; refusing `AUTH_STREAK` files in a row means the credentials
-        are bad, and the run stops (files in flight stay `uploading`, for the next run to reconcile)."""
+        """A failure is recorded and the night goes on, unless `STREAKS` says the storage itself is
+        gone (files in flight then stay `uploading`, for the next run to reconcile)."""
         try:
             finished.append(replace(record, adler32=future.result()))
             self._finished_bytes += record.bytes
-            self._auth_streak = 0
-        except AuthFailure as exc:
+            self._streak = (None, 0)
+        except CallFailed as exc:
             self._fail([record], exc)
-            self._auth_streak += 1
-            if self._auth_streak >= AUTH_STREAK:
-                self._stop.set()
-                raise
+            self._count_streak(exc)
             return
         except Exception as exc:  # classified, recorded as data
             self._fail([record], exc)
+            self._streak = (None, 0)
             return
         if len(finished) >= self.options.batch_files or self._finished_bytes >= self.options.batch_bytes:
             self._hand_on(finished, hand_on)
+
+    def _count_streak(self, exc: CallFailed) -> None:
+        """Raise `exc` (stopping the run) when it ends a streak of `STREAKS` failures of its class."""
+        error_class = exc.classified.error_class
+        count = self._streak[1] + 1 if self._streak[0] is error_class else 1
+        self._streak = (error_class, count)
+        if count >= STREAKS.get(error_class, float("inf")):
+            self._stop.set()
+            raise exc
 
     def _hand_on(self, finished: list[FileRecord], hand_on: Callable[[list[FileRecord]], None]) -> None:
         """Journal the outcome of a batch of uploads, then pass it to registration."""
