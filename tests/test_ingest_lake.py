@@ -70,14 +70,15 @@ def generated_night(lake, tmp_path_factory) -> Night:
 
 @pytest.fixture(scope="module")
 def streamed_night(lake, tmp_path_factory) -> Night:
-    """A night ingested straight from its spec: payloads streamed, no file on local disk."""
+    """2,000 files in two datasets ingested straight from their spec: payloads streamed, no file on
+    local disk."""
     work = tmp_path_factory.mktemp("streamnight")
-    spec_path = write_spec(work / "night.toml", "STREAMTEST", datasets=2, files=40, size="300 kB",
+    spec_path = write_spec(work / "night.toml", "STREAMTEST", datasets=2, files=1000, size="20 kB",
                            rules='[[rules]]\nrse_expression = "ONSITE"')
     run = work / "run"
     result = nightlake("ingest", str(spec_path), "--rse", ONSITE.name, "--run", str(run), "--quiet", "--json")
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["files"]["done"] == 80
+    assert json.loads(result.stdout)["files"]["done"] == 2000
     assert sorted(p.name for p in work.iterdir()) == ["night.toml", "run"]
     plan = Plan(load_spec(spec_path))
     return Night(work, plan, run, streamed(plan))
@@ -85,10 +86,10 @@ def streamed_night(lake, tmp_path_factory) -> Night:
 
 @pytest.fixture(scope="module")
 def in_place_night(lake, tmp_path_factory) -> Night:
-    """A generated night whose files are already on ONSITE, where Rucio expects them, ingested
+    """2,000 generated files in two datasets, already on ONSITE where Rucio expects them, ingested
     with --in-place, which must leave every stored file as it was (same mtime: nothing copied)."""
     work = tmp_path_factory.mktemp("inplacenight")
-    plan, stored = _generate_on_storage(lake, work, "INPLACE", datasets=2, files=10)
+    plan, stored = _generate_on_storage(lake, work, "INPLACE", datasets=2, files=1000)
     mtimes = {name: path.stat().st_mtime_ns for name, path in stored.items()}
     result = _ingest_in_place(work)
     assert result.returncode == 0, result.stderr
