@@ -10,7 +10,7 @@ from nightlake.journal import FileState, Journal
 from nightlake.failures import ErrorClass
 from nightlake.pipeline import STREAKS, Ingest, IngestOptions
 from nightlake.retry import AuthFailure, GaveUp, RetryPolicy
-from nightlake.storage import Stored
+from nightlake.storage import Stat, Stored
 
 
 class FakeStorage:
@@ -46,15 +46,15 @@ class FakeCatalog:
         return lambda *args, **kwargs: {} if name in ("replicas_on", "existing") else []
 
 
-def _ingest(tmp_path, n_files, storage, workers=1):
+def _ingest(tmp_path, n_files, storage, workers=1, open_source=lambda record: (lambda: iter([b"data"])),
+            in_place=False):
     journal = Journal.create(tmp_path / "journal.sqlite", {})
     journal.add_files({"scope": "cta", "name": f"f{i:03d}", "dataset": "ds", "source": "payload:1", "bytes": 4,
                        "adler32": None, "meta": {}} for i in range(n_files))
     journal.add_datasets([("cta", "ds")])
     ingest = Ingest(journal, FakeCatalog(), storage,
                     pfn_of=lambda batch: {f"{r.scope}:{r.name}": f"root://h//rucio/{r.name}" for r in batch},
-                    open_source=lambda record: (lambda: iter([b"data"])),
-                    options=IngestOptions(rse="ONSITE", workers=workers),
+                    open_source=open_source, options=IngestOptions(rse="ONSITE", workers=workers, in_place=in_place),
                     storage_policy=RetryPolicy(target="ONSITE", sleep=lambda s: None))
     return journal, ingest
 
@@ -96,3 +96,16 @@ def test_storage_failures_between_successes_never_stop_the_run(tmp_path):
     ingest.run()
     counts = journal.counts()
     assert (counts[FileState.DONE], counts[FileState.FAILED]) == (50, 450)
+
+
+def test_in_place_says_why_a_source_it_must_compare_with_cannot_be_read(tmp_path):
+    class OnStorage(FakeStorage):
+        def stat(self, pfn):
+            return Stat(4, "0000abcd")
+
+    missing = tmp_path / "gone.fits"
+    journal, ingest = _ingest(tmp_path, 1, OnStorage(), open_source=lambda record: missing, in_place=True)
+    ingest.run()
+    failed = next(journal.batches(FileState.FAILED))[0]
+    assert f"{failed.source}: cannot read the source to verify" in failed.error_message
+    assert "No such file or directory" in failed.error_message

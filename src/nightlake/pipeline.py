@@ -143,17 +143,21 @@ class Ingest:
         return expected == stat.adler32
 
     def _source_adler32(self, record: FileRecord) -> str | None:
-        """The adler32 the source's bytes have: read from a local file, computed for a payload."""
-        source = self.open_source(record)
+        """The adler32 the source's bytes have, or None when the source cannot be read."""
         try:
-            if isinstance(source, Path):
-                return adler.file_adler32(source)[1]
-            counter = adler.Adler32Counter(source())
-            for _ in counter:
-                pass
-            return counter.adler32
+            return self._read_source_adler32(record)
         except OSError:
             return None
+
+    def _read_source_adler32(self, record: FileRecord) -> str:
+        """Read from a local file, computed for a payload; raises OSError."""
+        source = self.open_source(record)
+        if isinstance(source, Path):
+            return adler.file_adler32(source)[1]
+        counter = adler.Adler32Counter(source())
+        for _ in counter:
+            pass
+        return counter.adler32
 
     def _discard_parts(self, records: Iterable[FileRecord]) -> None:
         """Temporary objects of interrupted uploads would be dark data: delete them."""
@@ -323,9 +327,11 @@ class Ingest:
                               f"not the same file")
         if stat.adler32 is None:
             return ValueError(f"{where}: the storage gives no adler32 to verify it against its source")
-        expected = record.adler32 or self._source_adler32(record)
-        if expected is None:
-            return OSError(f"{record.source}: cannot read the source to verify {where} against it")
+        try:
+            expected = record.adler32 or self._read_source_adler32(record)
+        except OSError as exc:
+            return OSError(f"{record.source}: cannot read the source to verify {where} against it: "
+                           f"{exc.strerror or exc}")
         if expected != stat.adler32:
             return ChecksumMismatch(f"{where} (source {record.source})", expected, stat.adler32)
         return None
