@@ -221,3 +221,50 @@ def test_html_opens_in_headless_chromium(report, tmp_path):
     dom = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
     assert data["headline"] in dom
     assert dom.count("<img") == 3
+
+
+def make_retrieve(path: Path, done: int = 8, failed: int = 2, size: int = 1_000_000) -> Path:
+    """A retrieve run of the night's data: `done` files verified, `failed` with a checksum error,
+    and its batch events 100 s after the ingest started."""
+    from nightlake.retrieve_journal import D, DownloadJournal
+
+    description = {"command": "retrieve", "dids": ["cta:ds0"], "filters": {}, "scope": None,
+                   "out": "/data/back", "rse": None, "from_rse": "OFFSITE-A"}
+    path.mkdir(parents=True)
+    (path / "run.json").write_text(json.dumps(description))
+    with DownloadJournal.create(path / "retrieve.sqlite", {"description": description}) as journal:
+        journal.add_files({"scope": "cta", "name": f"ds0_{i:06d}.fits", "bytes": size, "adler32": "0000abcd",
+                           "rse": "OFFSITE-A", "pfn": f"root://h//ds0_{i}"} for i in range(done + failed))
+        ids = [r.id for batch in journal.batches(D.PLANNED) for r in batch]
+        journal.mark(ids, D.DOWNLOADING)
+        journal.mark(ids[:done], D.DONE)
+        journal.fail(ids[done:], "permanent", "adler32 mismatch: catalog 0000abcd, downloaded 12345678")
+    events = [{"ts": T0 + 100, "kind": "run.start", "files": done + failed, "done": 0},
+              {"ts": T0 + 105, "kind": "retrieve.batch", "files": done, "bytes": done * size},
+              {"ts": T0 + 106, "kind": "run.end", "complete": False, "failed": failed}]
+    (path / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    return path
+
+
+def test_a_retrieve_run_adds_its_section_errors_and_retrieval_phase(run, tmp_path):
+    retrieve = make_retrieve(tmp_path / "retrieve")
+    data = write_report(run, tmp_path / "out", [retrieve])
+    (retrieval,) = data["retrievals"]
+    assert (retrieval["files"]["done"], retrieval["files"]["failed"], retrieval["files"]["total"]) == (8, 2, 10)
+    assert retrieval["bytes"]["done"] == 8_000_000 and retrieval["from_rse"] == "OFFSITE-A"
+    assert sum(data["throughput"]["phases"]["retrieval"]["files"]) == pytest.approx(8)
+    assert data["progress"]["retrieved"]["files"] == [8]
+    (error,) = [e for e in data["errors"] if e["source"] == "retrieve"]
+    assert (error["error_class"], error["files"]) == ("permanent", 2) and "adler32 mismatch" in error["sample"]
+    assert data["headline"].endswith("8 retrieved and verified")
+    assert data["run"]["sessions"] == 1  # the ingest's own sessions, not the retrieve's
+    page = (tmp_path / "out" / "index.html").read_text()
+    assert "<h2>Retrieval</h2>" in page and "cta:ds0" in page
+
+
+def test_a_retrieve_directory_without_a_retrieve_run_is_bad_input(run, tmp_path):
+    from nightlake.errors import BadInput
+
+    with pytest.raises(BadInput, match="holds no retrieve run"):
+        write_report(run, tmp_path / "out", [tmp_path])
+    assert not (tmp_path / "out").exists()

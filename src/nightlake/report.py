@@ -1,6 +1,7 @@
 """The data-challenge report of one run: an HTML page, its figures, and the numbers as JSON and CSV.
 
-It reads only the run directory, so a copied directory reports the same anywhere. Two sources, two
+It reads only the run directory (and the directories of the retrieve runs that brought its data
+back, when given), so copied directories report the same anywhere. Two sources, two
 jobs: the journal says where every file *stands* (the truth resume trusts), the event log says
 *when* things happened (batch events, for rates). Every number is an aggregate - GROUP BY on the
 journal, fixed-width time bins over the events - and no file is ever listed, so a 500,000-file
@@ -28,7 +29,9 @@ from typing import Any
 import numpy as np
 
 from nightlake import __version__
+from nightlake.errors import BadInput
 from nightlake.journal import DatasetState, FileState, RuleState
+from nightlake.retrieve_journal import D as DownloadState
 from nightlake.rundir import RunDir
 from nightlake.spec import human_bytes
 
@@ -49,8 +52,9 @@ COLOURS = {"planned": "#b0b0b0", "uploading": "#9ecae1", "uploaded": "#6baed6", 
 
 # --- collect: run directory -> plain data ----------------------------------------------------------
 
-def collect(run_path: Path | str) -> dict[str, Any]:
-    """Everything the report shows, as JSON-ready data (this is report.json)."""
+def collect(run_path: Path | str, retrieve_paths: Iterable[Path | str] = ()) -> dict[str, Any]:
+    """Everything the report shows, as JSON-ready data (this is report.json). Retrieve runs add
+    their own section, their errors, and the retrieval phase to the time plots."""
     run = RunDir(Path(run_path))
     with run.load() as journal:
         meta, counts, sizes = journal.run_meta(), journal.counts(), journal.bytes_by_state()
@@ -62,6 +66,8 @@ def collect(run_path: Path | str) -> dict[str, Any]:
         errors = _journal_errors(db)
     events = _read_events(run.events)
     progress = _replication_progress(events)
+    retrievals = [_retrieval(Path(path)) for path in retrieve_paths]
+    timeline = sorted(events + [e for r in retrievals for e in r.pop("events")], key=lambda e: e["ts"])
     data = {
         "generated": {"at": time.time(), "nightlake": __version__},
         "run": _provenance(run, meta, events, rules),
@@ -70,11 +76,12 @@ def collect(run_path: Path | str) -> dict[str, Any]:
         "datasets": datasets,
         "rses": [{"rse": key[0] or "(not placed yet)", **value} for key, value in rses.items()],
         "rules": _rules_with_progress(rules, progress),
-        "errors": errors + _replication_errors(events),
-        "retries": _retries(events),
-        "throughput": _throughput(events, progress["series"]),
-        "progress": _cumulative(events),
+        "errors": errors + _replication_errors(events) + [e for r in retrievals for e in r.pop("errors")],
+        "retries": _retries(timeline),
+        "throughput": _throughput(timeline, progress["series"]),
+        "progress": _cumulative(timeline),
         "replication": progress["series"],
+        "retrievals": retrievals,
     }
     data["headline"] = headline(data)
     return data
@@ -88,6 +95,9 @@ def headline(data: dict[str, Any]) -> str:
     parts = [f"{files['done']:,} of {files['total']:,} files done", human_bytes(size["done"]),
              f"{closed:,} of {len(data['datasets']):,} datasets closed", f"{created:,} rules"]
     parts += [f"{files[s]:,} {s}" for s in ("failed", "quarantined") if files[s]]
+    if data.get("retrievals"):
+        back = sum(r["files"]["done"] for r in data["retrievals"])
+        parts.append(f"{back:,} retrieved and verified")
     return ", ".join(parts)
 
 
@@ -123,6 +133,31 @@ def _journal_errors(db: sqlite3.Connection) -> list[dict[str, Any]]:
     return [{"source": "ingest", "error_class": cls or "unclassified", "state": state, "stage": stage,
              "files": n, "bytes": size, "sample": (sample or "")[:SAMPLE_CHARS]}
             for cls, state, stage, n, size, sample in rows]
+
+
+def _retrieval(path: Path) -> dict[str, Any]:
+    """One retrieve run: what it selected, how far it got, its errors (aggregated) and its events."""
+    from nightlake.retrieve import JOURNAL_NAME
+
+    journal = path / JOURNAL_NAME
+    if not journal.is_file():
+        raise BadInput(f"--retrieve {path}: holds no retrieve run (no {JOURNAL_NAME})")
+    description = json.loads((path / "run.json").read_text()) if (path / "run.json").exists() else {}
+    files = dict.fromkeys([s.value for s in DownloadState], 0)
+    size = dict.fromkeys(files, 0)
+    with closing(_read_only(journal)) as db:
+        for state, n, total in db.execute("SELECT state, COUNT(*), COALESCE(SUM(bytes), 0) FROM files GROUP BY state"):
+            files[state], size[state] = n, total
+        rows = db.execute("SELECT error_class, COUNT(*), SUM(bytes), MAX(error_message) FROM files "
+                          "WHERE state = 'failed' GROUP BY 1 ORDER BY 2 DESC").fetchall()
+    errors = [{"source": "retrieve", "error_class": cls or "unclassified", "state": "failed", "stage": "download",
+               "files": n, "bytes": total, "sample": (sample or "")[:SAMPLE_CHARS]} for cls, n, total, sample in rows]
+    events = [e for e in _read_events(path / "events.jsonl")
+              if e["kind"] in ("retrieve.batch", "retry", "run.start", "run.end")]
+    return {"path": str(path.absolute()), "selection": {k: description.get(k) for k in ("dids", "filters", "scope")},
+            "out": description.get("out"), "from_rse": description.get("from_rse"),
+            "files": {"total": sum(files.values()), **files}, "bytes": {"total": sum(size.values()), **size},
+            "errors": errors, "events": events}
 
 
 def _read_events(path: Path) -> list[dict[str, Any]]:
@@ -416,6 +451,7 @@ def render_html(data: dict[str, Any], pngs: dict[str, bytes]) -> str:
         _datasets_section(data, pngs),
         _rses_section(data),
         _rules_section(data, pngs),
+        _retrievals_section(data),
         _errors_section(data),
         _provenance_section(data),
     ]
@@ -504,6 +540,18 @@ def _rules_section(data: dict[str, Any], pngs: dict[str, bytes]) -> str:
     return "<h2>Replication rules</h2>" + summary + _img(pngs, "replication.png") + detail
 
 
+def _retrievals_section(data: dict[str, Any]) -> str:
+    """The retrieve runs of this night's data: each file verified against Rucio's adler32."""
+    if not data["retrievals"]:
+        return ""
+    rows = [(", ".join(r["selection"]["dids"] or [f"{k}={v}" for k, v in (r["selection"]["filters"] or {}).items()]),
+             r["from_rse"] or "any", r["files"]["done"], r["files"]["total"], r["files"]["failed"],
+             human_bytes(r["bytes"]["done"]), (r["out"], "msg")) for r in data["retrievals"]]
+    return ("<h2>Retrieval</h2><p class=meta>Files brought back from the lake, each verified against the "
+            "adler32 Rucio holds.</p>" +
+            _table(["selection", "from RSE", "done", "files", "failed", "bytes done", "into"], rows))
+
+
 def _errors_section(data: dict[str, Any]) -> str:
     errors = "".join([
         _table(["source", "error class", "state", "stage", "files", "sample message"],
@@ -529,11 +577,11 @@ def _provenance_section(data: dict[str, Any]) -> str:
 
 # --- write: the report directory --------------------------------------------------------------------
 
-def write_report(run_path: Path | str, out: Path | str) -> dict[str, Any]:
+def write_report(run_path: Path | str, out: Path | str, retrieve_paths: Iterable[Path | str] = ()) -> dict[str, Any]:
     """Write index.html, the PNGs, report.json, throughput.csv and datasets.csv into `out`."""
     out = Path(out)
+    data = collect(run_path, retrieve_paths)
     out.mkdir(parents=True, exist_ok=True)
-    data = collect(run_path)
     pngs = figures(data)
     for name, png in pngs.items():
         (out / name).write_bytes(png)

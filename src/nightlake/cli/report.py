@@ -11,10 +11,12 @@ import click
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Directory for index.html, the PNGs, report.json, throughput.csv and datasets.csv.")
-def report_cmd(run_dir: Path, out: Path) -> None:
+@click.option("--retrieve", "retrieves", multiple=True, type=click.Path(file_okay=False, path_type=Path),
+              help="The --run directory of a retrieve of this night's data, to report with it. Repeatable.")
+def report_cmd(run_dir: Path, out: Path, retrieves: tuple[Path, ...]) -> None:
     """Write the report of RUN_DIR into --out; safe while the run is going on."""
     from nightlake.report import write_report
 
-    data = write_report(run_dir, out)
+    data = write_report(run_dir, out, retrieves)
     click.echo(data["headline"])
     click.echo(f"report: {(out / 'index.html').absolute()}")
