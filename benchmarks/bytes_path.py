@@ -10,7 +10,10 @@ Rucio's lfn2pfn gives) by:
   root:  `xrdcp -f -s FILE root://...` (the baseline) and `open_storage(root protocol).put(...)`.
 nightlake is measured through its storage layer (not a full ingest), i.e. its complete verified put:
 stream to `<pfn>.nightlake-part` computing adler32 on the way, ask the storage for its adler32, check
-the final name, rename. curl and xrdcp only copy bytes (no checksum). The object is deleted after every
+the final name, rename. curl and xrdcp only copy bytes (no checksum). A second https baseline,
+`curl_verified`, does what it takes to give curl the same guarantee, one step after the other: the
+local file's adler32 (zlib, in this process), `curl -T`, then `curl -I -H 'Want-Digest: adler32'` and
+a comparison; nightlake_https / curl_verified is printed beside the target ratio. The object is deleted after every
 upload, so the disk holds at most one copy per size. MB/s = bytes / wall seconds (1 MB = 1e6 B);
 the best of the repeats is used for the ratio. Target: nightlake >= 90 % of curl (https).
 
@@ -53,10 +56,24 @@ def timed(fn) -> float:
     return time.perf_counter() - started
 
 
-def run_cli(cmd: list[str]) -> None:
+def run_cli(cmd: list[str]) -> str:
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
     if proc.returncode != 0:
         raise RuntimeError(f"{cmd[0]} exit {proc.returncode}: {proc.stderr.strip()[-500:]}")
+    return proc.stdout
+
+
+def curl_verified(src: Path, pfn: str, tls: list[str]) -> None:
+    """curl with nightlake's guarantee: the local adler32, the upload, the storage's adler32, compared."""
+    from nightlake.storage.adler import file_adler32
+
+    local = file_adler32(src)[1]
+    run_cli(["curl", "-sS", "--fail", "-T", str(src), *tls, "-o", "/dev/null", pfn])
+    head = run_cli(["curl", "-sS", "--fail", "-I", "-H", "Want-Digest: adler32", *tls, pfn])
+    digest = next((line.split("=", 1)[1].strip() for line in head.splitlines() if line.lower().startswith("digest:")),
+                  None)
+    if digest != local:
+        raise RuntimeError(f"curl_verified: storage adler32 {digest}, local {local}")
 
 
 def main() -> None:
@@ -90,10 +107,11 @@ def main() -> None:
         for size in sizes:
             src = work / f"src-{size}"
             make_source(src, size)
-            times: dict[str, list[float]] = {"curl": [], "nightlake_https": [], "xrdcp": [], "nightlake_root": []}
+            times: dict[str, list[float]] = {"curl": [], "curl_verified": [], "nightlake_https": [], "xrdcp": [],
+                                             "nightlake_root": []}
             for r in range(args.repeat):
                 for method in times:
-                    scheme = "https" if method in ("curl", "nightlake_https") else "root"
+                    scheme = "https" if method in ("curl", "curl_verified", "nightlake_https") else "root"
                     name = f"bytes-{tag}-{size}-{method}-{r}"
                     pfn = rsemanager.lfns2pfns(info, [{"scope": SCOPE, "name": name}], operation="write",
                                                scheme=scheme)[f"{SCOPE}:{name}"]
@@ -101,6 +119,9 @@ def main() -> None:
                         cmd = ["curl", "-sS", "--fail", "-T", str(src), "--cacert", str(ca), "--cert", str(proxy),
                                "-o", "/dev/null", pfn]
                         secs = timed(lambda: run_cli(cmd))
+                    elif method == "curl_verified":
+                        tls = ["--cacert", str(ca), "--cert", str(proxy)]
+                        secs = timed(lambda: curl_verified(src, pfn, tls))
                     elif method == "xrdcp":
                         cmd = ["xrdcp", "-f", "-s", str(src), pfn]
                         secs = timed(lambda: run_cli(cmd))
@@ -115,6 +136,7 @@ def main() -> None:
             rows.append({"bytes": size, "seconds": {m: [round(x, 3) for x in t] for m, t in times.items()},
                          "best_mb_s": {m: round(v, 1) for m, v in best.items()},
                          "https_ratio": bl.ratio(best["nightlake_https"], best["curl"]),
+                         "https_verified_ratio": bl.ratio(best["nightlake_https"], best["curl_verified"]),
                          "root_ratio": bl.ratio(best["nightlake_root"], best["xrdcp"])})
     finally:
         for s in storages.values():
@@ -123,24 +145,30 @@ def main() -> None:
 
     total = sum(r["bytes"] for r in rows)
     agg = {m: round(total / sum(min(r["seconds"][m]) for r in rows) / 1e6, 1)
-           for m in ("curl", "nightlake_https", "xrdcp", "nightlake_root")}
+           for m in ("curl", "curl_verified", "nightlake_https", "xrdcp", "nightlake_root")}
     result = {"method": __doc__.split("\n\n")[1], "sizes": sizes, "repeat": args.repeat,
               "nightlake_measured_through": "nightlake.storage.open_storage(...).put (verified two-phase put)",
               "rows": rows, "aggregate_best_mb_s": agg,
               "aggregate_ratios": {"https": bl.ratio(agg["nightlake_https"], agg["curl"]),
+                                   "https_verified": bl.ratio(agg["nightlake_https"], agg["curl_verified"]),
                                    "root": bl.ratio(agg["nightlake_root"], agg["xrdcp"])},
               "targets": {"https_ratio_ge": 0.9}}
     path = bl.write_result(args.name, result)
-    print(f"\n{'size':>10s} {'curl':>8s} {'nl https':>9s} {'ratio':>6s} {'xrdcp':>8s} {'nl root':>8s} {'ratio':>6s}  (MB/s, best)")
+    print(f"\n{'size':>10s} {'curl':>8s} {'curl+v':>8s} {'nl https':>9s} {'ratio':>6s} {'ratio v':>7s} "
+          f"{'xrdcp':>8s} {'nl root':>8s} {'ratio':>6s}  (MB/s, best; v = against curl_verified)")
     for r in rows:
         b = r["best_mb_s"]
-        print(f"{r['bytes'] / 1e6:8.0f}MB {b['curl']:8.1f} {b['nightlake_https']:9.1f} {r['https_ratio']:6.2f} "
+        print(f"{r['bytes'] / 1e6:8.0f}MB {b['curl']:8.1f} {b['curl_verified']:8.1f} {b['nightlake_https']:9.1f} "
+              f"{r['https_ratio']:6.2f} {r['https_verified_ratio']:7.2f} "
               f"{b['xrdcp']:8.1f} {b['nightlake_root']:8.1f} {r['root_ratio']:6.2f}")
-    print(f"{'all':>10s} {agg['curl']:8.1f} {agg['nightlake_https']:9.1f} {result['aggregate_ratios']['https']:6.2f} "
-          f"{agg['xrdcp']:8.1f} {agg['nightlake_root']:8.1f} {result['aggregate_ratios']['root']:6.2f}")
+    ratios = result["aggregate_ratios"]
+    print(f"{'all':>10s} {agg['curl']:8.1f} {agg['curl_verified']:8.1f} {agg['nightlake_https']:9.1f} "
+          f"{ratios['https']:6.2f} {ratios['https_verified']:7.2f} "
+          f"{agg['xrdcp']:8.1f} {agg['nightlake_root']:8.1f} {ratios['root']:6.2f}")
     print("targets:")
     print(bl.target_line("nightlake https / curl (all sizes)", result["aggregate_ratios"]["https"], ">=", 0.9))
-    print(f"nightlake root / xrdcp (all sizes): {result['aggregate_ratios']['root']}")
+    print(f"nightlake https / curl_verified (all sizes): {ratios['https_verified']}")
+    print(f"nightlake root / xrdcp (all sizes): {ratios['root']}")
     print(f"wrote {path}")
 
 
