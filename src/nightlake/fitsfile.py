@@ -15,7 +15,6 @@ pass, and streamed before the payload exists. No card depends on the clock or th
 from __future__ import annotations
 
 import numpy as np
-from astropy.io import fits
 
 BLOCK = 2880
 HEADER_BYTES = BLOCK
@@ -89,7 +88,10 @@ def header_bytes(meta: dict, data_bytes: int, datasum: int) -> bytes:
 
 
 def _astropy_header(cards: list[tuple[str, object]]) -> bytes:
-    """The reference rendering: any value astropy can put in a card."""
+    """The reference rendering: any value astropy can put in a card (imported only when needed:
+    astropy takes 0.2 s to import, and the plain cards of a night never need it)."""
+    from astropy.io import fits
+
     return fits.Header(cards).tostring().encode("ascii")
 
 

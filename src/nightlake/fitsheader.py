@@ -14,8 +14,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-from astropy.io import fits
-
 from nightlake.fitsfile import BLOCK, KEYWORDS
 
 CARD = 80
@@ -81,7 +79,10 @@ def parse_cards(raw: bytes) -> dict[str, Any]:
 
 
 def astropy_cards(raw: bytes) -> dict[str, Any]:
-    """The same dict as `parse_cards`, built by astropy: the reference, and the fallback."""
+    """The same dict as `parse_cards`, built by astropy: the reference, and the fallback. Imported
+    here, not at module level: astropy takes 0.2 s to import, and most headers never need it."""
+    from astropy.io import fits
+
     try:
         header = fits.Header.fromstring(raw.decode("ascii"))
         values: dict[str, Any] = {}
