@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The `make demo` night, end to end against the local lake: plan -> generate -> ingest with a
-# rule to an off-site RSE -> status -> replication watch -> report. Safe to run again: every step
+# rule to an off-site RSE -> status -> replication watch -> retrieve one dataset -> report. Safe to run again: every step
 # resumes or skips what is done. Its files live in the lake directory and go with `lake down --purge`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,8 +29,12 @@ rucio did list 'cta:*' --short --filter telescope=LST-2 | wc -l | xargs echo "fi
 step "rules watch: OFFSITE-A stays REPLICATING (the local lake has no transfer engine yet)"
 nightlake rules watch "$work/run" --timeout 10 || echo "(watch exits 1 while rules are not all OK: expected here)"
 
+step "retrieve: one dataset back from the lake, every file verified against Rucio's adler32"
+nightlake retrieve cta:CTAO-North_20260314_obs000001_run000001 --out "$work/retrieved" --run "$work/retrieve"
+
 step "report"
-nightlake report "$work/run" --out "$work/report"
+nightlake report "$work/run" --retrieve "$work/retrieve" --out "$work/report"
 echo
-echo "run:     $work/run  (summary: $work/run/summary.json)"
-echo "report:  $work/report/index.html"
+echo "run:       $work/run  (summary: $work/run/summary.json)"
+echo "retrieve:  $work/retrieve  (files in $work/retrieved)"
+echo "report:    $work/report/index.html"

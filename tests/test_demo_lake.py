@@ -21,29 +21,30 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 @pytest.fixture(scope="module")
 def demo(lake):
-    """examples/demo.sh with the test lake as its lake: plan, generate, ingest, watch, report."""
+    """examples/demo.sh with the test lake as its lake: plan, generate, ingest, watch, retrieve, report."""
     env = {**os.environ, "NIGHTLAKE_LAKE_DIR": str(lake.root),
            "PATH": f"{Path(NIGHTLAKE).parent}{os.pathsep}{os.environ['PATH']}"}
     result = subprocess.run(["bash", str(REPO / "examples" / "demo.sh")], capture_output=True, text=True, env=env,
                             timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     work = lake.root / "demo"
-    yield result.stdout, work / "run", work / "report"
+    yield result.stdout, work / "run", work / "report", work / "retrieve"
     shutil.rmtree(work, ignore_errors=True)
 
 
-def _journal(run: Path, query: str) -> list[tuple]:
-    with sqlite3.connect(f"file:{run / 'journal.sqlite'}?mode=ro", uri=True) as db:
+def _journal(run: Path, query: str, name: str = "journal.sqlite") -> list[tuple]:
+    with sqlite3.connect(f"file:{run / name}?mode=ro", uri=True) as db:
         return db.execute(query).fetchall()
 
 
 def test_the_demo_prints_where_its_run_and_report_are(demo):
-    stdout, run, report = demo
-    assert f"report:  {report / 'index.html'}" in stdout and f"run:     {run}" in stdout
+    stdout, run, report, retrieve = demo
+    assert f"report:    {report / 'index.html'}" in stdout and f"run:       {run}" in stdout
+    assert f"retrieve:  {retrieve}" in stdout
 
 
 def test_the_report_figures_are_the_journals_counts(demo):
-    _, run, report = demo
+    _, run, report, _ = demo
     data = json.loads((report / "report.json").read_text())
     per_state = dict(_journal(run, "SELECT state, COUNT(*) FROM files GROUP BY state"))
     assert per_state == {"done": 180}
@@ -57,9 +58,20 @@ def test_the_report_figures_are_the_journals_counts(demo):
     assert data["headline"].startswith("180 of 180 files done")
 
 
+def test_the_reports_retrieval_is_the_retrieve_journals_counts(demo):
+    _, _, report, retrieve = demo
+    data = json.loads((report / "report.json").read_text())
+    (retrieval,) = data["retrievals"]
+    per_state = dict(_journal(retrieve, "SELECT state, COUNT(*) FROM files GROUP BY state", "retrieve.sqlite"))
+    assert per_state == {"done": 60}
+    assert {k: v for k, v in retrieval["files"].items() if v and k != "total"} == per_state
+    assert sum(data["throughput"]["phases"]["retrieval"]["files"]) == pytest.approx(60)
+    assert data["headline"].endswith("60 retrieved and verified")
+
+
 @pytest.mark.skipif(not CHROMIUM, reason="chromium is not installed (make deps installs it: APT_PACKAGES)")
 def test_the_demo_report_opens_in_headless_chromium_without_errors(demo, tmp_path):
-    _, _, report = demo
+    _, _, report, _ = demo
     data = json.loads((report / "report.json").read_text())
     flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -74,6 +86,6 @@ def test_the_demo_report_opens_in_headless_chromium_without_errors(demo, tmp_pat
     assert page_errors == []
     assert shot.stat().st_size > 50_000  # a page with its figures, not a blank one
     dom = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
-    assert data["headline"] in dom
+    assert data["headline"] in dom and "<h2>Retrieval</h2>" in dom
     images = re.findall(r'<img[^>]*src="([^"]*)"', dom)
     assert len(images) >= 3 and all(src.startswith("data:image/png;base64,") for src in images)

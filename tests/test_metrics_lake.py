@@ -44,7 +44,8 @@ def test_a_running_ingest_is_scraped_on_its_metrics_port(lake, scratch):
         if (values := _scrape(port)) is not None:
             scrapes.append(values)
         time.sleep(0.05)
-    assert proc.wait() == 0, proc.stderr.read()
+    _, stderr = proc.communicate()
+    assert proc.returncode == 0, stderr
     assert scrapes, "the endpoint never answered while the ingest ran"
 
     uploads = [s.get(("nightlake_files_total", (("stage", "upload"),)), 0) for s in scrapes]
