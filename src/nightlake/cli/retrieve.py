@@ -16,6 +16,7 @@ from nightlake.cli.console import err as console
 from nightlake.cli.console import out
 from nightlake.events import Event, EventBus
 from nightlake.rundir import RunDir
+from nightlake.spec import human_bytes
 
 
 @click.command("retrieve")
@@ -90,7 +91,7 @@ def _print_summary(summary: dict, run_dir: Path, as_json: bool) -> None:
     files, size = summary["files"], summary["bytes"]
     table = Table(show_header=False)
     table.add_row("files done", f"{files['done']} / {files['total']}")
-    table.add_row("bytes done", f"{size['done'] / 1e9:.3f} GB of {size['total'] / 1e9:.3f} GB")
+    table.add_row("bytes done", f"{human_bytes(size['done'])} of {human_bytes(size['total'])}")
     table.add_row("failed", str(files["failed"]))
     if summary.get("elapsed_s"):
         table.add_row("this run", f"{summary['elapsed_s']:.1f} s")
