@@ -258,6 +258,7 @@ def test_a_retrieve_run_adds_its_section_errors_and_retrieval_phase(run, tmp_pat
     assert (error["error_class"], error["files"]) == ("permanent", 2) and "adler32 mismatch" in error["sample"]
     assert data["headline"].endswith("8 retrieved and verified")
     assert data["run"]["sessions"] == 1  # the ingest's own sessions, not the retrieve's
+    assert data["span"]["last"] == T0 + 106  # the time axes run to the end of the retrieve
     page = (tmp_path / "out" / "index.html").read_text()
     assert "<h2>Retrieval</h2>" in page and "cta:ds0" in page
 

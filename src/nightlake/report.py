@@ -82,6 +82,7 @@ def collect(run_path: Path | str, retrieve_paths: Iterable[Path | str] = ()) -> 
         "progress": _cumulative(timeline),
         "replication": progress["series"],
         "retrievals": retrievals,
+        "span": {"first": timeline[0]["ts"], "last": timeline[-1]["ts"]} if timeline else None,
     }
     data["headline"] = headline(data)
     return data
@@ -362,12 +363,11 @@ def _progress_figure(data: dict[str, Any]):
         series["replicated"] = {"ts": data["replication"]["ts"], "files": data["replication"]["ok"]}
     if not series:
         return None
-    start = data["run"]["first_event"]
-    scale, unit = _time_axis(data["run"]["last_event"] - start)
+    start, end = data["span"]["first"], data["span"]["last"]  # the night's events and its retrieves'
+    scale, unit = _time_axis(end - start)
     figure, (ax,) = _new_figure(1, 3.6)
     colours = {"uploaded": COLOURS["upload"], "done": COLOURS["done"], "replicated": COLOURS["replication"],
                "retrieved": COLOURS["retrieval"]}
-    end = data["run"]["last_event"]
     for name, values in series.items():  # from 0 at the start to the last value at the end
         ts = (np.asarray([start, *values["ts"], max(end, values["ts"][-1])]) - start) / scale
         ax.step(ts, [0, *values["files"], values["files"][-1]], where="post", label=name, color=colours[name],
@@ -385,7 +385,7 @@ def _replication_figure(data: dict[str, Any]):
     series = data["replication"]
     if not series:
         return None
-    start, end = series["ts"][0], max(series["ts"][-1], data["run"]["last_event"])
+    start, end = series["ts"][0], max(series["ts"][-1], data["span"]["last"])
     scale, unit = _time_axis(end - start)
     figure, (ax,) = _new_figure(1, 3.2)
     ts = (np.asarray([*series["ts"], end]) - start) / scale  # hold the last counts until the end
@@ -393,7 +393,7 @@ def _replication_figure(data: dict[str, Any]):
                  labels=["ok", "replicating", "stuck"],
                  colors=[COLOURS[k] for k in ("ok", "replicating", "stuck")], step="post")
     ax.set(title="Replication: files per rule state (all rules)", ylabel="files",
-           xlabel=f"time since first rules.progress ({unit})")
+           xlabel=f"time since the first poll of the rules ({unit})")
     ax.legend(loc="upper left")
     ax.grid(alpha=0.3)
     return figure
