@@ -6,12 +6,13 @@ pre-filtered where Rucio can say what it already has (one bulk query), and a bat
 fails permanently is bisected until the items at fault are isolated; the others go through.
 
 rucio-clients reads its configuration when `rucio.client` is imported, so the import happens in
-`Catalog.__init__`, not at module import.
+`Catalog._client`, not at module import.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +37,15 @@ class Rejected:
 
     item: Any
     failure: GaveUp
+
+
+CONFIG_ERRORS = (rucio_exc.ConfigNotFound, rucio_exc.ConfigLoadingError)
+
+
+def _no_configuration() -> BadInput:
+    where = os.environ.get("RUCIO_CONFIG")
+    return BadInput(f"no usable Rucio client configuration{f' at RUCIO_CONFIG={where}' if where else ''}: set "
+                    "RUCIO_CONFIG to a rucio.cfg (for the local lake: eval \"$(nightlake lake env)\")")
 
 
 def rucio_host() -> str:
@@ -69,11 +79,24 @@ class Catalog:
     def __init__(self, policy: RetryPolicy | None = None, client: Any = None, batch_size: int = BATCH_SIZE):
         self.policy = policy or RetryPolicy(target="catalog", catalog=True)
         if client is None:
-            from rucio.client import Client
-
-            client = self.policy.call(Client, logger=QUIET)  # authenticates: a refusal is an AuthFailure
+            client = self._client()
         self.client = client
         self.batch_size = batch_size
+
+    def _client(self) -> Any:
+        """A client that has authenticated (a refusal is an AuthFailure). No configuration at all is
+        the user's to fix, so it is bad input, not a failed run; rucio-clients reads its
+        configuration when `rucio.client` is first imported, hence the import here."""
+        try:
+            from rucio.client import Client
+
+            return self.policy.call(Client, logger=QUIET)
+        except CONFIG_ERRORS:
+            raise _no_configuration() from None
+        except GaveUp as exc:
+            if isinstance(exc.original, CONFIG_ERRORS):
+                raise _no_configuration() from None
+            raise
 
     def call(self, fn: Callable, *args: Any, **kwargs: Any) -> Any:
         """One catalog call under the retry policy."""
