@@ -109,3 +109,29 @@ def test_in_place_says_why_a_source_it_must_compare_with_cannot_be_read(tmp_path
     failed = next(journal.batches(FileState.FAILED))[0]
     assert f"{failed.source}: cannot read the source to verify" in failed.error_message
     assert "No such file or directory" in failed.error_message
+
+
+def test_a_catalog_that_stays_down_stops_the_run_and_keeps_the_uploads_for_a_rerun(tmp_path):
+    from nightlake.failures import Classified
+
+    class DownCatalog(FakeCatalog):
+        def replicas_on(self, rse, dids):
+            raise GaveUp("catalog", Classified(ErrorClass.TRANSIENT_CATALOG, "ServiceUnavailable"), 5,
+                         RuntimeError("down"))
+
+    journal = Journal.create(tmp_path / "journal.sqlite", {})
+    journal.add_files({"scope": "cta", "name": f"f{i:04d}", "dataset": "ds", "source": "payload:1", "bytes": 4,
+                       "adler32": None, "meta": {}} for i in range(3000))
+    journal.add_datasets([("cta", "ds")])
+    ingest = Ingest(journal, DownCatalog(), FakeStorage(),
+                    pfn_of=lambda batch: {f"{r.scope}:{r.name}": f"root://h//rucio/{r.name}" for r in batch},
+                    open_source=lambda record: (lambda: iter([b"data"])),
+                    options=IngestOptions(rse="ONSITE", workers=1),
+                    storage_policy=RetryPolicy(target="ONSITE", sleep=lambda s: None))
+    with pytest.raises(GaveUp) as stopped:
+        ingest.run()
+    assert stopped.value.target == "catalog"
+    counts = journal.counts()
+    assert counts[FileState.FAILED] == counts[FileState.DONE] == 0  # nothing is failed for a catalog outage
+    assert counts[FileState.UPLOADED] >= 1000  # what was uploaded waits, journaled, for the next run
+    assert counts[FileState.PLANNED] > 0  # and the uploads stopped instead of going on for the whole night
