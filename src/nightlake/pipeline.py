@@ -30,7 +30,7 @@ from nightlake.catalog import Catalog, Rejected
 from nightlake.events import EventBus
 from nightlake.failures import ChecksumMismatch, ErrorClass, classify
 from nightlake.journal import DatasetState, FileRecord, FileState, Journal, RuleState
-from nightlake.retry import AuthFailure, CallFailed, RetryPolicy
+from nightlake.retry import CallFailed, RetryPolicy
 from nightlake.rules import RulePolicy, ensure_rule
 from nightlake.sources import required_missing
 from nightlake.storage import PART_SUFFIX, Stat, Storage, adler

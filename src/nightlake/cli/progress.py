@@ -20,12 +20,12 @@ from rich.text import Text
 from nightlake.events import Event
 from nightlake.spec import human_bytes
 
-# event kind -> the counter it advances; the same words for ingest and retrieve
-MOVED = {"upload.done": "moved", "download.done": "moved"}
+MOVED = frozenset({"upload.done", "download.done"})  # one file's bytes moved, for ingest and for retrieve
 
 
 class Tally:
-    """What a run has done so far, from its events; thread-safe, cheap per event."""
+    """What a run has done so far, from its events; cheap per event. Not locked: each listener
+    that owns one counts under its own lock."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock

@@ -67,7 +67,10 @@ class RetrieveProgress:
     """Listens to the event stream (accounting is separate from transfer): files, MB, failures."""
 
     def __init__(self):
+        from nightlake.cli.progress import Tally
+
         self._lock = threading.Lock()
+        self.tally = Tally()
         self.bar = Progress(TextColumn("[bold]downloaded"), BarColumn(), MofNCompleteColumn(),
                             TextColumn("{task.fields[mb]:.1f} MB  failed {task.fields[failed]}"),
                             TimeElapsedColumn(), TimeRemainingColumn(), console=console)
@@ -75,13 +78,10 @@ class RetrieveProgress:
 
     def __call__(self, event: Event) -> None:
         with self._lock:
-            fields, task = event.fields, self.bar.tasks[self.task]
-            if event.kind == "run.start":
-                self.bar.update(self.task, total=fields["files"], completed=fields["done"])
-            elif event.kind == "download.done":
-                self.bar.update(self.task, advance=1, mb=task.fields["mb"] + fields["bytes"] / 1e6)
-            elif event.kind == "file.failed":
-                self.bar.update(self.task, failed=task.fields["failed"] + fields["files"])
+            self.tally.count(event)
+            t = self.tally
+            self.bar.update(self.task, total=t.total or None, completed=t.moved_before + t.moved,
+                            mb=t.bytes / 1e6, failed=t.failed)
 
 
 def _print_summary(summary: dict, run_dir: Path, as_json: bool) -> None:
