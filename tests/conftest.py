@@ -4,6 +4,8 @@ directory and on its own ports, so it never clashes with a demo lake that is up.
 from __future__ import annotations
 
 import os
+import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +25,35 @@ def pytest_configure(config):
     os.environ["RUCIO_CONFIG"] = str(TEST_LAKE_DIR / "etc" / "rucio.cfg")
     os.environ["X509_USER_PROXY"] = str(TEST_LAKE_DIR / "certs" / "x509up")
     os.environ.pop("NIGHTLAKE_LAKE_DIR", None)
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def chromium(profile: Path, *args: str) -> subprocess.CompletedProcess:
+    """Headless Chromium as this closed network needs it (no background connections), with the
+    page's console logged on stderr."""
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--enable-logging=stderr", "--v=0", f"--user-data-dir={profile}"]
+    return subprocess.run([CHROMIUM, *flags, *args], capture_output=True, text=True, timeout=120)
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (the OS picks it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def scrape(port: int) -> dict[tuple[str, tuple], float]:
+    """A Prometheus scrape of 127.0.0.1:port: {(sample name, sorted labels): value}."""
+    import requests
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
 
 
 def nightlake(*args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import NIGHTLAKE, REPO
+from conftest import CHROMIUM, NIGHTLAKE, REPO, chromium
 
 pytestmark = pytest.mark.lake
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.fixture(scope="module")
@@ -73,19 +72,15 @@ def test_the_reports_retrieval_is_the_retrieve_journals_counts(demo):
 def test_the_demo_report_opens_in_headless_chromium_without_errors(demo, tmp_path):
     _, _, report, _ = demo
     data = json.loads((report / "report.json").read_text())
-    flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             "--enable-logging=stderr", "--v=0", f"--user-data-dir={tmp_path / 'profile'}"]
     url = (report / "index.html").as_uri()
     shot = tmp_path / "shot.png"
-    result = subprocess.run([*flags, "--window-size=1280,3000", f"--screenshot={shot}", url],
-                            capture_output=True, text=True, timeout=120)
+    result = chromium(tmp_path / "profile", "--window-size=1280,3000", f"--screenshot={shot}", url)
     assert result.returncode == 0, result.stderr[-2000:]
     page_errors = [line for line in result.stderr.splitlines()
                    if "CONSOLE" in line or "Failed to load resource" in line or "Not allowed to load" in line]
     assert page_errors == []
     assert shot.stat().st_size > 50_000  # a page with its figures, not a blank one
-    dom = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
+    dom = chromium(tmp_path / "profile", "--dump-dom", url).stdout
     assert data["headline"] in dom and "<h2>Retrieval</h2>" in dom
     images = re.findall(r'<img[^>]*src="([^"]*)"', dom)
     assert len(images) >= 3 and all(src.startswith("data:image/png;base64,") for src in images)

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-import requests
-from prometheus_client.parser import text_string_to_metric_families
 
+from conftest import scrape
 from nightlake import metrics
 from nightlake.errors import BadInput
 from nightlake.events import EventBus
@@ -17,12 +16,6 @@ def endpoint():
     server = metrics.serve(0, bus)  # port 0: the OS picks a free loopback port
     yield bus, server
     server.close()
-
-
-def scrape(port: int) -> dict[tuple[str, tuple], float]:
-    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
 
 
 def test_counts_files_and_bytes_per_stage(endpoint):

@@ -3,39 +3,30 @@ sees never runs ahead of the journal."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import time
 
 import pytest
 import requests
-from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import NIGHTLAKE
+from conftest import NIGHTLAKE, free_port, scrape
 from ingest_helpers import summary, write_spec
 from nightlake.lake.layout import RSES
 
 pytestmark = pytest.mark.lake
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _scrape(port: int) -> dict[tuple[str, tuple], float] | None:
+    """A scrape, or None while nothing listens on the port."""
     try:
-        text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+        return scrape(port)
     except requests.ConnectionError:
         return None
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
 
 
 def test_a_running_ingest_is_scraped_on_its_metrics_port(lake, scratch):
     spec = write_spec(scratch / "night.toml", "METRICS", datasets=2, files=300, size="20 kB")
-    port, run = _free_port(), scratch / "run"
+    port, run = free_port(), scratch / "run"
     proc = subprocess.Popen([NIGHTLAKE, "ingest", str(spec), "--rse", RSES[0].name, "--run", str(run),
                              "--batch", "50", "--workers", "2", "--metrics-port", str(port), "--quiet"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

@@ -47,12 +47,12 @@ class FakeCatalog:
 
 
 def _ingest(tmp_path, n_files, storage, workers=1, open_source=lambda record: (lambda: iter([b"data"])),
-            in_place=False):
+            in_place=False, catalog=None):
     journal = Journal.create(tmp_path / "journal.sqlite", {})
     journal.add_files({"scope": "cta", "name": f"f{i:03d}", "dataset": "ds", "source": "payload:1", "bytes": 4,
                        "adler32": None, "meta": {}} for i in range(n_files))
     journal.add_datasets([("cta", "ds")])
-    ingest = Ingest(journal, FakeCatalog(), storage,
+    ingest = Ingest(journal, catalog or FakeCatalog(), storage,
                     pfn_of=lambda batch: {f"{r.scope}:{r.name}": f"root://h//rucio/{r.name}" for r in batch},
                     open_source=open_source, options=IngestOptions(rse="ONSITE", workers=workers, in_place=in_place),
                     storage_policy=RetryPolicy(target="ONSITE", sleep=lambda s: None))
@@ -119,15 +119,7 @@ def test_a_catalog_that_stays_down_stops_the_run_and_keeps_the_uploads_for_a_rer
             raise GaveUp("catalog", Classified(ErrorClass.TRANSIENT_CATALOG, "ServiceUnavailable"), 5,
                          RuntimeError("down"))
 
-    journal = Journal.create(tmp_path / "journal.sqlite", {})
-    journal.add_files({"scope": "cta", "name": f"f{i:04d}", "dataset": "ds", "source": "payload:1", "bytes": 4,
-                       "adler32": None, "meta": {}} for i in range(3000))
-    journal.add_datasets([("cta", "ds")])
-    ingest = Ingest(journal, DownCatalog(), FakeStorage(),
-                    pfn_of=lambda batch: {f"{r.scope}:{r.name}": f"root://h//rucio/{r.name}" for r in batch},
-                    open_source=lambda record: (lambda: iter([b"data"])),
-                    options=IngestOptions(rse="ONSITE", workers=1),
-                    storage_policy=RetryPolicy(target="ONSITE", sleep=lambda s: None))
+    journal, ingest = _ingest(tmp_path, 3000, FakeStorage(), catalog=DownCatalog())
     with pytest.raises(GaveUp) as stopped:
         ingest.run()
     assert stopped.value.target == "catalog"

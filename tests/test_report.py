@@ -6,14 +6,12 @@ from __future__ import annotations
 import csv
 import json
 import re
-import shutil
 import sqlite3
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import nightlake
+from conftest import CHROMIUM, chromium, nightlake
 from nightlake.journal import DatasetState, FileState, Journal
 from nightlake.report import collect, write_report
 
@@ -203,22 +201,15 @@ def test_report_command_on_a_directory_without_a_run_exits_2(tmp_path):
     assert result.returncode == 2 and "holds no nightlake run" in result.stderr
 
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
 @pytest.mark.skipif(not CHROMIUM, reason="chromium is not installed (make deps installs it: APT_PACKAGES)")
 def test_html_opens_in_headless_chromium(report, tmp_path):
     data, out = report
-    flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={tmp_path / 'profile'}"]
     url = (out / "index.html").as_uri()
     shot = tmp_path / "shot.png"
-    result = subprocess.run([*flags, "--window-size=1280,2400", f"--screenshot={shot}", url],
-                            capture_output=True, text=True, timeout=120)
+    result = chromium(tmp_path / "profile", "--window-size=1280,2400", f"--screenshot={shot}", url)
     assert result.returncode == 0, result.stderr[-2000:]
     assert shot.stat().st_size > 50_000  # a rendered page with figures, not a blank one
-    dom = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
+    dom = chromium(tmp_path / "profile", "--dump-dom", url).stdout
     assert data["headline"] in dom
     assert dom.count("<img") == 3
 

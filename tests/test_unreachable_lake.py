@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 
 import pytest
 
-from conftest import NIGHTLAKE
+from conftest import NIGHTLAKE, free_port
 from ingest_helpers import write_spec
 
 pytestmark = pytest.mark.lake
@@ -19,9 +18,7 @@ pytestmark = pytest.mark.lake
 @pytest.fixture
 def unreachable_config(lake, scratch):
     """The test lake's client configuration, pointed at a loopback port where nothing listens."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     config = re.sub(r"https://127\.0\.0\.1:\d+", f"https://127.0.0.1:{port}", lake.client_cfg.read_text())
     config = re.sub(r"(?m)^auth_token_file_path = .*$", f"auth_token_file_path = {scratch}/token", config)
     (scratch / "rucio.cfg").write_text(config)
