@@ -88,7 +88,7 @@ def main() -> None:
     bl.use_lake(args.lake_dir)
     from rucio.rse import rsemanager
 
-    from nightlake.spec import parse_size
+    from nightlake.night.spec import parse_size
     from nightlake.storage import open_storage, tls_from_rucio_config
 
     ca, proxy = tls_from_rucio_config()

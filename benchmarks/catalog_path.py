@@ -38,7 +38,7 @@ SCOPE, RSE = "cta", "ONSITE"
 
 
 def parse_bytes(text: str) -> int:
-    from nightlake.spec import parse_size
+    from nightlake.night.spec import parse_size
 
     text = text.strip()
     for unit, mult in (("KiB", 1024), ("MiB", 1 << 20), ("GiB", 1 << 30)):

@@ -1,6 +1,6 @@
 """How fast a FITS primary header is read: nightlake's block reader against astropy.
 
-Method: N FITS files written by `nightlake.generate` from a small built-in spec (or the `*.fits`
+Method: N FITS files written by `nightlake.flows.generate` from a small built-in spec (or the `*.fits`
 under --dir), then, in one process, R rounds over all files of each method, methods interleaved
 per round, best round kept:
   1. `fitsheader.read_header`: read 2880-byte blocks up to END, parse the cards (nightlake);
@@ -26,10 +26,10 @@ from pathlib import Path
 import astropy
 from astropy.io import fits
 
-from nightlake.fitsheader import astropy_cards, read_blocks, read_header
-from nightlake.generate import file_path, generate
-from nightlake.plan import Plan
-from nightlake.spec import parse_spec
+from nightlake.night.fits.header import astropy_cards, read_blocks, read_header
+from nightlake.flows.generate import file_path, generate
+from nightlake.night.plan import Plan
+from nightlake.night.spec import parse_spec
 
 SPEC = """
 [night]

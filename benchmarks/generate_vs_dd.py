@@ -25,9 +25,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from nightlake.generate import generate
-from nightlake.plan import Plan, summarize
-from nightlake.spec import parse_size, parse_spec
+from nightlake.flows.generate import generate
+from nightlake.night.plan import Plan, summarize
+from nightlake.night.spec import parse_size, parse_spec
 
 DD_BLOCK = 8 << 20
 

@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from nightlake.journal import FileState, Journal
+from nightlake.runs.journal.ingest import FileState, Journal
 
 
 def planned(n: int):

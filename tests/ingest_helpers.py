@@ -65,14 +65,14 @@ class Expected:
 
 def on_disk(plan, root: Path) -> list[Expected]:
     """The plan's files as `generate` wrote them under `root`: their bytes are the local files'."""
-    from nightlake.generate import file_path
+    from nightlake.flows.generate import file_path
 
     return [Expected(f.name, f.dataset, f.meta, file_path(root, f).read_bytes) for f in plan.files()]
 
 
 def streamed(plan) -> list[Expected]:
     """The plan's files as streamed payloads: their bytes exist nowhere but in the stream."""
-    from nightlake.payload import open_stream
+    from nightlake.night.payload import open_stream
 
     return [Expected(f.name, f.dataset, f.meta, lambda f=f: b"".join(open_stream(f).iter_chunks()))
             for f in plan.files()]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from nightlake.events import EventBus, EventLog, redact
+from nightlake.observe.events import EventBus, EventLog, redact
 
 
 def lines(path):

@@ -6,13 +6,13 @@ from pathlib import Path
 import pytest
 from astropy.io import fits
 
-from nightlake import fitsheader
-from nightlake.fitsfile import BLOCK
-from nightlake.fitsheader import (BadHeader, astropy_cards, is_fits, parse_cards, read_blocks,
+from nightlake.night.fits import header as fitsheader
+from nightlake.night.fits.layout import BLOCK
+from nightlake.night.fits.header import (BadHeader, astropy_cards, is_fits, parse_cards, read_blocks,
                                   read_header, rucio_metadata)
-from nightlake.generate import file_path, generate
-from nightlake.plan import Plan
-from nightlake.spec import load_spec
+from nightlake.flows.generate import file_path, generate
+from nightlake.night.plan import Plan
+from nightlake.night.spec import load_spec
 
 SPEC = """
 [night]

@@ -11,10 +11,10 @@ from astropy.io import fits
 from click.testing import CliRunner
 
 from nightlake.cli import cli
-from nightlake.fitsfile import KEYWORDS
-from nightlake.generate import file_path, generate, write_file
-from nightlake.plan import Plan, summarize
-from nightlake.spec import load_spec
+from nightlake.night.fits.layout import KEYWORDS
+from nightlake.flows.generate import file_path, generate, write_file
+from nightlake.night.plan import Plan, summarize
+from nightlake.night.spec import load_spec
 
 SPEC = """
 [night]
@@ -130,7 +130,7 @@ def test_unwritable_out_is_bad_input(spec_path, tmp_path):
 @pytest.mark.parametrize("value", ["LST-1", "it's", "x" * 8, "x" * 40, "2026-03-14T20:00:00.000", 0, 7, -3,
                                    10**12, True, False, "", "  lead", "trail  ", "é", 1.5, "y" * 70])
 def test_fast_header_cards_are_byte_identical_to_astropy(value):
-    from nightlake.fitsfile import _astropy_header, _fast_header
+    from nightlake.night.fits.layout import _astropy_header, _fast_header
 
     cards = [("SIMPLE", True), ("NAXIS1", 2880), ("ORIGIN", value), ("DATASUM", "12345")]
     fast = _fast_header(cards)
@@ -140,9 +140,9 @@ def test_fast_header_cards_are_byte_identical_to_astropy(value):
 
 
 def test_every_planned_header_renders_without_astropy(tmp_path):
-    from nightlake.fitsfile import KEYWORDS, _fast_header
-    from nightlake.plan import Plan
-    from nightlake.spec import load_spec
+    from nightlake.night.fits.layout import KEYWORDS, _fast_header
+    from nightlake.night.plan import Plan
+    from nightlake.night.spec import load_spec
 
     for preset in ("demo", "dr-phase2", "cta-night"):
         plan = Plan(load_spec(Path(__file__).parents[1] / "examples" / f"{preset}.toml"))

@@ -14,10 +14,10 @@ import pytest
 from ingest_helpers import (Expected, adler32, assert_cli_downloads, assert_cli_filter, assert_cli_lists, dids,
                             listed_by_cli, nightlake, on_disk, place_on_storage, sample, stored_files, streamed,
                             summary, write_spec)
-from nightlake.generate import file_path, generate
+from nightlake.flows.generate import file_path, generate
 from nightlake.lake.layout import RSES
-from nightlake.plan import Plan
-from nightlake.spec import load_spec
+from nightlake.night.plan import Plan
+from nightlake.night.spec import load_spec
 
 pytestmark = pytest.mark.lake
 ONSITE = RSES[0]

@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from nightlake.journal import (
+from nightlake.runs.journal.ingest import (
     DatasetState, FileState, IllegalTransition, Journal, RuleState,
 )
 
@@ -196,7 +196,7 @@ def test_rules_are_planned_once_and_remember_their_rule_id(journal):
 # inside the journal's open transaction, after the rows before it were already written.
 CRASH = textwrap.dedent("""
     import os, signal, sys
-    from nightlake.journal import FileState, Journal
+    from nightlake.runs.journal.ingest import FileState, Journal
 
     class KillWhenBound:
         def __conform__(self, protocol):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from nightlake.errors import BadInput
+from nightlake import BadInput
 from nightlake.lake import postgres, system
 from nightlake.lake.layout import Layout
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from conftest import scrape
-from nightlake import metrics
-from nightlake.errors import BadInput
-from nightlake.events import EventBus
+from nightlake.observe import metrics
+from nightlake import BadInput
+from nightlake.observe.events import EventBus
 
 
 @pytest.fixture

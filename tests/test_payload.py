@@ -7,10 +7,10 @@ import zlib
 import pytest
 from astropy.io import fits
 
-from nightlake.fitsfile import written_size
-from nightlake.generate import generate, file_path
-from nightlake.payload import PAYLOAD_BLOCK, adler32_combine, open_stream
-from nightlake.plan import PlannedFile
+from nightlake.night.fits.layout import written_size
+from nightlake.flows.generate import generate, file_path
+from nightlake.night.payload import PAYLOAD_BLOCK, adler32_combine, open_stream
+from nightlake.night.plan import PlannedFile
 
 META = {"site": "CTAO-North", "night": "2026-03-14", "origin": "CTAO", "telescope": "LST-1", "tel_id": 1,
         "obs_id": 12, "run": 34, "subrun": 5, "date_obs": "2026-03-14T20:00:00.000",

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import requests
 
-from nightlake.journal import FileState, Journal
-from nightlake.failures import ErrorClass
-from nightlake.pipeline import STREAKS, Ingest, IngestOptions
-from nightlake.retry import AuthFailure, GaveUp, RetryPolicy
+from nightlake.runs.journal.ingest import FileState, Journal
+from nightlake.catalog.failures import ErrorClass
+from nightlake.flows.ingest.pipeline import STREAKS, Ingest, IngestOptions
+from nightlake.catalog.retry import AuthFailure, GaveUp, RetryPolicy
 from nightlake.storage import Stat, Stored
 
 
@@ -112,7 +112,7 @@ def test_in_place_says_why_a_source_it_must_compare_with_cannot_be_read(tmp_path
 
 
 def test_a_catalog_that_stays_down_stops_the_run_and_keeps_the_uploads_for_a_rerun(tmp_path):
-    from nightlake.failures import Classified
+    from nightlake.catalog.failures import Classified
 
     class DownCatalog(FakeCatalog):
         def replicas_on(self, rse, dids):

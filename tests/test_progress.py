@@ -8,7 +8,7 @@ import io
 from rich.console import Console
 
 from nightlake.cli.progress import ProgressLog, Tally
-from nightlake.events import Event
+from nightlake.observe.events import Event
 
 
 class Clock:

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from conftest import CHROMIUM, chromium, nightlake
-from nightlake.journal import DatasetState, FileState, Journal
-from nightlake.report import collect, write_report
+from nightlake.runs.journal.ingest import DatasetState, FileState, Journal
+from nightlake.observe.report.collect import collect, write_report
 
 S = FileState
 T0 = 1_800_000_000.0
@@ -217,7 +217,7 @@ def test_html_opens_in_headless_chromium(report, tmp_path):
 def make_retrieve(path: Path, done: int = 8, failed: int = 2, size: int = 1_000_000) -> Path:
     """A retrieve run of the night's data: `done` files verified, `failed` with a checksum error,
     and its batch events 100 s after the ingest started."""
-    from nightlake.retrieve_journal import D, DownloadJournal
+    from nightlake.runs.journal.download import D, DownloadJournal
 
     description = {"command": "retrieve", "dids": ["cta:ds0"], "filters": {}, "scope": None,
                    "out": "/data/back", "rse": None, "from_rse": "OFFSITE-A"}
@@ -255,7 +255,7 @@ def test_a_retrieve_run_adds_its_section_errors_and_retrieval_phase(run, tmp_pat
 
 
 def test_a_retrieve_directory_without_a_retrieve_run_is_bad_input(run, tmp_path):
-    from nightlake.errors import BadInput
+    from nightlake import BadInput
 
     with pytest.raises(BadInput, match="holds no retrieve run"):
         write_report(run, tmp_path / "out", [tmp_path])

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from conftest import nightlake
-from nightlake.errors import BadInput
-from nightlake.events import EventBus
-from nightlake.retrieve import Retrieve, RetrieveRequest, Storages, choose_replica, destination, parse_filter
-from nightlake.retrieve_journal import D, DownloadJournal, IllegalTransition
-from nightlake.retry import RetryPolicy
+from nightlake import BadInput
+from nightlake.observe.events import EventBus
+from nightlake.flows.retrieve.run import Retrieve, RetrieveRequest, Storages, choose_replica, destination, parse_filter
+from nightlake.runs.journal.download import D, DownloadJournal, IllegalTransition
+from nightlake.catalog.retry import RetryPolicy
 
 
 def _adler32(data: bytes) -> str:
@@ -237,8 +237,8 @@ class FakeClient:
 
 @pytest.mark.parametrize("refuse", [False, True], ids=["matches-nothing", "refused"])
 def test_a_selection_without_files_is_bad_input_and_leaves_no_run(monkeypatch, tmp_path, refuse):
-    from nightlake import retrieve
-    from nightlake.catalog import Catalog
+    from nightlake.flows.retrieve import run as retrieve
+    from nightlake.catalog.client import Catalog
 
     monkeypatch.setattr(retrieve, "Catalog", lambda: Catalog(client=FakeClient(refuse),
                                                              policy=RetryPolicy(sleep=lambda s: None)))

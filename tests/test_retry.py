@@ -6,8 +6,8 @@ import pytest
 import requests
 from rucio.common import exception as rucio_exc
 
-from nightlake.failures import ChecksumMismatch, ErrorClass
-from nightlake.retry import AuthFailure, GaveUp, RetryPolicy
+from nightlake.catalog.failures import ChecksumMismatch, ErrorClass
+from nightlake.catalog.retry import AuthFailure, GaveUp, RetryPolicy
 
 
 class Flaky:

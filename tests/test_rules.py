@@ -6,13 +6,13 @@ from __future__ import annotations
 import pytest
 from rucio.common import exception as rucio_exc
 
-from nightlake.catalog import Catalog
+from nightlake.catalog.client import Catalog
 from nightlake.cli.common import parse_policy
-from nightlake.errors import BadInput
-from nightlake.events import EventBus
-from nightlake.journal import Journal
-from nightlake.retry import RetryPolicy
-from nightlake.rules import (NO_ERROR_RECORDED, RulePolicy, add_rules, ensure_rule, group_errors, harvest,
+from nightlake import BadInput
+from nightlake.observe.events import EventBus
+from nightlake.runs.journal.ingest import Journal
+from nightlake.catalog.retry import RetryPolicy
+from nightlake.catalog.rules import (NO_ERROR_RECORDED, RulePolicy, add_rules, ensure_rule, group_errors, harvest,
                              lock_message, poll, watch)
 
 # Messages as FTS and dCache write them into a rule's `error` (Rucio keeps 245 characters).
@@ -24,7 +24,7 @@ NO_SOURCES = "RequestErrMsg.NO_SOURCES:RequestState.NO_SOURCES"
 
 
 class FakeClient:
-    """Only the calls `nightlake.rules` makes; rules and their successive states are scripted."""
+    """Only the calls `nightlake.catalog.rules` makes; rules and their successive states are scripted."""
 
     account = "root"
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from ingest_helpers import nightlake
-from nightlake.failures import replication_error_group
+from nightlake.catalog.failures import replication_error_group
 from nightlake.lake.rucio_server import server_env
 
 pytestmark = pytest.mark.lake

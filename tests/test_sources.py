@@ -5,13 +5,13 @@ from pathlib import Path
 
 import pytest
 
-from nightlake.errors import BadInput
-from nightlake.generate import write_file
-from nightlake.journal import FileState, Journal
-from nightlake.payload import open_stream
-from nightlake.plan import Plan, summarize
-from nightlake.sources import SourceFile, from_directory, from_spec, planned_file, required_missing
-from nightlake.spec import load_spec
+from nightlake import BadInput
+from nightlake.flows.generate import write_file
+from nightlake.runs.journal.ingest import FileState, Journal
+from nightlake.night.payload import open_stream
+from nightlake.night.plan import Plan, summarize
+from nightlake.night.sources import SourceFile, from_directory, from_spec, planned_file, required_missing
+from nightlake.night.spec import load_spec
 
 SPEC = """
 [night]

@@ -8,8 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from nightlake.cli import cli
-from nightlake.errors import BadInput
-from nightlake.spec import load_spec, parse_size, parse_spec
+from nightlake import BadInput
+from nightlake.night.spec import load_spec, parse_size, parse_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 NIGHTLAKE = Path(sys.executable).with_name("nightlake")

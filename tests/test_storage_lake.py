@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from nightlake.failures import ChecksumMismatch
+from nightlake.catalog.failures import ChecksumMismatch
 from nightlake.lake.layout import RSES, SCOPE
 from nightlake.storage import (PART_SUFFIX, ExistsWithDifferentContent, Stat, Stored, open_storage,
                                pfns, tls_from_rucio_config)

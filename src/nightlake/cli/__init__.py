@@ -17,8 +17,8 @@ from nightlake.cli.lake import lake
 from nightlake.cli.plan import generate_cmd, plan_cmd
 from nightlake.cli.report import report_cmd
 from nightlake.cli.retrieve import retrieve_cmd
-from nightlake.errors import BadInput
-from nightlake.retry import AuthFailure, GaveUp
+from nightlake import BadInput
+from nightlake.catalog.retry import AuthFailure, GaveUp
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

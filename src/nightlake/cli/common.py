@@ -5,11 +5,11 @@ from collections.abc import Callable
 
 import click
 
-from nightlake import metrics
-from nightlake.errors import BadInput
-from nightlake.events import EventBus
-from nightlake.retry import GaveUp
-from nightlake.rules import RulePolicy
+from nightlake.observe import metrics
+from nightlake import BadInput
+from nightlake.observe.events import EventBus
+from nightlake.catalog.retry import GaveUp
+from nightlake.catalog.rules import RulePolicy
 
 metrics_port = click.option(
     "--metrics-port", type=click.IntRange(0, 65535), default=None,
@@ -24,7 +24,7 @@ def parse_policy(text: str) -> RulePolicy:
     `source` is Rucio's source_replica_expression. Ranges are the night spec's (`spec.Rule`)."""
     from pydantic import ValidationError
 
-    from nightlake.spec import Rule
+    from nightlake.night.spec import Rule
 
     expression, *options = [part.strip() for part in text.split(",")]
     fields: dict = {}
@@ -48,7 +48,7 @@ def parse_policy(text: str) -> RulePolicy:
 
 def stopped_message(exc: GaveUp) -> str:
     """The one line for a command that a service stopped: which service, where, and what to do."""
-    from nightlake.catalog import rucio_host
+    from nightlake.catalog.client import rucio_host
 
     where = f" ({rucio_host()})" if exc.target == "catalog" else ""
     return (f"{exc.target}{where}: {exc.classified.error_class.value} after {exc.attempts} attempt(s): "

@@ -12,11 +12,11 @@ from rich.table import Table
 from nightlake.cli.common import finish_run, metrics_port, parse_policy
 from nightlake.cli.console import err as console
 from nightlake.cli.console import out
-from nightlake.errors import BadInput
-from nightlake.events import EventBus
-from nightlake.pipeline import IngestOptions
-from nightlake.rundir import RunDir, summarize
-from nightlake.spec import human_bytes
+from nightlake import BadInput
+from nightlake.observe.events import EventBus
+from nightlake.flows.ingest.pipeline import IngestOptions
+from nightlake.runs.rundir import RunDir, summarize
+from nightlake.night.spec import human_bytes
 
 
 @click.command("ingest")
@@ -41,7 +41,7 @@ from nightlake.spec import human_bytes
 def ingest_cmd(source, rse, run_dir, scope, dataset, in_place, scheme, rules, required, workers, batch,
                no_close, metrics_port, quiet, as_json) -> None:
     """Upload, register, describe and replicate a night: SOURCE is a directory or a night spec (.toml)."""
-    from nightlake.ingest import IngestRequest
+    from nightlake.flows.ingest.run import IngestRequest
 
     options = IngestOptions(rse=rse, workers=workers, batch_files=batch, required_meta=tuple(required),
                             close_datasets=not no_close, in_place=in_place)
@@ -61,7 +61,7 @@ def _ingest_rule(text: str):
 def _run_with_progress(request, bus: EventBus, quiet: bool) -> dict:
     """Bars in a terminal, a line every half minute in a log; nothing with --quiet or --json."""
     from nightlake.cli.progress import IngestProgress, ProgressLog
-    from nightlake.ingest import run_ingest
+    from nightlake.flows.ingest.run import run_ingest
 
     if quiet:
         return run_ingest(request, bus)
@@ -127,8 +127,8 @@ def status_cmd(run_dir: Path, as_json: bool) -> None:
 
 def _load_status(run: RunDir) -> tuple[dict, dict, str]:
     """(summary, description, title) of the run in `run`: an ingest, or else a retrieve."""
-    from nightlake import retrieve
-    from nightlake.retrieve_journal import DownloadJournal
+    from nightlake.flows.retrieve import run as retrieve
+    from nightlake.runs.journal.download import DownloadJournal
 
     downloads = run.path / retrieve.JOURNAL_NAME
     if downloads.exists() and not run.journal.exists():

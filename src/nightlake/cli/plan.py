@@ -13,9 +13,9 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from rich.table import Table
 
 from nightlake.cli.console import err, out
-from nightlake.generate import generate
-from nightlake.plan import DEFAULT_FILES_PER_S, DEFAULT_MB_PER_S, NIGHT_HOURS, Plan, Summary, summarize
-from nightlake.spec import human_bytes, load_spec
+from nightlake.flows.generate import generate
+from nightlake.night.plan import DEFAULT_FILES_PER_S, DEFAULT_MB_PER_S, NIGHT_HOURS, Plan, Summary, summarize
+from nightlake.night.spec import human_bytes, load_spec
 
 _rate = click.FloatRange(min=0, min_open=True)
 

@@ -17,8 +17,8 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.text import Text
 
-from nightlake.events import Event
-from nightlake.spec import human_bytes
+from nightlake.observe.events import Event
+from nightlake.night.spec import human_bytes
 
 MOVED = frozenset({"upload.done", "download.done"})  # one file's bytes moved, for ingest and for retrieve
 

@@ -14,9 +14,9 @@ from rich.table import Table
 from nightlake.cli.common import finish_run, metrics_port
 from nightlake.cli.console import err as console
 from nightlake.cli.console import out
-from nightlake.events import Event, EventBus
-from nightlake.rundir import RunDir
-from nightlake.spec import human_bytes
+from nightlake.observe.events import Event, EventBus
+from nightlake.runs.rundir import RunDir
+from nightlake.night.spec import human_bytes
 
 
 @click.command("retrieve")
@@ -39,7 +39,7 @@ from nightlake.spec import human_bytes
 def retrieve_cmd(dids, filters, scope, out, rse, from_rse, run_dir, workers, batch, metrics_port, quiet,
                  as_json) -> None:
     """Download DIDs (files, datasets, containers) or a metadata selection, verified and resumable."""
-    from nightlake.retrieve import RetrieveRequest, parse_filter
+    from nightlake.flows.retrieve.run import RetrieveRequest, parse_filter
 
     request = RetrieveRequest(out=out, run=run_dir, dids=tuple(dids), filters=tuple(parse_filter(f) for f in filters),
                               scope=scope, rse=rse, from_rse=from_rse, workers=workers, batch_files=batch)
@@ -48,7 +48,7 @@ def retrieve_cmd(dids, filters, scope, out, rse, from_rse, run_dir, workers, bat
 
 
 def _run_with_progress(request, bus: EventBus, quiet: bool) -> dict:
-    from nightlake.retrieve import run_retrieve
+    from nightlake.flows.retrieve.run import run_retrieve
 
     if quiet:
         return run_retrieve(request, bus)

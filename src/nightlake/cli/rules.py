@@ -8,13 +8,13 @@ import click
 from rich.live import Live
 from rich.table import Table
 
-from nightlake import metrics
+from nightlake.observe import metrics
 from nightlake.cli.common import metrics_port, parse_policy
 from nightlake.cli.console import err as console
 from nightlake.cli.console import out
-from nightlake.events import EventBus, EventLog
-from nightlake.rules import RuleStatus, WatchResult, by_expression
-from nightlake.rundir import RunDir
+from nightlake.observe.events import EventBus, EventLog
+from nightlake.catalog.rules import RuleStatus, WatchResult, by_expression
+from nightlake.runs.rundir import RunDir
 
 
 @click.group("rules")
@@ -28,8 +28,8 @@ def rules() -> None:
               help="EXPR[,copies=N][,lifetime=S][,activity=A][,source=EXPR]. Repeatable.")
 def add_cmd(run_dir: Path, texts: tuple[str, ...]) -> None:
     """One rule per dataset and --rule; an identical existing rule is reused, not duplicated."""
-    from nightlake.catalog import Catalog
-    from nightlake.rules import add_rules
+    from nightlake.catalog.client import Catalog
+    from nightlake.catalog.rules import add_rules
 
     policies = [parse_policy(t) for t in texts]
     run = RunDir(run_dir)
@@ -50,8 +50,8 @@ def add_cmd(run_dir: Path, texts: tuple[str, ...]) -> None:
 @metrics_port
 def watch_cmd(run_dir: Path, timeout: float, interval: float, metrics_port: int | None) -> None:
     """Follow the run's rules until all are OK or STUCK (exit 0 if all OK, 1 otherwise)."""
-    from nightlake.catalog import Catalog
-    from nightlake.rules import run_rules, watch
+    from nightlake.catalog.client import Catalog
+    from nightlake.catalog.rules import run_rules, watch
 
     run = RunDir(run_dir)
     with run.load() as journal:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from nightlake.errors import BadInput
+from nightlake import BadInput
 from nightlake.lake import certs, objects, postgres, processes, rucio_server, system, xrootd
 from nightlake.lake.layout import HOST, RSES, Layout
 

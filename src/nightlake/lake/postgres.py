@@ -14,7 +14,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from nightlake.errors import BadInput
+from nightlake import BadInput
 from nightlake.lake import processes
 from nightlake.lake.layout import HOST, Layout
 from nightlake.lake.system import PG_BIN, service_user

@@ -17,7 +17,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from nightlake.errors import BadInput
+from nightlake import BadInput
 from nightlake.lake import postgres, processes
 from nightlake.lake.layout import RUCIO_VERSION, Layout
 

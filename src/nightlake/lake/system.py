@@ -12,7 +12,7 @@ import shutil
 import socket
 from pathlib import Path
 
-from nightlake.errors import BadInput
+from nightlake import BadInput
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 

@@ -14,7 +14,7 @@ import shutil
 import socket
 import time
 
-from nightlake.errors import BadInput
+from nightlake import BadInput
 from nightlake.lake import processes
 from nightlake.lake.layout import RSESpec, Layout
 from nightlake.lake.system import service_user

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, Union
 
-from nightlake.failures import ChecksumMismatch
+from nightlake.catalog.failures import ChecksumMismatch
 from nightlake.storage.adler import Adler32Counter, normalise, read_chunks
 
 CHUNK = 8 << 20

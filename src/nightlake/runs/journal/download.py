@@ -24,7 +24,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from nightlake.sqlite_journal import SQLiteJournal
+from nightlake.runs.journal.base import SQLiteJournal
 
 SCHEMA_VERSION = 1
 

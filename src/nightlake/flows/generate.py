@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
-from nightlake.errors import BadInput
-from nightlake.fitsfile import HEADER_BYTES
-from nightlake.payload import PayloadStream, open_stream
-from nightlake.plan import PlannedFile
+from nightlake import BadInput
+from nightlake.night.fits.layout import HEADER_BYTES
+from nightlake.night.payload import PayloadStream, open_stream
+from nightlake.night.plan import PlannedFile
 
 
 @dataclass

@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from nightlake.fitsfile import BLOCK, KEYWORDS
+from nightlake.night.fits.layout import BLOCK, KEYWORDS
 
 CARD = 80
 MAX_HEADER_BLOCKS = 1000  # 2.88 MB: far beyond any real primary header; stops a scan of garbage

@@ -44,7 +44,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from nightlake.sqlite_journal import SQLiteJournal
+from nightlake.runs.journal.base import SQLiteJournal
 
 SCHEMA_VERSION = 1
 SQLITE_MAX_VARS = 990  # Rucio's SQLite limit too; keeps IN (...) lists portable

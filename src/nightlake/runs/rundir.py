@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nightlake.errors import BadInput
-from nightlake.journal import DatasetState, FileState, Journal
+from nightlake import BadInput
+from nightlake.runs.journal.ingest import DatasetState, FileState, Journal
 
 # What must match for a re-run to be a resume of the same run.
 IDENTITY_KEYS = ("command", "source", "rse", "scope", "dataset", "in_place")

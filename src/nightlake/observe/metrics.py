@@ -29,8 +29,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
-from nightlake.errors import BadInput
-from nightlake.events import Event, EventBus
+from nightlake import BadInput
+from nightlake.observe.events import Event, EventBus
 
 # Event kind -> stage label; upload counts per-file `upload.done`, not `upload.batch` (no double count).
 STAGES = {"upload.done": "upload", "register.batch": "register", "attach.batch": "attach",

@@ -29,11 +29,11 @@ from typing import Any
 import numpy as np
 
 from nightlake import __version__
-from nightlake.errors import BadInput
-from nightlake.journal import DatasetState, FileState, RuleState
-from nightlake.retrieve_journal import D as DownloadState
-from nightlake.rundir import RunDir
-from nightlake.spec import human_bytes
+from nightlake import BadInput
+from nightlake.runs.journal.ingest import DatasetState, FileState, RuleState
+from nightlake.runs.journal.download import D as DownloadState
+from nightlake.runs.rundir import RunDir
+from nightlake.night.spec import human_bytes
 
 STATES = [s.value for s in FileState]
 # Batch events with a rate, and the phase whose batches each one waits for (see `_batch_starts`).
@@ -138,7 +138,7 @@ def _journal_errors(db: sqlite3.Connection) -> list[dict[str, Any]]:
 
 def _retrieval(path: Path) -> dict[str, Any]:
     """One retrieve run: what it selected, how far it got, its errors (aggregated) and its events."""
-    from nightlake.retrieve import JOURNAL_NAME
+    from nightlake.flows.retrieve.run import JOURNAL_NAME
 
     journal = path / JOURNAL_NAME
     if not journal.is_file():

@@ -24,8 +24,8 @@ from typing import Iterator
 
 import numpy as np
 
-from nightlake.fitsfile import HEADER_BYTES, fold, header_bytes, ones_sum
-from nightlake.plan import PlannedFile
+from nightlake.night.fits.layout import HEADER_BYTES, fold, header_bytes, ones_sum
+from nightlake.night.plan import PlannedFile
 
 PAYLOAD_BLOCK = 1 << 20
 DEFAULT_CHUNK = 8 << 20

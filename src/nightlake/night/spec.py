@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
-from nightlake.errors import BadInput
+from nightlake import BadInput
 
 # Allowed ranges. Wider than the data-challenge ranges (files/dataset 5-2000, datasets 10-200,
 # sizes 1 MB-2 GB) so that one site night (500,000 files) and stress tests are expressible too.

@@ -26,13 +26,13 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from nightlake.catalog import Catalog, Rejected
-from nightlake.events import EventBus
-from nightlake.failures import ChecksumMismatch, ErrorClass, classify
-from nightlake.journal import DatasetState, FileRecord, FileState, Journal, RuleState
-from nightlake.retry import CallFailed, RetryPolicy
-from nightlake.rules import RulePolicy, ensure_rule
-from nightlake.sources import required_missing
+from nightlake.catalog.client import Catalog, Rejected
+from nightlake.observe.events import EventBus
+from nightlake.catalog.failures import ChecksumMismatch, ErrorClass, classify
+from nightlake.runs.journal.ingest import DatasetState, FileRecord, FileState, Journal, RuleState
+from nightlake.catalog.retry import CallFailed, RetryPolicy
+from nightlake.catalog.rules import RulePolicy, ensure_rule
+from nightlake.night.sources import required_missing
 from nightlake.storage import PART_SUFFIX, Stat, Storage, adler
 
 S = FileState

@@ -14,17 +14,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nightlake import __version__, sources
-from nightlake.catalog import Catalog
-from nightlake.errors import BadInput
-from nightlake.events import EventBus, EventLog
-from nightlake.journal import FileRecord, FileState, Journal
-from nightlake.payload import open_stream
-from nightlake.pipeline import Ingest, IngestOptions
-from nightlake.retry import GaveUp, RetryEvent, RetryPolicy
-from nightlake.rules import RulePolicy
-from nightlake.rundir import RunDir, summarize, write_summary
-from nightlake.spec import load_spec
+from nightlake import __version__
+from nightlake.night import sources
+from nightlake.catalog.client import Catalog
+from nightlake import BadInput
+from nightlake.observe.events import EventBus, EventLog
+from nightlake.runs.journal.ingest import FileRecord, FileState, Journal
+from nightlake.night.payload import open_stream
+from nightlake.flows.ingest.pipeline import Ingest, IngestOptions
+from nightlake.catalog.retry import GaveUp, RetryEvent, RetryPolicy
+from nightlake.catalog.rules import RulePolicy
+from nightlake.runs.rundir import RunDir, summarize, write_summary
+from nightlake.night.spec import load_spec
 from nightlake.storage import open_storage, pfns, tls_from_rucio_config
 
 # Per-file progress events feed the live display only; the event log keeps the batch events.
@@ -105,7 +106,7 @@ def _check_source(request: IngestRequest) -> None:
 
 def _records(request: IngestRequest) -> Iterator[sources.SourceFile]:
     if request.is_spec:
-        from nightlake.plan import Plan
+        from nightlake.night.plan import Plan
 
         return sources.from_spec(Plan(load_spec(request.source)))
     return sources.from_directory(request.source, request.scope, request.dataset)

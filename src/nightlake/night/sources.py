@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nightlake import fitsheader
-from nightlake.errors import BadInput
-from nightlake.plan import Plan, PlannedFile
+from nightlake.night.fits import header as fitsheader
+from nightlake import BadInput
+from nightlake.night.plan import Plan, PlannedFile
 
 # Rucio's generic naming rules, copied from rucio/common/schema/generic.py (rucio-clients 41.5.1:
 # SCOPE, SCOPE_LENGTH, NAME, NAME_LENGTH). Importing rucio.common.schema reads the Rucio config at

@@ -19,8 +19,8 @@ from typing import Any
 
 from rucio.common import exception as rucio_exc
 
-from nightlake.errors import BadInput
-from nightlake.retry import AuthFailure, GaveUp, RetryPolicy
+from nightlake import BadInput
+from nightlake.catalog.retry import AuthFailure, GaveUp, RetryPolicy
 
 BATCH_SIZE = 1000  # items per bulk call: the Rucio server's schema limit
 # rucio-clients logs every failed request at ERROR on stderr, over the progress display; the retry

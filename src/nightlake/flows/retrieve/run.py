@@ -26,13 +26,13 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from nightlake.catalog import BATCH_SIZE, Catalog
-from nightlake.errors import BadInput
-from nightlake.events import EventBus, EventLog
-from nightlake.failures import ChecksumMismatch, classify
-from nightlake.retrieve_journal import D, Download, DownloadJournal
-from nightlake.retry import AuthFailure, GaveUp, RetryPolicy
-from nightlake.rundir import RunDir, write_summary
+from nightlake.catalog.client import BATCH_SIZE, Catalog
+from nightlake import BadInput
+from nightlake.observe.events import EventBus, EventLog
+from nightlake.catalog.failures import ChecksumMismatch, classify
+from nightlake.runs.journal.download import D, Download, DownloadJournal
+from nightlake.catalog.retry import AuthFailure, GaveUp, RetryPolicy
+from nightlake.runs.rundir import RunDir, write_summary
 from nightlake.storage import PART_SUFFIX, Storage, adler, open_storage, tls_from_rucio_config
 
 SCHEMES = ("https", "davs", "root", "file")  # what the storage layer speaks natively

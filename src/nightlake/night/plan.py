@@ -18,8 +18,8 @@ from typing import Iterable, Iterator, TypeVar
 
 import numpy as np
 
-from nightlake.fitsfile import BLOCK
-from nightlake.spec import Fixed, LogNormal, LogUniform, NightSpec, Uniform
+from nightlake.night.fits.layout import BLOCK
+from nightlake.night.spec import Fixed, LogNormal, LogUniform, NightSpec, Uniform
 
 RUCIO_BATCH_SIZE = 1000  # the Rucio server's limit on items per bulk call
 NIGHT_HOURS = 10  # a night's data must be in the lake before the next night starts

@@ -28,12 +28,12 @@ from typing import Any
 
 from rucio.common import exception as rucio_exc
 
-from nightlake.catalog import Catalog
-from nightlake.errors import BadInput
-from nightlake.events import EventBus
-from nightlake.failures import replication_error_group
-from nightlake.journal import Journal
-from nightlake.retry import GaveUp
+from nightlake.catalog.client import Catalog
+from nightlake import BadInput
+from nightlake.observe.events import EventBus
+from nightlake.catalog.failures import replication_error_group
+from nightlake.runs.journal.ingest import Journal
+from nightlake.catalog.retry import GaveUp
 
 GONE = "GONE"  # Rucio no longer has the rule: deleted, or expired and cleaned
 SETTLED = ("OK", "STUCK", GONE)
