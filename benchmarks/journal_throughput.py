@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from nightlake.runs.journal.ingest import FileState, Journal
+from nightlake.runs.journal.ingest import FileState, IngestJournal
 
 
 def planned(n: int):
@@ -35,7 +35,7 @@ def timed(fn) -> tuple[float, object]:
     return time.perf_counter() - start, result
 
 
-def walk_and_mark(journal: Journal) -> int:
+def walk_and_mark(journal: IngestJournal) -> int:
     moved = 0
     for batch in journal.batches(FileState.PLANNED, 990):
         moved += journal.mark([f.id for f in batch], FileState.UPLOADING, rse="XRD1")
@@ -44,7 +44,7 @@ def walk_and_mark(journal: Journal) -> int:
 
 def baseline(path: Path, n: int) -> None:
     """The naive way: one INSERT and one COMMIT per row."""
-    journal = Journal.create(path, {})
+    journal = IngestJournal.create(path, {})
     db = journal._db
     for row in planned(n):
         db.execute("BEGIN IMMEDIATE")
@@ -63,7 +63,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=".") as tmp:
-        journal = Journal.create(Path(tmp) / "journal.sqlite", {"benchmark": True})
+        journal = IngestJournal.create(Path(tmp) / "journal.sqlite", {"benchmark": True})
         t_add, added = timed(lambda: journal.add_files(planned(args.rows)))
         t_replan, readded = timed(lambda: journal.add_files(planned(args.rows)))
         t_walk, moved = timed(lambda: walk_and_mark(journal))

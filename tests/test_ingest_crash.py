@@ -96,7 +96,7 @@ def test_bytes_altered_on_storage_before_registration_are_never_registered(lake,
     from nightlake.observe.events import EventBus
     from nightlake.catalog.failures import Classified, ErrorClass
     from nightlake.flows.ingest.run import IngestRequest, run_ingest
-    from nightlake.runs.journal.ingest import FileState, Journal
+    from nightlake.runs.journal.ingest import FileState, IngestJournal
     from nightlake.night.payload import open_stream
     from nightlake.flows.ingest.pipeline import IngestOptions
     from nightlake.catalog.retry import GaveUp
@@ -111,7 +111,7 @@ def test_bytes_altered_on_storage_before_registration_are_never_registered(lake,
         first = run_ingest(request, EventBus())
     assert first["files"]["failed"] == 10
 
-    with Journal.open(scratch / "run" / "journal.sqlite") as journal:
+    with IngestJournal.open(scratch / "run" / "journal.sqlite") as journal:
         victim = next(journal.batches(FileState.FAILED))[0]
     stored = lake.rse_data(ONSITE) / "rucio" / victim.pfn.split("/rucio/", 1)[1]
     data = bytearray(stored.read_bytes())

@@ -8,8 +8,9 @@ import textwrap
 
 import pytest
 
+from nightlake.runs.journal.base import IllegalTransition
 from nightlake.runs.journal.ingest import (
-    DatasetState, FileState, IllegalTransition, Journal, RuleState,
+    DatasetState, FileState, IngestJournal, RuleState,
 )
 
 S = FileState
@@ -22,7 +23,7 @@ def planned(n, start=0, dataset="night-1"):
 
 @pytest.fixture
 def journal(tmp_path):
-    with Journal.create(tmp_path / "journal.sqlite", {"spec": "tiny"}) as j:
+    with IngestJournal.create(tmp_path / "journal.sqlite", {"spec": "tiny"}) as j:
         yield j
 
 
@@ -31,20 +32,20 @@ def ids_in(journal, state):
 
 
 def test_create_records_run_meta_and_schema_version(tmp_path):
-    Journal.create(tmp_path / "j.sqlite", {"spec": "tiny", "rucio": "41.5.1"}).close()
-    with Journal.open(tmp_path / "j.sqlite") as j:
+    IngestJournal.create(tmp_path / "j.sqlite", {"spec": "tiny", "rucio": "41.5.1"}).close()
+    with IngestJournal.open(tmp_path / "j.sqlite") as j:
         meta = j.run_meta()
     assert meta["spec"] == "tiny" and meta["rucio"] == "41.5.1" and meta["schema_version"] == 1
 
 
 def test_create_refuses_an_existing_journal(tmp_path, journal):
     with pytest.raises(FileExistsError):
-        Journal.create(journal.path, {})
+        IngestJournal.create(journal.path, {})
 
 
 def test_open_refuses_a_missing_journal(tmp_path):
     with pytest.raises(FileNotFoundError):
-        Journal.open(tmp_path / "nope.sqlite")
+        IngestJournal.open(tmp_path / "nope.sqlite")
 
 
 def test_journal_uses_wal(journal):
@@ -196,7 +197,7 @@ def test_rules_are_planned_once_and_remember_their_rule_id(journal):
 # inside the journal's open transaction, after the rows before it were already written.
 CRASH = textwrap.dedent("""
     import os, signal, sys
-    from nightlake.runs.journal.ingest import FileState, Journal
+    from nightlake.runs.journal.ingest import FileState, IngestJournal
 
     class KillWhenBound:
         def __conform__(self, protocol):
@@ -204,7 +205,7 @@ CRASH = textwrap.dedent("""
 
     rows = lambda a, b: [dict(scope="cta", name=f"f{i}", dataset="d", source="/x", bytes=1)
                          for i in range(a, b)]
-    j = Journal.create(sys.argv[1], {})
+    j = IngestJournal.create(sys.argv[1], {})
     j.add_files(rows(0, 10))
     j.mark(range(1, 4), FileState.UPLOADING)   # committed intent: three uploads in flight
     if sys.argv[2] == "mark":
@@ -218,7 +219,7 @@ CRASH = textwrap.dedent("""
 def crash(path, during):
     proc = subprocess.run([sys.executable, "-c", CRASH, str(path), during], capture_output=True)
     assert proc.returncode == -9, proc.stderr
-    return Journal.open(path)
+    return IngestJournal.open(path)
 
 
 def test_kill_9_inside_a_bulk_transition_leaves_the_last_committed_states(tmp_path):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import requests
 
-from nightlake.runs.journal.ingest import FileState, Journal
+from nightlake.runs.journal.ingest import FileState, IngestJournal
 from nightlake.catalog.failures import ErrorClass
 from nightlake.flows.ingest.pipeline import STREAKS, Ingest, IngestOptions
 from nightlake.catalog.retry import AuthFailure, GaveUp, RetryPolicy
@@ -48,7 +48,7 @@ class FakeCatalog:
 
 def _ingest(tmp_path, n_files, storage, workers=1, open_source=lambda record: (lambda: iter([b"data"])),
             in_place=False, catalog=None):
-    journal = Journal.create(tmp_path / "journal.sqlite", {})
+    journal = IngestJournal.create(tmp_path / "journal.sqlite", {})
     journal.add_files({"scope": "cta", "name": f"f{i:03d}", "dataset": "ds", "source": "payload:1", "bytes": 4,
                        "adler32": None, "meta": {}} for i in range(n_files))
     journal.add_datasets([("cta", "ds")])

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import CHROMIUM, chromium, nightlake
-from nightlake.runs.journal.ingest import DatasetState, FileState, Journal
+from nightlake.runs.journal.ingest import DatasetState, FileState, IngestJournal
 from nightlake.observe.report.collect import collect, write_report
 
 S = FileState
@@ -27,7 +27,7 @@ def make_run(path: Path, datasets: int = 3, files: int = 20, size: int = 1_000_0
     the first dataset closed, one rule per dataset, and the batch events of a 60 s run."""
     path.mkdir(parents=True)
     (path / "run.json").write_text(json.dumps(DESCRIPTION))
-    with Journal.create(path / "journal.sqlite", {"description": DESCRIPTION}) as journal:
+    with IngestJournal.create(path / "journal.sqlite", {"description": DESCRIPTION}) as journal:
         journal.set_meta(versions=VERSIONS, rucio_host="https://127.0.0.1:28000", account="root")
         names = [f"ds{d}" for d in range(datasets)]
         journal.add_files({"scope": "cta", "name": f"{ds}_{i:06d}.fits", "dataset": ds, "source": "x",
@@ -88,7 +88,7 @@ def test_report_writes_the_page_figures_and_exports(report):
 
 def test_headline_numbers_equal_the_journal_counts(report, run):
     data, out = report
-    with Journal.open(run / "journal.sqlite") as journal:
+    with IngestJournal.open(run / "journal.sqlite") as journal:
         counts = journal.counts()
     total = sum(counts.values())
     assert (counts[S.DONE], counts[S.FAILED], counts[S.QUARANTINED]) == (48, 6, 3)

@@ -13,7 +13,8 @@ from conftest import nightlake
 from nightlake import BadInput
 from nightlake.observe.events import EventBus
 from nightlake.flows.retrieve.run import Retrieve, RetrieveRequest, Storages, choose_replica, destination, parse_filter
-from nightlake.runs.journal.download import D, DownloadJournal, IllegalTransition
+from nightlake.runs.journal.base import IllegalTransition
+from nightlake.runs.journal.download import D, DownloadJournal
 from nightlake.catalog.retry import RetryPolicy
 
 

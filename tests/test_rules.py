@@ -10,7 +10,7 @@ from nightlake.catalog.client import Catalog
 from nightlake.cli.common import parse_policy
 from nightlake import BadInput
 from nightlake.observe.events import EventBus
-from nightlake.runs.journal.ingest import Journal
+from nightlake.runs.journal.ingest import IngestJournal
 from nightlake.catalog.retry import RetryPolicy
 from nightlake.catalog.rules import (NO_ERROR_RECORDED, RulePolicy, add_rules, ensure_rule, group_errors, harvest,
                              lock_message, poll, watch)
@@ -117,7 +117,7 @@ def test_a_bad_policy_is_bad_input(text):
 
 @pytest.fixture
 def journal(tmp_path):
-    with Journal.create(tmp_path / "journal.sqlite", {}) as journal:
+    with IngestJournal.create(tmp_path / "journal.sqlite", {}) as journal:
         journal.add_datasets([("cta", "ds1"), ("cta", "ds2")])
         yield journal
 

@@ -7,7 +7,7 @@ import pytest
 
 from nightlake import BadInput
 from nightlake.flows.generate import write_file
-from nightlake.runs.journal.ingest import FileState, Journal
+from nightlake.runs.journal.ingest import FileState, IngestJournal
 from nightlake.night.payload import open_stream
 from nightlake.night.plan import Plan, summarize
 from nightlake.night.sources import SourceFile, from_directory, from_spec, planned_file, required_missing
@@ -142,7 +142,7 @@ def test_from_spec_leaves_adler32_to_the_upload(plan):
 
 
 def test_planned_file_round_trips_through_the_journal(plan, tmp_path):
-    with Journal.create(tmp_path / "journal.sqlite", {}) as journal:
+    with IngestJournal.create(tmp_path / "journal.sqlite", {}) as journal:
         journal.add_files(from_spec(plan))
         stored = [r for batch in journal.batches(FileState.PLANNED) for r in batch]
     assert [planned_file(r) for r in stored] == list(plan.files())

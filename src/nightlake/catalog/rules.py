@@ -32,7 +32,7 @@ from nightlake.catalog.client import Catalog
 from nightlake import BadInput
 from nightlake.observe.events import EventBus
 from nightlake.catalog.failures import replication_error_group
-from nightlake.runs.journal.ingest import Journal
+from nightlake.runs.journal.ingest import IngestJournal
 from nightlake.catalog.retry import GaveUp
 
 GONE = "GONE"  # Rucio no longer has the rule: deleted, or expired and cleaned
@@ -66,7 +66,7 @@ def check_expressions(catalog: Catalog, policies: Sequence[RulePolicy]) -> None:
                 raise
 
 
-def add_rules(journal: Journal, catalog: Catalog, policies: Sequence[RulePolicy], bus: EventBus) -> list[dict]:
+def add_rules(journal: IngestJournal, catalog: Catalog, policies: Sequence[RulePolicy], bus: EventBus) -> list[dict]:
     """Every policy on every dataset of the run, journaled; returns the journal's rules afterwards."""
     check_expressions(catalog, policies)
     for scope, name, _ in journal.datasets():
@@ -160,7 +160,7 @@ class WatchResult:
         return 0 if all(s.state == "OK" for s in self.statuses) else 1
 
 
-def run_rules(journal: Journal) -> list[dict]:
+def run_rules(journal: IngestJournal) -> list[dict]:
     """The journal's rules that Rucio knows (have an id)."""
     rules = [r for r in journal.rules() if r["rule_id"]]
     if not rules:

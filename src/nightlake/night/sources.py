@@ -1,6 +1,6 @@
 """What an ingest reads: a directory tree or a night spec, as a stream of journal records.
 
-Both sources yield `SourceFile`s, whose fields are exactly `Journal.add_files`' keys, so the pipeline
+Both sources yield `SourceFile`s, whose fields are exactly `IngestJournal.add_files`' keys, so the pipeline
 journals a source without knowing which kind it is. Both stream: a 500,000-file night is never a
 list of records in memory. `from_directory` holds one directory's sorted names at a time (for a
 deterministic order) and the names seen so far (for the duplicate-name check).
@@ -35,7 +35,7 @@ PAYLOAD = "payload:"
 
 @dataclass(frozen=True, slots=True)
 class SourceFile:
-    """One file to ingest, as the journal records it (`Journal.add_files` takes it as is)."""
+    """One file to ingest, as the journal records it (`IngestJournal.add_files` takes it as is)."""
 
     scope: str
     name: str

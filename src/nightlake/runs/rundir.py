@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from nightlake import BadInput
-from nightlake.runs.journal.ingest import DatasetState, FileState, Journal
+from nightlake.runs.journal.ingest import DatasetState, FileState, IngestJournal
 
 # What must match for a re-run to be a resume of the same run.
 IDENTITY_KEYS = ("command", "source", "rse", "scope", "dataset", "in_place")
@@ -30,7 +30,7 @@ class RunDir:
     summary = property(lambda self: self.path / "summary.json")
     description = property(lambda self: self.path / "run.json")
 
-    def open(self, description: dict[str, Any]) -> Journal:
+    def open(self, description: dict[str, Any]) -> IngestJournal:
         """The run's journal: a new one, or the existing one when `description` is the same run."""
         if self.journal.exists():
             saved = json.loads(self.description.read_text())
@@ -38,21 +38,21 @@ class RunDir:
                 if saved.get(key) != description.get(key):
                     raise BadInput(f"{self.path} holds another run ({key}: {saved.get(key)!r}, "
                                    f"now {description.get(key)!r}); use a new --run directory")
-            return Journal.open(self.journal)
+            return IngestJournal.open(self.journal)
         if self.path.exists() and any(self.path.iterdir()):
             raise BadInput(f"{self.path} is not empty and holds no nightlake run; use a new --run directory")
         self.path.mkdir(parents=True, exist_ok=True)
         self.description.write_text(json.dumps(description, indent=2, default=str) + "\n")
-        return Journal.create(self.journal, {"description": description})
+        return IngestJournal.create(self.journal, {"description": description})
 
-    def load(self) -> Journal:
+    def load(self) -> IngestJournal:
         """An existing run's journal, for status and report."""
         if not self.journal.exists():
             raise BadInput(f"{self.path} holds no nightlake run (no journal.sqlite)")
-        return Journal.open(self.journal)
+        return IngestJournal.open(self.journal)
 
 
-def summarize(journal: Journal, started: float | None = None, ended: float | None = None,
+def summarize(journal: IngestJournal, started: float | None = None, ended: float | None = None,
               failed_limit: int | None = None) -> dict[str, Any]:
     """Counts and bytes per state, datasets, rules, and every failed or quarantined file."""
     counts, sizes = journal.counts(), journal.bytes_by_state()

@@ -29,7 +29,7 @@ from pathlib import Path
 from nightlake.catalog.client import Catalog, Rejected
 from nightlake.observe.events import EventBus
 from nightlake.catalog.failures import ChecksumMismatch, ErrorClass, classify
-from nightlake.runs.journal.ingest import DatasetState, FileRecord, FileState, Journal, RuleState
+from nightlake.runs.journal.ingest import DatasetState, FileRecord, FileState, IngestJournal, RuleState
 from nightlake.catalog.retry import CallFailed, RetryPolicy
 from nightlake.catalog.rules import RulePolicy, ensure_rule
 from nightlake.night.sources import required_missing
@@ -60,7 +60,7 @@ class IngestOptions:
 class Ingest:
     """One ingest run over a journal: reconcile, upload, register, rule, close."""
 
-    def __init__(self, journal: Journal, catalog: Catalog, storage: Storage,
+    def __init__(self, journal: IngestJournal, catalog: Catalog, storage: Storage,
                  pfn_of: Callable[[list[FileRecord]], dict[str, str]], open_source: Callable,
                  options: IngestOptions, bus: EventBus | None = None,
                  storage_policy: RetryPolicy | None = None, describer: Catalog | None = None):

@@ -19,7 +19,7 @@ from nightlake.night import sources
 from nightlake.catalog.client import Catalog
 from nightlake import BadInput
 from nightlake.observe.events import EventBus, EventLog
-from nightlake.runs.journal.ingest import FileRecord, FileState, Journal
+from nightlake.runs.journal.ingest import FileRecord, FileState, IngestJournal
 from nightlake.night.payload import open_stream
 from nightlake.flows.ingest.pipeline import Ingest, IngestOptions
 from nightlake.catalog.retry import GaveUp, RetryEvent, RetryPolicy
@@ -85,7 +85,7 @@ def run_ingest(request: IngestRequest, bus: EventBus) -> dict[str, Any]:
     return summary
 
 
-def _emit_start(bus: EventBus, journal: Journal, rse: str, scheme: str) -> None:
+def _emit_start(bus: EventBus, journal: IngestJournal, rse: str, scheme: str) -> None:
     """The run's size and where a resumed run starts from, so that progress and ETA count only
     what is left to do."""
     counts = journal.counts()
@@ -119,7 +119,7 @@ def _rules(request: IngestRequest) -> tuple[RulePolicy, ...]:
     return tuple(RulePolicy(r.rse_expression, r.copies, r.lifetime, r.activity) for r in load_spec(request.source).rules)
 
 
-def _journal_plan(journal: Journal, request: IngestRequest, bus: EventBus) -> None:
+def _journal_plan(journal: IngestJournal, request: IngestRequest, bus: EventBus) -> None:
     """Write every file, dataset and rule of the run into the journal before any side effect."""
     datasets: set[tuple[str, str]] = set()
 
@@ -147,7 +147,7 @@ def _retry_reporter(bus: EventBus):
     return report
 
 
-def _check_rules(catalog: Catalog, journal: Journal) -> None:
+def _check_rules(catalog: Catalog, journal: IngestJournal) -> None:
     """A rule whose RSE expression Rucio cannot resolve is bad input: say so before any upload."""
     from rucio.common.exception import InvalidRSEExpression
 

@@ -1,12 +1,12 @@
 """The download journal of a retrieve run: one SQLite file (`RUNDIR/retrieve.sqlite`).
 
 The ingest journal's state machine is about uploads; a download has a simpler life, so it has
-its own small journal with the same habits (WAL, bulk transitions, keyset batches)::
+its own small journal on the same base (WAL, bulk transitions, keyset batches, see `base`)::
 
     planned ─> downloading ─> done
     reconcile:  downloading ─> planned | done     (a crash: check the local file)
                 done        ─> planned             (the local file is gone or has the wrong size)
-    failure:    planned | downloading ─> failed ─(requeue_failed)─> planned
+    failure:    planned | downloading ─> failed ─(requeue_failed)─> the state it failed in
 
 `downloading` is the intent: the bytes may be in a temporary file, or already verified and
 renamed to the final name if the crash came between the rename and the journal write. Every
@@ -26,7 +26,9 @@ from typing import Any
 
 from nightlake.runs.journal.base import SQLiteJournal
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Version 1 requeued every failure to `planned`; version 2 remembers the state it failed in.
+MIGRATIONS = {1: "ALTER TABLE files ADD COLUMN failed_from TEXT"}
 
 
 class DownloadState(enum.Enum):
@@ -45,10 +47,6 @@ ALLOWED_FROM: dict[DownloadState, tuple[DownloadState, ...]] = {
 }
 
 
-class IllegalTransition(Exception):
-    """A bulk transition met files in a state it may not leave from; nothing was changed."""
-
-
 @dataclass(frozen=True, slots=True)
 class Download:
     id: int
@@ -62,6 +60,7 @@ class Download:
     attempts: int
     error_class: str | None
     error_message: str | None
+    failed_from: DownloadState | None
 
 
 _COLUMNS = ", ".join(Download.__dataclass_fields__)
@@ -71,7 +70,7 @@ CREATE TABLE IF NOT EXISTS files (
     id INTEGER PRIMARY KEY, scope TEXT NOT NULL, name TEXT NOT NULL,
     bytes INTEGER NOT NULL, adler32 TEXT, rse TEXT, pfn TEXT,
     state TEXT NOT NULL DEFAULT 'planned', attempts INTEGER NOT NULL DEFAULT 0,
-    error_class TEXT, error_message TEXT, updated_at REAL NOT NULL,
+    error_class TEXT, error_message TEXT, failed_from TEXT, updated_at REAL NOT NULL,
     UNIQUE (scope, name));
 CREATE INDEX IF NOT EXISTS files_by_state ON files (state, id);
 """
@@ -82,6 +81,11 @@ class DownloadJournal(SQLiteJournal):
 
     SCHEMA = _SCHEMA
     SCHEMA_VERSION = SCHEMA_VERSION
+    MIGRATIONS = MIGRATIONS
+    State = DownloadState
+    ALLOWED_FROM = ALLOWED_FROM
+    FAILABLE = (D.PLANNED, D.DOWNLOADING)
+    ATTEMPT_ON = frozenset({D.DOWNLOADING})  # attempts counts the downloads started
 
     # --- files ----------------------------------------------------------------------------------
 
@@ -96,51 +100,10 @@ class DownloadJournal(SQLiteJournal):
     def batches(self, state: DownloadState, size: int = 1000) -> Iterator[list[Download]]:
         """Files in `state` in id order, `size` at a time; marking files while walking is safe
         (the next page starts after the last id seen)."""
-        return self._pages(_COLUMNS, [state.value], size,
-                           lambda row: Download(*row[:7], DownloadState(row[7]), *row[8:]))
+        return self._pages(_COLUMNS, [state.value], size, _download)
 
-    def mark(self, ids: Iterable[int], state: DownloadState) -> int:
-        """Move files to `state`, all or none (IllegalTransition). Entering `downloading` counts
-        an attempt; entering `planned` or `done` clears the last error."""
-        allowed = ALLOWED_FROM[state]
-        ids = list(ids)
-        attempt = 1 if state is D.DOWNLOADING else 0
-        sql = (f"UPDATE files SET state = ?, attempts = attempts + ?, error_class = NULL, "
-               f"error_message = NULL, updated_at = ? WHERE id = ? "
-               f"AND state IN ({','.join('?' * len(allowed))})")
-        now, sources = time.time(), [s.value for s in allowed]
-        with self._tx() as db:  # raising inside rolls the whole transition back
-            before = db.total_changes
-            db.executemany(sql, [(state.value, attempt, now, i, *sources) for i in ids])
-            if db.total_changes - before != len(ids):
-                raise IllegalTransition(f"some of {len(ids)} file(s) cannot move to {state.value} "
-                                        f"(allowed from {[s.value for s in allowed]})")
-        return len(ids)
 
-    def fail(self, ids: Iterable[int], error_class: Any, message: str) -> int:
-        """Record a failure with its class and original message (errors are data)."""
-        error_class = getattr(error_class, "value", error_class)
-        with self._tx() as db:
-            before = db.total_changes
-            db.executemany("UPDATE files SET state = 'failed', error_class = ?, error_message = ?, "
-                           "updated_at = ? WHERE id = ? AND state IN ('planned', 'downloading')",
-                           [(error_class, message, time.time(), i) for i in ids])
-            return db.total_changes - before
-
-    def requeue_failed(self) -> int:
-        """Give every failed file another go on a re-run."""
-        with self._tx() as db:
-            before = db.total_changes
-            db.execute("UPDATE files SET state = 'planned', error_class = NULL, error_message = NULL, "
-                       "updated_at = ? WHERE state = 'failed'", (time.time(),))
-            return db.total_changes - before
-
-    def counts(self) -> dict[DownloadState, int]:
-        return self._per_state("COUNT(*)")
-
-    def bytes_by_state(self) -> dict[DownloadState, int]:
-        return self._per_state("COALESCE(SUM(bytes), 0)")
-
-    def _per_state(self, aggregate: str) -> dict[DownloadState, int]:
-        rows = super()._per_state(aggregate)
-        return {s: rows.get(s.value, 0) for s in DownloadState}
+def _download(row: tuple) -> Download:
+    *head, state, attempts, error_class, error_message, failed_from = row
+    return Download(*head, DownloadState(state), attempts, error_class, error_message,
+                    DownloadState(failed_from) if failed_from else None)

@@ -44,10 +44,9 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from nightlake.runs.journal.base import SQLiteJournal
+from nightlake.runs.journal.base import SQLITE_MAX_VARS, IllegalTransition, SQLiteJournal
 
 SCHEMA_VERSION = 1
-SQLITE_MAX_VARS = 990  # Rucio's SQLite limit too; keeps IN (...) lists portable
 
 
 class FileState(enum.Enum):
@@ -90,10 +89,6 @@ class RuleState(enum.Enum):
     CREATED = "created"  # rule_id known
 
 
-class IllegalTransition(Exception):
-    """A bulk transition met files in a state it may not leave from; nothing was changed."""
-
-
 @dataclass(frozen=True, slots=True)
 class FileRecord:
     id: int
@@ -116,7 +111,6 @@ class FileRecord:
 
 _FILE_COLUMNS = ", ".join(FileRecord.__dataclass_fields__)
 _NEW_FILE_KEYS = ("scope", "name", "dataset", "source", "bytes", "adler32", "meta")
-_UPDATABLE = {"rse", "pfn", "adler32", "error_class", "error_message"}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -141,11 +135,16 @@ CREATE TABLE IF NOT EXISTS rules (
 """
 
 
-class Journal(SQLiteJournal):
-    """The journal of one ingest run. Build with `Journal.create` or `Journal.open`; close when done."""
+class IngestJournal(SQLiteJournal):
+    """The journal of one ingest run. Build with `create` or `open`; close when done."""
 
     SCHEMA = _SCHEMA
     SCHEMA_VERSION = SCHEMA_VERSION
+    State = FileState
+    ALLOWED_FROM = ALLOWED_FROM
+    FAILABLE = FAILABLE
+    ATTEMPT_ON = frozenset({FileState.FAILED})  # attempts counts the failures
+    UPDATABLE = frozenset({"rse", "pfn", "adler32", "error_class", "error_message"})
 
     # --- files -------------------------------------------------------------------------------
 
@@ -170,99 +169,9 @@ class Journal(SQLiteJournal):
         """Files whose last side effect may or may not have happened: reconcile these on resume."""
         return self.batches(UNCERTAIN, size)
 
-    def mark(self, ids: Iterable[int], state: FileState, **fields: Any) -> int:
-        """Move `ids` to `state`, setting the same `fields` (rse, pfn, ...) on each; all or none."""
-        return self.mark_each(state, ({"id": i, **fields} for i in ids))
-
-    def mark_each(self, state: FileState, updates: Iterable[Mapping[str, Any]]) -> int:
-        """Move files to `state` with per-file fields, e.g. {"id": 7, "pfn": ..., "adler32": ...}.
-
-        One transaction; raises IllegalTransition (and changes nothing) if any file is not in a
-        state `state` may be entered from. A field given as None keeps its value: a transition
-        never erases what is known (pfn, adler32). Returns the number of files moved.
-        """
-        allowed = ALLOWED_FROM[state]
-        updates = list(updates)
-        keys = sorted({k for u in updates for k in u} - {"id"})
-        if unknown := set(keys) - _UPDATABLE:
-            raise ValueError(f"mark: cannot set {sorted(unknown)}")
-        if not updates:
-            return 0
-        sets = "".join(f", {k} = COALESCE(?, {k})" for k in keys)
-        sql = (f"UPDATE files SET state = ?, updated_at = ?{sets} WHERE id = ? "
-               f"AND state IN ({','.join('?' * len(allowed))})")
-        now = time.time()
-        rows = [(state.value, now, *(u.get(k) for k in keys), u["id"], *(s.value for s in allowed))
-                for u in updates]
-        try:
-            with self._tx() as db:
-                before = db.total_changes
-                db.executemany(sql, rows)
-                moved = db.total_changes - before
-                if moved != len(rows):
-                    raise IllegalTransition(state)
-        except IllegalTransition:  # rolled back: explain from the states as they still are
-            raise IllegalTransition(self._explain([u["id"] for u in updates], state)) from None
-        return moved
-
-    def fail(self, files: Iterable[int | FileRecord], error_class: Any, message: str) -> int:
-        """Mark files failed with their error class and message; count one more attempt each.
-
-        Files already done, failed or quarantined are left alone; returns how many were failed.
-        """
-        ids = [f.id if isinstance(f, FileRecord) else f for f in files]
-        error_class = getattr(error_class, "value", error_class)
-        sql = (f"UPDATE files SET failed_from = state, state = 'failed', attempts = attempts + 1, "
-               f"error_class = ?, error_message = ?, updated_at = ? WHERE id = ? "
-               f"AND state IN ({','.join('?' * len(FAILABLE))})")
-        now, failable = time.time(), [s.value for s in FAILABLE]
-        with self._tx() as db:
-            before = db.total_changes
-            db.executemany(sql, [(error_class, message, now, i, *failable) for i in ids])
-            return db.total_changes - before
-
     def quarantine(self, ids: Iterable[int], reason: str) -> int:
         """Set files aside (e.g. missing required metadata) with the reason; terminal."""
         return self.mark(ids, S.QUARANTINED, error_class="quarantine", error_message=reason)
-
-    def requeue_failed(self) -> int:
-        """Give every failed file another go from the state it failed in; return how many."""
-        with self._tx() as db:
-            before = db.total_changes
-            db.execute("UPDATE files SET state = failed_from, failed_from = NULL, "
-                       "updated_at = ? WHERE state = 'failed'", (time.time(),))
-            return db.total_changes - before
-
-    def counts(self) -> dict[FileState, int]:
-        """Number of files per state, every state present."""
-        return self._per_state("COUNT(*)")
-
-    def bytes_by_state(self) -> dict[FileState, int]:
-        return self._per_state("COALESCE(SUM(bytes), 0)")
-
-    def _per_state(self, aggregate: str) -> dict[FileState, int]:
-        rows = super()._per_state(aggregate)
-        return {s: rows.get(s.value, 0) for s in FileState}
-
-    def _explain(self, ids: list[int], state: FileState) -> str:
-        """Name the files a refused transition stumbled on, with the state they are in."""
-        allowed = {s.value for s in ALLOWED_FROM[state]}
-        found: dict[int, str] = {}
-        with self._lock:
-            for start in range(0, len(ids), SQLITE_MAX_VARS):
-                chunk = ids[start:start + SQLITE_MAX_VARS]
-                found.update(self._db.execute(f"SELECT id, state FROM files WHERE id IN "
-                                              f"({','.join('?' * len(chunk))})", chunk))
-        seen: set[int] = set()
-        bad = []
-        for i in ids:
-            why = "listed twice" if i in seen else found.get(i, "missing")
-            seen.add(i)
-            if why not in allowed:
-                bad.append((i, why))
-        sample = ", ".join(f"{i}:{s}" for i, s in bad[:5])
-        return (f"{len(bad)} file(s) cannot move to {state.value} (allowed from "
-                f"{sorted(allowed)}): {sample}{' ...' if len(bad) > 5 else ''}")
 
     # --- datasets and rules ------------------------------------------------------------------
 
