@@ -98,7 +98,7 @@ def test_bytes_altered_on_storage_before_registration_are_never_registered(lake,
     from nightlake.flows.ingest.run import IngestRequest, run_ingest
     from nightlake.runs.journal.ingest import FileState, IngestJournal
     from nightlake.night.payload import open_stream
-    from nightlake.flows.ingest.pipeline import IngestOptions
+    from nightlake.flows.ingest.context import IngestOptions
     from nightlake.catalog.retry import GaveUp
 
     spec_path = write_spec(scratch / "night.toml", "ALTERED", datasets=1, files=10, size="30 kB")
@@ -135,7 +135,7 @@ def test_a_wrong_checksum_reported_by_storage_fails_the_file_and_registers_nothi
 
     from nightlake.observe.events import EventBus
     from nightlake.flows.ingest.run import IngestRequest, run_ingest
-    from nightlake.flows.ingest.pipeline import IngestOptions
+    from nightlake.flows.ingest.context import IngestOptions
     from nightlake.storage.https import HttpsStorage
 
     monkeypatch.setattr(HttpsStorage, "_checksum", lambda self, pfn: "deadbeef")

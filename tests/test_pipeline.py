@@ -8,7 +8,9 @@ import requests
 
 from nightlake.runs.journal.ingest import FileState, IngestJournal
 from nightlake.catalog.failures import ErrorClass
-from nightlake.flows.ingest.pipeline import STREAKS, Ingest, IngestOptions
+from nightlake.flows.failing import STREAKS
+from nightlake.flows.ingest.context import IngestOptions
+from nightlake.flows.ingest.pipeline import Ingest
 from nightlake.catalog.retry import AuthFailure, GaveUp, RetryPolicy
 from nightlake.storage import Stat, Stored
 

@@ -13,7 +13,8 @@ import pytest
 
 from conftest import CHROMIUM, chromium, nightlake
 from nightlake.runs.journal.ingest import DatasetState, FileState, IngestJournal
-from nightlake.observe.report.collect import collect, write_report
+from nightlake.observe.report import write_report
+from nightlake.observe.report.collect import collect
 
 S = FileState
 T0 = 1_800_000_000.0

@@ -12,7 +12,9 @@ import pytest
 from conftest import nightlake
 from nightlake import BadInput
 from nightlake.observe.events import EventBus
-from nightlake.flows.retrieve.run import Retrieve, RetrieveRequest, Storages, choose_replica, destination, parse_filter
+from nightlake.flows.retrieve.download import Retrieve, Storages, destination
+from nightlake.flows.retrieve.run import RetrieveRequest, parse_filter
+from nightlake.flows.retrieve.select import choose_replica
 from nightlake.runs.journal.base import IllegalTransition
 from nightlake.runs.journal.download import D, DownloadJournal
 from nightlake.catalog.retry import RetryPolicy
@@ -241,7 +243,7 @@ def test_a_selection_without_files_is_bad_input_and_leaves_no_run(monkeypatch, t
     from nightlake.flows.retrieve import run as retrieve
     from nightlake.catalog.client import Catalog
 
-    monkeypatch.setattr(retrieve, "Catalog", lambda: Catalog(client=FakeClient(refuse),
+    monkeypatch.setattr(retrieve, "open_catalog", lambda bus: Catalog(client=FakeClient(refuse),
                                                              policy=RetryPolicy(sleep=lambda s: None)))
     request = RetrieveRequest(out=tmp_path / "out", run=tmp_path / "run", filters=(("a", "b"),), scope="cta")
     with pytest.raises(BadInput):

@@ -12,8 +12,8 @@ from nightlake import BadInput
 from nightlake.observe.events import EventBus
 from nightlake.runs.journal.ingest import IngestJournal
 from nightlake.catalog.retry import RetryPolicy
-from nightlake.catalog.rules import (NO_ERROR_RECORDED, RulePolicy, add_rules, ensure_rule, group_errors, harvest,
-                             lock_message, poll, watch)
+from nightlake.catalog.rules import RulePolicy
+from nightlake.flows.rules import NO_ERROR_RECORDED, add_rules, group_errors, harvest, lock_message, poll, watch
 
 # Messages as FTS and dCache write them into a rule's `error` (Rucio keeps 245 characters).
 OOM = ("TRANSFER_FAILED:DESTINATION [70] HTTP 500 : Unexpected server error: "
@@ -145,14 +145,14 @@ def test_adding_twice_reuses_the_rules(journal):
 def test_a_rule_with_other_copies_is_not_the_same_rule():
     client = FakeClient(rules=[{"id": "old", "scope": "cta", "name": "ds1", "copies": 1,
                                 "rse_expression": "OFFSITE-A", "account": "root"}])
-    rule_id, existed = ensure_rule(catalog(client), ("cta", "ds1"), RulePolicy("OFFSITE-A", copies=2))
+    rule_id, existed = catalog(client).ensure_rule(("cta", "ds1"), RulePolicy("OFFSITE-A", copies=2))
     assert rule_id != "old" and not existed
 
 
 def test_a_duplicate_rule_from_a_race_is_looked_up_not_an_error():
     client = FakeClient()
     client.duplicate_once = True
-    rule_id, existed = ensure_rule(catalog(client), ("cta", "ds1"), RulePolicy("OFFSITE-A"))
+    rule_id, existed = catalog(client).ensure_rule(("cta", "ds1"), RulePolicy("OFFSITE-A"))
     assert existed and rule_id == client.rules[0]["id"]
 
 

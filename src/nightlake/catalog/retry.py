@@ -25,7 +25,12 @@ from typing import Any, TypeVar
 
 import tenacity
 
-from nightlake.catalog.failures import ChecksumMismatch, Classified, ErrorClass, classify
+from nightlake.catalog.failures import (
+    ChecksumMismatch,
+    Classified,
+    ErrorClass,
+    classify,
+)
 
 T = TypeVar("T")
 

@@ -1,48 +1,29 @@
-"""Replication rules of a run: add them from a policy, then follow them until Rucio settles.
+"""The rule calls of the `Catalog` (Rucio's RuleClient): rules added once, looked up, followed.
 
-`add_rules` puts one rule per (dataset, policy) on a run's datasets. It is idempotent the same way
-the ingest is: the journal plans the rule, Rucio is asked first whether this account already holds
-an identical rule (same DID, RSE expression, copies: Rucio's own uniqueness key), and a
-`DuplicateRule` from a race is answered by looking again.
-
-`watch` polls each rule with one `get_replication_rule` call (rules are per dataset: hundreds per
-night, never per file) until every rule is OK or STUCK, or the time is up. A rule is *settled*
-when OK or STUCK (without a transfer engine nothing else moves it; the judge-repairer is not run),
-or GONE: deleted or expired since the run recorded it.
-
-`harvest` explains STUCK rules. Rucio keeps the last transfer error in the rule's `error` (the
-finisher writes e.g. "RequestErrMsg.NO_SOURCES:RequestState.NO_SOURCES", or the FTS message);
-`examine_replication_rule` adds, per stuck lock, the state of its last request. Failed requests
-themselves (`list_requests`) are only listed per source RSE, and a request that never found a
-source has none, so they cannot be the source of truth here. Each stuck lock counts once, under
-the group `failures.replication_error_group` gives its message.
+A rule is added idempotently: Rucio is asked first whether this account already holds an identical
+rule (same DID, RSE expression, copies: Rucio's own uniqueness key), and a `DuplicateRule` from a
+race is answered by looking again. Rules are per dataset, so these calls count hundreds per
+night, never one per file.
 """
 
 from __future__ import annotations
 
-import time
-from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from rucio.common import exception as rucio_exc
 
-from nightlake.catalog.client import Catalog
 from nightlake import BadInput
-from nightlake.observe.events import EventBus
-from nightlake.catalog.failures import replication_error_group
-from nightlake.runs.journal.ingest import IngestJournal
 from nightlake.catalog.retry import GaveUp
 
-GONE = "GONE"  # Rucio no longer has the rule: deleted, or expired and cleaned
-SETTLED = ("OK", "STUCK", GONE)
-NO_ERROR_RECORDED = "STUCK, but Rucio recorded no error"
+Did = tuple[str, str]
+INVALID_RULE = (rucio_exc.InvalidRSEExpression, rucio_exc.InputValidationError, rucio_exc.InvalidObject)
 
 
 @dataclass(frozen=True)
 class RulePolicy:
-    """One `--rule`: what every dataset of the run should get."""
+    """One `--rule`: what every dataset of a run should get. `lifetime` in seconds (None: for
+    ever); `source_replica_expression`: the RSEs transfers may read from."""
 
     rse_expression: str
     copies: int = 1
@@ -51,205 +32,44 @@ class RulePolicy:
     source_replica_expression: str | None = None
 
 
-# --- add ------------------------------------------------------------------------------------------
-
-def check_expressions(catalog: Catalog, policies: Sequence[RulePolicy]) -> None:
-    """Resolve every expression before touching anything, so a typo changes nothing (exit 2)."""
-    for policy in policies:
-        for expression in filter(None, (policy.rse_expression, policy.source_replica_expression)):
-            try:
-                if not catalog.call(lambda e=expression: list(catalog.client.list_rses(e))):
-                    raise BadInput(f"RSE expression {expression!r} matches no RSE")
-            except GaveUp as failure:
-                if isinstance(failure.original, rucio_exc.InvalidRSEExpression):
-                    raise BadInput(f"invalid RSE expression {expression!r}") from None
-                raise
-
-
-def add_rules(journal: IngestJournal, catalog: Catalog, policies: Sequence[RulePolicy], bus: EventBus) -> list[dict]:
-    """Every policy on every dataset of the run, journaled; returns the journal's rules afterwards."""
-    check_expressions(catalog, policies)
-    for scope, name, _ in journal.datasets():
-        for policy in policies:
-            journal.add_rule(scope, name, policy.rse_expression, policy.copies, policy.lifetime, policy.activity)
-            rule_id, existed = ensure_rule(catalog, (scope, name), policy)
-            journal.mark_rule(scope, name, policy.rse_expression, rule_id)
-            bus.emit("rule.added", dataset=f"{scope}:{name}", rule_id=rule_id,
-                     rse_expression=policy.rse_expression, existed=existed)
-    return journal.rules()
-
-
-def ensure_rule(catalog: Catalog, dataset: tuple[str, str], policy: RulePolicy) -> tuple[str, bool]:
-    """(rule id, whether it already existed): an identical rule of this account is reused."""
-    if rule_id := existing_rule(catalog, dataset, policy):
-        return rule_id, True
-    scope, name = dataset
-    try:
-        ids = catalog.call(catalog.client.add_replication_rule, [{"scope": scope, "name": name}],
-                           policy.copies, policy.rse_expression, lifetime=policy.lifetime,
-                           activity=policy.activity, source_replica_expression=policy.source_replica_expression)
-        return ids[0], False
-    except GaveUp as failure:
-        if isinstance(failure.original, rucio_exc.DuplicateRule):
-            if rule_id := existing_rule(catalog, dataset, policy):
-                return rule_id, True
-        if isinstance(failure.original, (rucio_exc.InvalidRSEExpression, rucio_exc.InputValidationError,
-                                         rucio_exc.InvalidObject)):
-            raise BadInput(f"rule {policy.rse_expression!r} on {scope}:{name}: "
-                           f"{failure.classified.message.splitlines()[-1]}") from None
-        raise
-
-
-def existing_rule(catalog: Catalog, dataset: tuple[str, str], policy: RulePolicy) -> str | None:
-    scope, name = dataset
-    for rule in catalog.call(lambda: list(catalog.client.list_did_rules(scope, name))):
-        if (rule["rse_expression"], rule["copies"], rule["account"]) == \
-                (policy.rse_expression, policy.copies, catalog.client.account):
-            return rule["id"]
-    return None
-
-
-# --- watch ----------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class RuleStatus:
-    """One rule as Rucio reports it: state and lock counts (OK / replicating / stuck)."""
-
-    rule_id: str
-    dataset: str
-    rse_expression: str
-    state: str
-    ok: int
-    replicating: int
-    stuck: int
-    error: str | None = None
-
-    @property
-    def settled(self) -> bool:
-        return self.state in SETTLED
-
-
-@dataclass(frozen=True)
-class ErrorGroup:
-    group: str
-    count: int  # stuck locks whose error falls in this group
-    sample: str
-
-
-@dataclass(frozen=True)
-class WatchResult:
-    statuses: list[RuleStatus]
-    errors: list[ErrorGroup]
-    timed_out: bool
-
-    @property
-    def stuck(self) -> list[RuleStatus]:
-        return [s for s in self.statuses if s.state == "STUCK"]
-
-    @property
-    def unsettled(self) -> list[RuleStatus]:
-        return [s for s in self.statuses if not s.settled]
-
-    @property
-    def gone(self) -> list[RuleStatus]:
-        return [s for s in self.statuses if s.state == GONE]
-
-    @property
-    def exit_code(self) -> int:
-        """0 when every rule is OK; 1 when one is STUCK, GONE or still moving at the timeout."""
-        return 0 if all(s.state == "OK" for s in self.statuses) else 1
-
-
-def run_rules(journal: IngestJournal) -> list[dict]:
-    """The journal's rules that Rucio knows (have an id)."""
-    rules = [r for r in journal.rules() if r["rule_id"]]
-    if not rules:
-        raise BadInput("the run has no replication rules yet; add some with `nightlake rules add`")
-    return rules
-
-
-def poll(catalog: Catalog, rules: Iterable[dict]) -> list[RuleStatus]:
-    """One `get_replication_rule` call per rule."""
-    statuses = []
-    for rule in rules:
-        where = (rule["rule_id"], f"{rule['scope']}:{rule['dataset']}", rule["rse_expression"])
+class RuleCalls:
+    def ensure_rule(self, dataset: Did, policy: RulePolicy) -> tuple[str, bool]:
+        """(rule id, whether it already existed): an identical rule of this account is reused."""
+        if rule_id := self.existing_rule(dataset, policy):
+            return rule_id, True
+        scope, name = dataset
         try:
-            info = catalog.call(catalog.client.get_replication_rule, rule["rule_id"])
+            ids = self.call(self.client.add_replication_rule, [{"scope": scope, "name": name}],
+                            policy.copies, policy.rse_expression, lifetime=policy.lifetime,
+                            activity=policy.activity, source_replica_expression=policy.source_replica_expression)
+            return ids[0], False
         except GaveUp as failure:
-            if not isinstance(failure.original, rucio_exc.RuleNotFound):
-                raise
-            statuses.append(RuleStatus(*where, GONE, 0, 0, 0, "Rucio has no rule with this id any more"))
-            continue
-        statuses.append(RuleStatus(*where, info["state"], info["locks_ok_cnt"], info["locks_replicating_cnt"],
-                                   info["locks_stuck_cnt"], info.get("error")))
-    return statuses
+            if isinstance(failure.original, rucio_exc.DuplicateRule):
+                if rule_id := self.existing_rule(dataset, policy):
+                    return rule_id, True
+            if isinstance(failure.original, INVALID_RULE):
+                raise BadInput(f"rule {policy.rse_expression!r} on {scope}:{name}: "
+                               f"{failure.classified.message.splitlines()[-1]}") from None
+            raise
 
+    def existing_rule(self, dataset: Did, policy: RulePolicy) -> str | None:
+        scope, name = dataset
+        for rule in self.call(lambda: list(self.client.list_did_rules(scope, name))):
+            if (rule["rse_expression"], rule["copies"], rule["account"]) == \
+                    (policy.rse_expression, policy.copies, self.client.account):
+                return rule["id"]
+        return None
 
-def watch(catalog: Catalog, rules: Sequence[dict], bus: EventBus, timeout: float, interval: float,
-          on_poll: Callable[[list[RuleStatus]], None] = lambda statuses: None,
-          clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> WatchResult:
-    """Poll until every rule is settled or `timeout` seconds have passed, then harvest the errors."""
-    deadline = clock() + timeout
-    while True:
-        statuses = poll(catalog, rules)
-        for s in statuses:
-            bus.emit("rules.progress", rule_id=s.rule_id, dataset=s.dataset, rse_expression=s.rse_expression,
-                     state=s.state, ok=s.ok, replicating=s.replicating, stuck=s.stuck)
-        on_poll(statuses)
-        settled = all(s.settled for s in statuses)
-        if settled or clock() >= deadline:
-            break
-        sleep(max(0.0, min(interval, deadline - clock())))
-    errors = group_errors(harvest(catalog, statuses))
-    for error in errors:
-        bus.emit("replication.error", group=error.group, count=error.count, sample=error.sample)
-    return WatchResult(statuses, errors, timed_out=not settled)
+    def rule(self, rule_id: str) -> dict[str, Any] | None:
+        """The rule as `get_replication_rule` gives it (state, lock counts, last error), or None
+        when Rucio no longer has it (deleted, or expired and cleaned)."""
+        try:
+            return self.call(self.client.get_replication_rule, rule_id)
+        except GaveUp as failure:
+            if isinstance(failure.original, rucio_exc.RuleNotFound):
+                return None
+            raise
 
-
-def harvest(catalog: Catalog, statuses: Iterable[RuleStatus]) -> list[tuple[str, int]]:
-    """(message, stuck locks) for every rule with stuck locks: one `examine_replication_rule` call
-    per STUCK rule; a rule still replicating with some stuck locks only has its `error` field."""
-    found: list[tuple[str, int]] = []
-    for s in statuses:
-        if not s.stuck:
-            continue
-        if s.state != "STUCK":
-            found.append((s.error or NO_ERROR_RECORDED, s.stuck))
-            continue
-        analysis = catalog.call(catalog.client.examine_replication_rule, s.rule_id)
-        transfers = analysis.get("transfers") or []
-        found += [(lock_message(s.error, t), 1) for t in transfers]
-        if len(transfers) < s.stuck:
-            found.append((s.error or NO_ERROR_RECORDED, s.stuck - len(transfers)))
-    return found
-
-
-def lock_message(rule_error: str | None, transfer: dict[str, Any]) -> str:
-    """The rule's error carries the transfer tool's text; the lock's last request state (e.g.
-    RequestState.NO_SOURCES) is the fallback. Rucio lists a lock's available sources only once it
-    had a request, so "no source replica" is said only then."""
-    last_request = transfer.get("last_error")
-    message = rule_error or (str(last_request) if last_request not in (None, "None") else NO_ERROR_RECORDED)
-    if transfer.get("attempts") and not transfer.get("sources"):
-        message += "; no source replica available"
-    return message
-
-
-def group_errors(messages: Iterable[tuple[str, int]]) -> list[ErrorGroup]:
-    """Counts per error group, largest first, each with its first message as the sample."""
-    counts: Counter[str] = Counter()
-    samples: dict[str, str] = {}
-    for message, count in messages:
-        group = replication_error_group(message)
-        counts[group] += count
-        samples.setdefault(group, message)
-    return [ErrorGroup(group, count, samples[group]) for group, count in counts.most_common()]
-
-
-def by_expression(statuses: Iterable[RuleStatus]) -> dict[str, tuple[int, int, int]]:
-    """Lock counts (ok, replicating, stuck) summed per RSE expression: the per-destination view."""
-    totals: dict[str, tuple[int, int, int]] = {}
-    for s in statuses:
-        ok, replicating, stuck = totals.get(s.rse_expression, (0, 0, 0))
-        totals[s.rse_expression] = (ok + s.ok, replicating + s.replicating, stuck + s.stuck)
-    return totals
+    def examine_rule(self, rule_id: str) -> dict[str, Any]:
+        """Rucio's analysis of a stuck rule: per stuck lock, its attempts, sources, last request state."""
+        return self.call(self.client.examine_replication_rule, rule_id)

@@ -1,7 +1,8 @@
 """The `nightlake` command line: a thin edge that parses flags and calls into the library.
 
-Every sub-command lives in its own module here; errors the user can fix (`BadInput`) become one
-line on stderr and exit code 2, as the product notes promise.
+Every command lives in a module of its own here (a group's commands in the group's module);
+errors the user can fix (`BadInput`) become one line on stderr and exit code 2, as the product
+notes promise.
 """
 
 import sys
@@ -9,16 +10,18 @@ import sys
 import click
 from rich.markup import escape
 
-from nightlake import __version__
+from nightlake import BadInput, __version__
+from nightlake.catalog.retry import AuthFailure, GaveUp
 from nightlake.cli.common import stopped_message
 from nightlake.cli.console import err
-from nightlake.cli.ingest import ingest_cmd, status_cmd
-from nightlake.cli.lake import lake
-from nightlake.cli.plan import generate_cmd, plan_cmd
+from nightlake.cli.generate import generate_cmd
+from nightlake.cli.ingest import ingest_cmd
+from nightlake.cli.lake import lake as lake_group
+from nightlake.cli.plan import plan_cmd
 from nightlake.cli.report import report_cmd
 from nightlake.cli.retrieve import retrieve_cmd
-from nightlake import BadInput
-from nightlake.catalog.retry import AuthFailure, GaveUp
+from nightlake.cli.rules import rules as rules_group
+from nightlake.cli.status import status_cmd
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -27,12 +30,8 @@ def cli() -> None:
     """Ingest an observatory night into a Rucio data lake, and prove it got there."""
 
 
-cli.add_command(lake)
-cli.add_command(plan_cmd), cli.add_command(generate_cmd)
-cli.add_command(ingest_cmd), cli.add_command(status_cmd)
-from nightlake.cli.rules import rules; cli.add_command(rules)  # noqa: E402, E702
-cli.add_command(retrieve_cmd)
-cli.add_command(report_cmd)
+for command in (lake_group, plan_cmd, generate_cmd, ingest_cmd, status_cmd, rules_group, retrieve_cmd, report_cmd):
+    cli.add_command(command)
 
 
 def main() -> None:

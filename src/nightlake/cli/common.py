@@ -1,15 +1,23 @@
 """What several commands share, so that they read and behave the same everywhere: options, the
---rule syntax, and how a run command ends (exit codes, auth failures, metrics)."""
+--rule syntax, progress while a run goes on, its summary, and how it ends (exit codes, metrics)."""
 
+import json
 from collections.abc import Callable
+from pathlib import Path
 
 import click
+from rich.markup import escape
+from rich.table import Table
 
-from nightlake.observe import metrics
 from nightlake import BadInput
-from nightlake.observe.events import EventBus
 from nightlake.catalog.retry import GaveUp
 from nightlake.catalog.rules import RulePolicy
+from nightlake.cli.console import err as console
+from nightlake.cli.console import out
+from nightlake.night.spec import human_bytes
+from nightlake.observe import metrics
+from nightlake.observe.events import EventBus
+from nightlake.runs.rundir import RunDir
 
 metrics_port = click.option(
     "--metrics-port", type=click.IntRange(0, 65535), default=None,
@@ -65,3 +73,44 @@ def finish_run(run: Callable[[EventBus], dict], metrics_port: int | None,
     print_summary(summary)
     if not summary["complete"]:
         raise click.exceptions.Exit(1)
+
+
+def run_with_progress(run: Callable[[EventBus], dict], bus: EventBus, quiet: bool, verb: str) -> dict:
+    """Bars in a terminal, a line every half minute in a log; nothing with --quiet or --json."""
+    from nightlake.cli.progress import ProgressLog, RunProgress
+
+    if quiet:
+        return run(bus)
+    if not console.is_terminal:
+        bus.subscribe(ProgressLog(console, verb))
+        return run(bus)
+    with RunProgress(console, verb) as progress:
+        bus.subscribe(progress)
+        return run(bus)
+
+
+def print_summary(summary: dict, title: str, rows: list[tuple[str, str]], run_dir: Path, as_json: bool) -> None:
+    """A run's last lines: its table, the first problems with their original message, and where
+    the rest are listed."""
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, default=str))
+        return
+    table = Table(show_header=False)
+    for row in rows:
+        table.add_row(*row)
+    if summary.get("elapsed_s"):
+        table.add_row("this run", f"{summary['elapsed_s']:.1f} s")
+    out.print(title, markup=False)
+    out.print(table)
+    for problem in summary["problems"][:5]:
+        console.print(f"[red]{problem['state']}[/] {problem['did']}: "
+                      + escape(f"[{problem['error_class']}] {problem['message']}"))
+    if summary["problems"]:
+        console.print(f"all problems: {RunDir(run_dir).summary}")
+
+
+def done_rows(summary: dict) -> list[tuple[str, str]]:
+    """The rows every run summary starts with: files and bytes done."""
+    files, size = summary["files"], summary["bytes"]
+    return [("files done", f"{files['done']} / {files['total']}"),
+            ("bytes done", f"{human_bytes(size['done'])} of {human_bytes(size['total'])}")]

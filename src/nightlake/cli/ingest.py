@@ -1,22 +1,21 @@
-"""`nightlake ingest` and `nightlake status`: move a night into the lake, and say where it stands."""
+"""`nightlake ingest`: move a night into the lake: upload, register, describe, replicate."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
-from rich.markup import escape
-from rich.table import Table
 
-from nightlake.cli.common import finish_run, metrics_port, parse_policy
-from nightlake.cli.console import err as console
-from nightlake.cli.console import out
 from nightlake import BadInput
-from nightlake.observe.events import EventBus
-from nightlake.flows.ingest.pipeline import IngestOptions
-from nightlake.runs.rundir import RunDir, summarize
-from nightlake.night.spec import human_bytes
+from nightlake.cli.common import (
+    done_rows,
+    finish_run,
+    metrics_port,
+    parse_policy,
+    print_summary,
+    run_with_progress,
+)
+from nightlake.flows.ingest.context import IngestOptions
 
 
 @click.command("ingest")
@@ -41,14 +40,14 @@ from nightlake.night.spec import human_bytes
 def ingest_cmd(source, rse, run_dir, scope, dataset, in_place, scheme, rules, required, workers, batch,
                no_close, metrics_port, quiet, as_json) -> None:
     """Upload, register, describe and replicate a night: SOURCE is a directory or a night spec (.toml)."""
-    from nightlake.flows.ingest.run import IngestRequest
+    from nightlake.flows.ingest.run import IngestRequest, run_ingest
 
     options = IngestOptions(rse=rse, workers=workers, batch_files=batch, required_meta=tuple(required),
                             close_datasets=not no_close, in_place=in_place)
     request = IngestRequest(source=source, run=run_dir, options=options, scope=scope, dataset=dataset,
                             scheme=scheme, rules=tuple(_ingest_rule(r) for r in rules))
-    finish_run(lambda bus: _run_with_progress(request, bus, quiet or as_json), metrics_port,
-               lambda summary: _print_summary(summary, run_dir, as_json))
+    finish_run(lambda bus: run_with_progress(lambda b: run_ingest(request, b), bus, quiet or as_json, "uploaded"),
+               metrics_port, lambda summary: _print_summary(summary, run_dir, as_json))
 
 
 def _ingest_rule(text: str):
@@ -58,85 +57,9 @@ def _ingest_rule(text: str):
     return policy
 
 
-def _run_with_progress(request, bus: EventBus, quiet: bool) -> dict:
-    """Bars in a terminal, a line every half minute in a log; nothing with --quiet or --json."""
-    from nightlake.cli.progress import IngestProgress, ProgressLog
-    from nightlake.flows.ingest.run import run_ingest
-
-    if quiet:
-        return run_ingest(request, bus)
-    if not console.is_terminal:
-        bus.subscribe(ProgressLog(console, "uploaded"))
-        return run_ingest(request, bus)
-    with IngestProgress(console) as progress:
-        bus.subscribe(progress)
-        return run_ingest(request, bus)
-
-
 def _print_summary(summary: dict, run_dir: Path, as_json: bool) -> None:
-    if as_json:
-        click.echo(json.dumps(summary, indent=2, default=str))
-        return
-    files, size = summary["files"], summary["bytes"]
-    elapsed = summary.get("elapsed_s") or 0
-    table = Table(show_header=False)
-    table.add_row("files done", f"{files['done']} / {files['total']}")
-    table.add_row("bytes done", f"{human_bytes(size['done'])} of {human_bytes(size['total'])}")
-    table.add_row("failed / quarantined", f"{files['failed']} / {files['quarantined']}")
-    table.add_row("datasets", ", ".join(f"{k} {v}" for k, v in summary["datasets"].items() if v))
-    table.add_row("rules", str(sum(1 for r in summary["rules"] if r["rule_id"])))
-    if elapsed:
-        table.add_row("this run", f"{elapsed:.1f} s")
-    out.print(f"run {run_dir}", markup=False)
-    out.print(table)
-    for problem in summary["problems"][:5]:
-        console.print(f"[red]{problem['state']}[/] {problem['did']}: "
-                      + escape(f"[{problem['error_class']}] {problem['message']}"))
-    if summary["problems"]:
-        console.print(f"all problems: {RunDir(run_dir).summary}")
-
-
-@click.command("status")
-@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
-def status_cmd(run_dir: Path, as_json: bool) -> None:
-    """Where an ingest or retrieve run stands, from its journal (safe while the run is going on)."""
-    summary, description, title = _load_status(RunDir(run_dir))
-    for key in ("elapsed_s", "started", "ended"):
-        summary.pop(key, None)
-    if as_json:
-        click.echo(json.dumps({"run": description, **summary}, indent=2, default=str))
-        return
-    table = Table()
-    for column in ("state", "files", "bytes"):
-        table.add_column(column, justify="right" if column != "state" else "left")
-    for state, count in summary["files"].items():
-        if state != "total" and (count or state in ("planned", "done")):
-            table.add_row(state, str(count), human_bytes(summary["bytes"][state]))
-    table.add_row("[bold]total", str(summary["files"]["total"]), human_bytes(summary["bytes"]["total"]))
-    out.print(f"{run_dir}: {title}", markup=False)
-    out.print(table)
-    if "datasets" in summary:
-        out.print("datasets: " + ", ".join(f"{k} {v}" for k, v in summary["datasets"].items() if v))
-    for rule in summary.get("rules", []):
-        out.print(f"rule {rule['rule_id'] or '(planned)'}: {rule['scope']}:{rule['dataset']} → "
-                  f"{rule['copies']}× {rule['rse_expression']}")
-    for problem in summary["problems"][:20]:
-        out.print(f"{problem['state']} {problem['did']}: " + escape(f"[{problem['error_class']}] {problem['message']}"))
-
-
-def _load_status(run: RunDir) -> tuple[dict, dict, str]:
-    """(summary, description, title) of the run in `run`: an ingest, or else a retrieve."""
-    from nightlake.flows.retrieve import run as retrieve
-    from nightlake.runs.journal.download import DownloadJournal
-
-    downloads = run.path / retrieve.JOURNAL_NAME
-    if downloads.exists() and not run.journal.exists():
-        with DownloadJournal.open(downloads) as journal:
-            description = journal.run_meta().get("description", {})
-            summary = retrieve.summarize(journal, Path(description.get("out", ".")))
-        return summary, description, f"retrieve → {description.get('out')}"
-    with run.load() as journal:
-        description = journal.run_meta().get("description", {})
-        return summarize(journal, failed_limit=20), description, \
-            f"{description.get('source')} → {description.get('rse')}"
+    rows = [*done_rows(summary),
+            ("failed / quarantined", f"{summary['files']['failed']} / {summary['files']['quarantined']}"),
+            ("datasets", ", ".join(f"{k} {v}" for k, v in summary["datasets"].items() if v)),
+            ("rules", str(sum(1 for r in summary["rules"] if r["rule_id"])))]
+    print_summary(summary, f"run {run_dir}", rows, run_dir, as_json)

@@ -14,13 +14,20 @@ from collections.abc import Callable
 
 from rich.console import Console, Group
 from rich.live import Live
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.text import Text
 
-from nightlake.observe.events import Event
 from nightlake.night.spec import human_bytes
+from nightlake.observe.events import Event, Kind
 
-MOVED = frozenset({"upload.done", "download.done"})  # one file's bytes moved, for ingest and for retrieve
+MOVED = frozenset({Kind.UPLOAD_DONE, Kind.DOWNLOAD_DONE})  # one file's bytes moved, ingest or retrieve
 
 
 class Tally:
@@ -35,16 +42,16 @@ class Tally:
 
     def count(self, event: Event) -> None:
         fields = event.fields
-        if event.kind == "run.start":
+        if event.kind == Kind.RUN_START:
             self.total = fields.get("files", 0)
             self.done_before = fields.get("done", 0)
             self.moved_before = fields.get("uploaded", self.done_before)
         elif event.kind in MOVED:
             self.moved += fields.get("files", 1)
             self.bytes += fields.get("bytes", 0)
-        elif event.kind == "done.batch":
+        elif event.kind == Kind.DONE_BATCH:
             self.done += fields.get("files", 0)
-        elif event.kind == "file.failed":
+        elif event.kind == Kind.FILE_FAILED:
             self.failed += fields.get("files", 0)
 
     def rates(self) -> tuple[float, float]:
@@ -58,29 +65,31 @@ class Tally:
         return left / files_per_s if files_per_s > 0 and left >= 0 else None
 
 
-class IngestProgress:
-    """Rich bars for an ingest in a terminal: uploaded and registered, with rates."""
+class RunProgress:
+    """Rich bars in a terminal, for an ingest (uploaded, registered) or a retrieve (downloaded),
+    with files/s, MB/s and failures below them."""
 
-    def __init__(self, console: Console):
+    def __init__(self, console: Console, verb: str = "uploaded"):
         self._lock = threading.Lock()
         self.tally = Tally()
         self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TimeElapsedColumn(), TimeRemainingColumn(), console=console)
-        self.upload_task = self.progress.add_task("uploaded", total=None)
-        self.done_task = self.progress.add_task("registered", total=None)
+        self.moved_task = self.progress.add_task(verb, total=None)
+        self.done_task = self.progress.add_task("registered", total=None) if verb == "uploaded" else None
         self.live = Live(Group(self.progress, Text("")), console=console, refresh_per_second=4, transient=False)
 
     def __call__(self, event: Event) -> None:
         with self._lock:
             self.tally.count(event)
             t = self.tally
-            self.progress.update(self.upload_task, total=t.total, completed=t.moved_before + t.moved)
-            self.progress.update(self.done_task, total=t.total, completed=t.done_before + t.done)
+            self.progress.update(self.moved_task, total=t.total or None, completed=t.moved_before + t.moved)
+            if self.done_task is not None:
+                self.progress.update(self.done_task, total=t.total or None, completed=t.done_before + t.done)
             files_per_s, mb_per_s = t.rates()
             self.live.update(Group(self.progress, Text(
-                f"{files_per_s:8.1f} files/s  {mb_per_s:8.1f} MB/s  failed {t.failed}")))
+                f"{files_per_s:8.1f} files/s  {mb_per_s:8.1f} MB/s  {human_bytes(t.bytes)}  failed {t.failed}")))
 
-    def __enter__(self) -> "IngestProgress":
+    def __enter__(self) -> RunProgress:
         self.live.__enter__()
         return self
 

@@ -15,7 +15,7 @@ import click
               help="The --run directory of a retrieve of this night's data, to report with it. Repeatable.")
 def report_cmd(run_dir: Path, out: Path, retrieves: tuple[Path, ...]) -> None:
     """Write the report of RUN_DIR into --out; safe while the run is going on."""
-    from nightlake.observe.report.collect import write_report
+    from nightlake.observe.report import write_report
 
     data = write_report(run_dir, out, retrieves)
     click.echo(data["headline"])

@@ -8,13 +8,14 @@ import click
 from rich.live import Live
 from rich.table import Table
 
-from nightlake.observe import metrics
 from nightlake.cli.common import metrics_port, parse_policy
 from nightlake.cli.console import err as console
 from nightlake.cli.console import out
-from nightlake.observe.events import EventBus, EventLog
-from nightlake.catalog.rules import RuleStatus, WatchResult, by_expression
-from nightlake.runs.rundir import RunDir
+from nightlake.flows.rules import RuleStatus, WatchResult, by_expression
+from nightlake.flows.session import open_catalog
+from nightlake.observe import metrics
+from nightlake.observe.events import EventBus, EventLog, Kind
+from nightlake.runs.rundir import INGEST, RunDir
 
 
 @click.group("rules")
@@ -28,18 +29,17 @@ def rules() -> None:
               help="EXPR[,copies=N][,lifetime=S][,activity=A][,source=EXPR]. Repeatable.")
 def add_cmd(run_dir: Path, texts: tuple[str, ...]) -> None:
     """One rule per dataset and --rule; an identical existing rule is reused, not duplicated."""
-    from nightlake.catalog.client import Catalog
-    from nightlake.catalog.rules import add_rules
+    from nightlake.flows.rules import add_rules
 
     policies = [parse_policy(t) for t in texts]
     run = RunDir(run_dir)
-    with run.load() as journal, EventLog(run.events) as log:
-        bus = EventBus()
+    bus = EventBus()
+    with run.load(INGEST, writable=True) as journal, EventLog(run.events) as log:
         bus.subscribe(log)
-        bus.subscribe(lambda e: out.print(
+        bus.subscribe(lambda e: e.kind != Kind.RULE_ADDED or out.print(
             f"{'existing' if e.fields['existed'] else 'added'} rule {e.fields['rule_id']}: "
             f"{e.fields['dataset']} → {e.fields['rse_expression']}"))
-        add_rules(journal, Catalog(), policies, bus)
+        add_rules(journal, open_catalog(bus), policies, bus)
 
 
 @rules.command("watch")
@@ -50,16 +50,15 @@ def add_cmd(run_dir: Path, texts: tuple[str, ...]) -> None:
 @metrics_port
 def watch_cmd(run_dir: Path, timeout: float, interval: float, metrics_port: int | None) -> None:
     """Follow the run's rules until all are OK or STUCK (exit 0 if all OK, 1 otherwise)."""
-    from nightlake.catalog.client import Catalog
-    from nightlake.catalog.rules import run_rules, watch
+    from nightlake.flows.rules import run_rules, watch
 
     run = RunDir(run_dir)
-    with run.load() as journal:
+    with run.load(INGEST) as journal:
         tracked = run_rules(journal)
     bus = EventBus()
     with EventLog(run.events) as log, metrics.serving(metrics_port, bus):
         bus.subscribe(log)
-        catalog = Catalog()
+        catalog = open_catalog(bus)
         if console.is_terminal:
             with Live(progress_table([]), console=console, auto_refresh=False) as live:
                 result = watch(catalog, tracked, bus, timeout, interval,

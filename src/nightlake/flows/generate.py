@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import os
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
 from nightlake import BadInput
+from nightlake.flows.window import Window
 from nightlake.night.fits.layout import HEADER_BYTES
 from nightlake.night.payload import PayloadStream, open_stream
 from nightlake.night.plan import PlannedFile
@@ -76,23 +77,21 @@ def generate(files: Iterable[PlannedFile], out: str | Path, workers: int | None 
     workers = workers or min(8, os.cpu_count() or 1)
     report, started = GenerateReport(), time.perf_counter()
 
-    pending: dict[Future, PlannedFile] = {}
-
-    def finish(done: set[Future]) -> None:
-        for fut in done:
-            planned, written = pending.pop(fut), fut.result()
-            if written:
-                report.written, report.bytes_written = report.written + 1, report.bytes_written + planned.size
-            else:
-                report.skipped, report.bytes_skipped = report.skipped + 1, report.bytes_skipped + planned.size
-            if on_file:
-                on_file(planned, written)
+    def finish(planned: PlannedFile, future: Future) -> None:
+        written = future.result()
+        if written:
+            report.written, report.bytes_written = report.written + 1, report.bytes_written + planned.size
+        else:
+            report.skipped, report.bytes_skipped = report.skipped + 1, report.bytes_skipped + planned.size
+        if on_file:
+            on_file(planned, written)
 
     with ThreadPoolExecutor(workers) as pool:
-        for planned in files:  # a bounded window: the plan is never materialised
-            if len(pending) >= 4 * workers:
-                finish(wait(pending, return_when=FIRST_COMPLETED).done)
-            pending[pool.submit(write_file, planned, out)] = planned
-        finish(wait(pending).done)
+        window: Window[PlannedFile] = Window(pool, 4 * workers)  # the plan is never materialised
+        for planned in files:
+            for finished in window.submit(lambda p: write_file(p, out), planned):
+                finish(*finished)
+        for finished in window.drain():
+            finish(*finished)
     report.seconds = time.perf_counter() - started
     return report

@@ -17,7 +17,15 @@ from pathlib import Path
 from typing import Callable
 
 from nightlake import BadInput
-from nightlake.lake import certs, objects, postgres, processes, rucio_server, system, xrootd
+from nightlake.lake import (
+    certs,
+    objects,
+    postgres,
+    processes,
+    rucio_server,
+    system,
+    xrootd,
+)
 from nightlake.lake.layout import HOST, RSES, Layout
 
 Echo = Callable[[str], None]

@@ -16,7 +16,7 @@ import time
 
 from nightlake import BadInput
 from nightlake.lake import processes
-from nightlake.lake.layout import RSESpec, Layout
+from nightlake.lake.layout import Layout, RSESpec
 from nightlake.lake.system import service_user
 
 EXPORT = "/rucio"

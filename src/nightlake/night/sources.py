@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nightlake.night.fits import header as fitsheader
 from nightlake import BadInput
+from nightlake.night.fits import header as fitsheader
 from nightlake.night.plan import Plan, PlannedFile
 
 # Rucio's generic naming rules, copied from rucio/common/schema/generic.py (rucio-clients 41.5.1:

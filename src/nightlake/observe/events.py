@@ -1,9 +1,10 @@
 """The event stream: transfers report what happened, listeners account for it.
 
-As in rclone's `fs/accounting`, the pipeline never draws progress or writes reports itself: it
-`emit`s small events (`upload.done`, `register.batch`, `retry`, `error`, ...) and listeners - the
-progress bar, the metrics, `EventLog` - each keep their own account. The bus is synchronous (a
-listener runs in the emitting thread), so listeners must be quick and thread-safe.
+As in rclone's `fs/accounting`, the flows never draw progress or write reports themselves: they
+`emit` small events of the kinds named in `Kind`, and listeners - the progress display, the
+metrics, `EventLog`, the report reading the log later - each keep their own account of the same
+kinds. The bus is synchronous (a listener runs in the emitting thread), so listeners must be
+quick and thread-safe.
 
 `EventLog` writes `RUNDIR/events.jsonl` for the report. It is a record of *timing*, not of truth:
 it buffers lines and may lose the last second of events in a crash; the journal is what resume
@@ -12,6 +13,7 @@ trusts. Values that look like credentials are redacted before anything is writte
 
 from __future__ import annotations
 
+import enum
 import json
 import re
 import threading
@@ -22,9 +24,43 @@ from pathlib import Path
 from typing import Any
 
 
+class Kind(enum.StrEnum):
+    """Every kind of event a flow emits, with the fields it carries. The values are what the event
+    log holds, so a report reads logs written by earlier versions."""
+
+    RUN_PLANNED = "run.planned"  # files, datasets: the source is journaled
+    RUN_START = "run.start"  # files, done, uploaded (ingest), rse, scheme: a session starts
+    RUN_REQUEUED = "run.requeued"  # files: failed files given another go
+    RUN_END = "run.end"  # complete, failed
+    RECONCILE_STORAGE = "reconcile.storage"  # uploaded, replanned, changed: uncertain uploads settled
+    RECONCILE_CATALOG = "reconcile.catalog"  # registered, uploaded: uncertain registrations settled
+    RECONCILE_LOCAL = "reconcile.local"  # done, replanned: uncertain downloads settled
+    RECONCILE_MISSING = "reconcile.missing"  # replanned: downloaded files gone from disk
+    DATASETS_CREATED = "datasets.created"  # datasets
+    UPLOAD_DONE = "upload.done"  # files, bytes, rse: one file stored (live only)
+    UPLOAD_BATCH = "upload.batch"  # files, bytes, rse, in_place: a batch of uploads journaled
+    REGISTER_BATCH = "register.batch"  # files, calls, rse: replicas added
+    ATTACH_BATCH = "attach.batch"  # files, calls: attached to their datasets
+    DONE_BATCH = "done.batch"  # files, bytes: metadata set, the files are done
+    DOWNLOAD_DONE = "download.done"  # files, bytes, rse: one file retrieved (live only)
+    RETRIEVE_BATCH = "retrieve.batch"  # files, bytes: a batch of downloads journaled
+    QUARANTINE = "quarantine"  # files, reason: files set aside (missing metadata), never ingested
+    FILE_FAILED = "file.failed"  # files, error_class, message
+    RETRY = "retry"  # target, error_class, attempt, delay, message
+    RULE_ADDED = "rule.added"  # dataset, rule_id, rse_expression, existed
+    DATASET_CLOSED = "dataset.closed"  # dataset
+    QUEUE_DEPTH = "queue.depth"  # stage, depth: batches waiting for a catalog stage (live only)
+    RULES_PROGRESS = "rules.progress"  # rule_id, dataset, rse_expression, state, ok, replicating, stuck
+    REPLICATION_ERROR = "replication.error"  # group, count, sample
+
+
+LIVE_ONLY = frozenset({Kind.UPLOAD_DONE, Kind.DOWNLOAD_DONE, Kind.QUEUE_DEPTH})
+"""Per-file and gauge kinds: they feed the live display and the metrics; the event log keeps the batches."""
+
+
 @dataclass(frozen=True)
 class Event:
-    kind: str  # dotted, e.g. "upload.done"
+    kind: Kind
     fields: dict[str, Any] = field(default_factory=dict)  # counts, bytes, rse, error_class ...
     ts: float = field(default_factory=time.time)
 
@@ -41,7 +77,7 @@ class EventBus:
     def subscribe(self, listener: Listener) -> None:
         self._listeners = (*self._listeners, listener)  # copy-on-write: emit needs no lock
 
-    def emit(self, kind: str, **fields: Any) -> None:
+    def emit(self, kind: Kind, **fields: Any) -> None:
         event = Event(kind, fields)
         for listener in self._listeners:
             listener(event)

@@ -5,36 +5,34 @@ not know it exists. It keeps its own `CollectorRegistry`, not prometheus-client'
 two runs (or two tests) in one process never collide. The endpoint listens on loopback only: the
 numbers are harmless, but a data-taking host should not open ports by default.
 
-Events counted (any other kind is ignored, so new kinds never break a run):
+Event kinds counted (`events.Kind`; any other kind is ignored, so new kinds never break a run):
 
-    upload.done                          files/bytes uploaded (per file, live)
-    register.batch, attach.batch,
-    done.batch, retrieve.batch           files (and bytes when given) per stage
-    file.failed                          failed files by error class
-    quarantine                           quarantined files
-    retry                                retries by target and error class
-    queue.depth                          gauge per stage (`stage`, `depth`)
-    rules.progress                       replication ok/replicating/stuck, summed over rules
-    run.start                            files in the run
+    UPLOAD_DONE, DOWNLOAD_DONE           files/bytes moved (per file, live)
+    REGISTER_BATCH, ATTACH_BATCH,
+    DONE_BATCH                           files (and bytes when given) per stage
+    FILE_FAILED                          failed files by error class
+    QUARANTINE                           files set aside (missing required metadata)
+    RETRY                                retries by target and error class
+    QUEUE_DEPTH                          batches waiting per catalog stage (a gauge)
+    RULES_PROGRESS                       replication ok/replicating/stuck, summed over rules
+    RUN_START                            files in the run
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Iterator
-
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
 from nightlake import BadInput
-from nightlake.observe.events import Event, EventBus
+from nightlake.observe.events import Event, EventBus, Kind
 
-# Event kind -> stage label; upload counts per-file `upload.done`, not `upload.batch` (no double count).
-STAGES = {"upload.done": "upload", "register.batch": "register", "attach.batch": "attach",
-          "done.batch": "done", "retrieve.batch": "retrieve"}
+# Event kind -> stage label; moved bytes count per file (`*.done`), not per batch (no double count).
+STAGES = {Kind.UPLOAD_DONE: "upload", Kind.REGISTER_BATCH: "register", Kind.ATTACH_BATCH: "attach",
+          Kind.DONE_BATCH: "done", Kind.DOWNLOAD_DONE: "retrieve"}
 RULE_STATES = ("ok", "replicating", "stuck")
 
 
@@ -50,7 +48,7 @@ class Metrics:
                               registry=r)
         self.quarantined = Counter("nightlake_files_quarantined", "Files set aside", registry=r)
         self.retries = Counter("nightlake_retries", "Retried calls", ["target", "error_class"], registry=r)
-        self.queue = Gauge("nightlake_queue_depth", "Batches waiting per stage", ["stage"], registry=r)
+        self.queue = Gauge("nightlake_queue_depth", "Batches waiting for each catalog stage", ["stage"], registry=r)
         self.run_files = Gauge("nightlake_run_files", "Files in the run", registry=r)
         self.rule_files = Gauge("nightlake_rule_files", "Files of the run's rules by replication state",
                                 ["state"], registry=r)
@@ -66,17 +64,17 @@ class Metrics:
             self.files.labels(STAGES[kind]).inc(f.get("files", 0))
             if "bytes" in f:
                 self.bytes.labels(STAGES[kind]).inc(f["bytes"])
-        elif kind == "file.failed":
+        elif kind == Kind.FILE_FAILED:
             self.failed.labels(f.get("error_class", "unclassified")).inc(f.get("files", 1))
-        elif kind == "quarantine":
+        elif kind == Kind.QUARANTINE:
             self.quarantined.inc(f.get("files", 1))
-        elif kind == "retry":
+        elif kind == Kind.RETRY:
             self.retries.labels(f.get("target", "?"), f.get("error_class", "?")).inc()
-        elif kind == "queue.depth":
+        elif kind == Kind.QUEUE_DEPTH:
             self.queue.labels(f.get("stage", "?")).set(f.get("depth", 0))
-        elif kind == "run.start":
+        elif kind == Kind.RUN_START:
             self.run_files.set(f.get("files", 0))
-        elif kind == "rules.progress":
+        elif kind == Kind.RULES_PROGRESS:
             self._rule_progress(f)
 
     def _rule_progress(self, fields: dict[str, Any]) -> None:

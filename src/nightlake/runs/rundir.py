@@ -1,83 +1,102 @@
-"""A run directory: everything about one ingest, so that copying it is enough to report on it.
+"""A run directory: everything about one run, so that copying it is enough to report on it.
 
-    RUNDIR/run.json         what ran: source, RSE, options, versions (checked on every re-run)
-    RUNDIR/journal.sqlite   each file's state (see `journal`)
-    RUNDIR/events.jsonl     the event log the report reads
-    RUNDIR/summary.json     the outcome: counts, bytes, failed files with their errors
+    RUNDIR/run.json                      what ran: the command's description (checked on every re-run)
+    RUNDIR/journal.sqlite                an ingest's journal (see `journal.ingest`)
+    RUNDIR/retrieve.sqlite               or a retrieve's (see `journal.download`)
+    RUNDIR/events.jsonl                  the event log the report reads
+    RUNDIR/summary.json                  the outcome: counts, bytes, failed files with their errors
+
+Every kind of run is opened the same way (`RunDir.open`): a new directory gets a new journal; an
+existing one must hold the same run (its identity keys match), which is what makes a re-run a
+resume; anything else is refused before a byte moves.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from nightlake import BadInput
-from nightlake.runs.journal.ingest import DatasetState, FileState, IngestJournal
+from nightlake.runs.journal.base import SQLiteJournal
+from nightlake.runs.journal.download import DownloadJournal
+from nightlake.runs.journal.ingest import IngestJournal
 
-# What must match for a re-run to be a resume of the same run.
-IDENTITY_KEYS = ("command", "source", "rse", "scope", "dataset", "in_place")
+
+@dataclass(frozen=True)
+class RunKind:
+    """One kind of run: its journal, and what must match for a re-run to be a resume."""
+
+    command: str
+    journal_name: str
+    journal_class: type[SQLiteJournal]
+    identity: tuple[str, ...] | None  # keys of the description; None: all of it
+
+
+INGEST = RunKind("ingest", "journal.sqlite", IngestJournal,
+                 ("command", "source", "rse", "scope", "dataset", "in_place"))
+RETRIEVE = RunKind("retrieve", "retrieve.sqlite", DownloadJournal, None)
+KINDS = (INGEST, RETRIEVE)
 
 
 @dataclass(frozen=True)
 class RunDir:
     path: Path
 
-    journal = property(lambda self: self.path / "journal.sqlite")
     events = property(lambda self: self.path / "events.jsonl")
     summary = property(lambda self: self.path / "summary.json")
     description = property(lambda self: self.path / "run.json")
 
-    def open(self, description: dict[str, Any]) -> IngestJournal:
+    def journal(self, kind: RunKind = INGEST) -> Path:
+        return self.path / kind.journal_name
+
+    def open(self, kind: RunKind, description: dict[str, Any]) -> Any:
         """The run's journal: a new one, or the existing one when `description` is the same run."""
-        if self.journal.exists():
-            saved = json.loads(self.description.read_text())
-            for key in IDENTITY_KEYS:
-                if saved.get(key) != description.get(key):
-                    raise BadInput(f"{self.path} holds another run ({key}: {saved.get(key)!r}, "
-                                   f"now {description.get(key)!r}); use a new --run directory")
-            return IngestJournal.open(self.journal)
+        if self.journal(kind).exists():
+            self._check_same_run(kind, description)
+            return kind.journal_class.open(self.journal(kind))
         if self.path.exists() and any(self.path.iterdir()):
-            raise BadInput(f"{self.path} is not empty and holds no nightlake run; use a new --run directory")
+            raise BadInput(f"{self.path} is not empty and holds no {kind.command} run; use a new --run directory")
         self.path.mkdir(parents=True, exist_ok=True)
         self.description.write_text(json.dumps(description, indent=2, default=str) + "\n")
-        return IngestJournal.create(self.journal, {"description": description})
+        return kind.journal_class.create(self.journal(kind), {"description": description})
 
-    def load(self) -> IngestJournal:
-        """An existing run's journal, for status and report."""
-        if not self.journal.exists():
-            raise BadInput(f"{self.path} holds no nightlake run (no journal.sqlite)")
-        return IngestJournal.open(self.journal)
+    def _check_same_run(self, kind: RunKind, description: dict[str, Any]) -> None:
+        saved = json.loads(self.description.read_text())
+        for key in kind.identity or description:
+            if saved.get(key) != description.get(key):
+                raise BadInput(f"{self.path} holds another {kind.command} run ({key}: {saved.get(key)!r}, "
+                               f"now {description.get(key)!r}); use a new --run directory")
 
+    def kind(self) -> RunKind:
+        """Which kind of run this directory holds, for status and report."""
+        found = next((kind for kind in KINDS if self.journal(kind).exists()), None)
+        if found is None:
+            raise BadInput(f"{self.path} holds no nightlake run (no {' or '.join(k.journal_name for k in KINDS)})")
+        return found
 
-def summarize(journal: IngestJournal, started: float | None = None, ended: float | None = None,
-              failed_limit: int | None = None) -> dict[str, Any]:
-    """Counts and bytes per state, datasets, rules, and every failed or quarantined file."""
-    counts, sizes = journal.counts(), journal.bytes_by_state()
-    problems = []
-    for batch in journal.batches((FileState.FAILED, FileState.QUARANTINED)):
-        problems += [{"did": f"{r.scope}:{r.name}", "state": r.state.value, "error_class": r.error_class,
-                      "message": r.error_message, "attempts": r.attempts, "failed_in": r.failed_from.value
-                      if r.failed_from else None} for r in batch]
-        if failed_limit is not None and len(problems) >= failed_limit:
-            break
-    total = sum(counts.values())
-    datasets = journal.datasets()
-    return {
-        "files": {"total": total, **{s.value: n for s, n in counts.items()}},
-        "bytes": {"total": sum(sizes.values()), **{s.value: n for s, n in sizes.items()}},
-        "complete": counts[FileState.DONE] == total,
-        "datasets": {state.value: sum(1 for *_, s in datasets if s is state) for state in DatasetState},
-        "rules": journal.rules(),
-        "problems": problems,
-        "started": started, "ended": ended or time.time(),
-        "elapsed_s": (ended or time.time()) - started if started else None,
-    }
+    def load(self, kind: RunKind | None = None, writable: bool = False) -> Any:
+        """An existing run's journal: read-only for status and report, which never write;
+        `writable` for commands that add to a finished run (`rules add`)."""
+        kind = kind or self.kind()
+        if not self.journal(kind).exists():
+            raise BadInput(f"{self.path} holds no {kind.command} run (no {kind.journal_name})")
+        return kind.journal_class.open(self.journal(kind), read_only=not writable)
 
+    def discard(self, kind: RunKind, keep_directory: bool) -> None:
+        """Remove what `open` made for a run that turned out to have nothing to do."""
+        journal = self.journal(kind)
+        for path in (journal, journal.with_name(journal.name + "-wal"), journal.with_name(journal.name + "-shm"),
+                     self.description, self.events):
+            path.unlink(missing_ok=True)
+        if not keep_directory:
+            with contextlib.suppress(OSError):
+                self.path.rmdir()
 
-def write_summary(run: RunDir, summary: dict[str, Any]) -> None:
-    tmp = run.summary.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    tmp.replace(run.summary)
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        """Atomically: a reader never sees half a summary."""
+        tmp = self.summary.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        tmp.replace(self.summary)

@@ -2,8 +2,8 @@
 
 This is where a source (directory or night spec) meets an RSE: the plan is written into the
 journal once (resumable: INSERT OR IGNORE), the RSE's protocols come from Rucio, PFNs from Rucio's
-own lfn2pfn, and the pipeline does the rest. Provenance (versions, server, options) goes into
-`run.json` so a report can always say what ran.
+own lfn2pfn, and the pipeline does the rest. Provenance (versions, server, account) goes into the
+journal and the request into `run.json`, so a report can always say what ran.
 """
 
 from __future__ import annotations
@@ -14,22 +14,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nightlake import __version__
-from nightlake.night import sources
-from nightlake.catalog.client import Catalog
 from nightlake import BadInput
-from nightlake.observe.events import EventBus, EventLog
-from nightlake.runs.journal.ingest import FileRecord, FileState, IngestJournal
-from nightlake.night.payload import open_stream
-from nightlake.flows.ingest.pipeline import Ingest, IngestOptions
-from nightlake.catalog.retry import GaveUp, RetryEvent, RetryPolicy
 from nightlake.catalog.rules import RulePolicy
-from nightlake.runs.rundir import RunDir, summarize, write_summary
+from nightlake.flows.ingest.context import IngestOptions
+from nightlake.flows.ingest.pipeline import Ingest
+from nightlake.flows.session import concluded, logged, open_catalog, retry_policy
+from nightlake.night import sources
+from nightlake.night.payload import open_stream
 from nightlake.night.spec import load_spec
+from nightlake.observe.events import EventBus, Kind
+from nightlake.runs.journal.ingest import FileRecord, FileState, IngestJournal
+from nightlake.runs.rundir import INGEST, RunDir
+from nightlake.runs.summary import ingest_summary
 from nightlake.storage import open_storage, pfns, tls_from_rucio_config
-
-# Per-file progress events feed the live display only; the event log keeps the batch events.
-LIVE_ONLY = frozenset({"upload.done"})
 
 
 @dataclass(frozen=True)
@@ -60,29 +57,24 @@ def run_ingest(request: IngestRequest, bus: EventBus) -> dict[str, Any]:
     _check_source(request)
     run = RunDir(request.run)
     started = time.time()
-    with run.open(request.description()) as journal, EventLog(run.events) as log:
-        bus.subscribe(lambda event: None if event.kind in LIVE_ONLY else log(event))
+    with run.open(INGEST, request.description()) as journal, logged(run, bus):
         if not journal.run_meta().get("planned"):
             _journal_plan(journal, request, bus)
-        catalog = Catalog(RetryPolicy(target="catalog", catalog=True, on_retry=_retry_reporter(bus)))
-        journal.set_meta(**_provenance(catalog))
-        _check_rules(catalog, journal)
-        rse_info = _rse_info(request.options.rse)
+        catalog = open_catalog(bus)
+        journal.set_meta(**catalog.provenance())
+        catalog.check_expressions(rule["rse_expression"] for rule in journal.rules())
+        rse_info = catalog.rse_info(request.options.rse)
         protocol = _protocol(rse_info, request.scheme)
         ca_cert, client_cert = tls_from_rucio_config()
         storage = open_storage(protocol, ca_cert=ca_cert, client_cert=client_cert,
                                pool_size=request.options.workers, rse_info=rse_info)
         _emit_start(bus, journal, request.options.rse, protocol["scheme"])
+        ingest = Ingest(journal, catalog, storage, _pfn_resolver(rse_info, protocol["scheme"]), _source_opener,
+                        request.options, bus, retry_policy(bus, request.options.rse), catalog.twin())
         try:
-            storage_policy = RetryPolicy(target=request.options.rse, on_retry=_retry_reporter(bus))
-            Ingest(journal, catalog, storage, _pfn_resolver(rse_info, protocol["scheme"]), _source_opener,
-                   request.options, bus, storage_policy, describer=Catalog(catalog.policy)).run()
+            return concluded(run, bus, ingest.run, lambda: ingest_summary(journal, started))
         finally:
             storage.close()
-            summary = summarize(journal, started)
-            write_summary(run, summary)
-            bus.emit("run.end", complete=summary["complete"], failed=summary["files"]["failed"])
-    return summary
 
 
 def _emit_start(bus: EventBus, journal: IngestJournal, rse: str, scheme: str) -> None:
@@ -91,7 +83,7 @@ def _emit_start(bus: EventBus, journal: IngestJournal, rse: str, scheme: str) ->
     counts = journal.counts()
     stored = sum(counts[s] for s in FileState if s not in (FileState.PLANNED, FileState.UPLOADING,
                                                             FileState.FAILED, FileState.QUARANTINED))
-    bus.emit("run.start", rse=rse, scheme=scheme, files=sum(counts.values()), uploaded=stored,
+    bus.emit(Kind.RUN_START, rse=rse, scheme=scheme, files=sum(counts.values()), uploaded=stored,
              done=counts[FileState.DONE])
 
 
@@ -136,47 +128,7 @@ def _journal_plan(journal: IngestJournal, request: IngestRequest, bus: EventBus)
         for rule in _rules(request):
             journal.add_rule(scope, name, rule.rse_expression, rule.copies, rule.lifetime, rule.activity)
     journal.set_meta(planned=True)
-    bus.emit("run.planned", files=added, datasets=len(datasets))
-
-
-def _retry_reporter(bus: EventBus):
-    """Retries are data too: each one becomes a `retry` event (metrics and report count them)."""
-    def report(event: RetryEvent) -> None:
-        bus.emit("retry", target=event.target, error_class=event.error_class.value, attempt=event.attempt,
-                 delay=round(event.delay, 3), message=event.message[:300])
-    return report
-
-
-def _check_rules(catalog: Catalog, journal: IngestJournal) -> None:
-    """A rule whose RSE expression Rucio cannot resolve is bad input: say so before any upload."""
-    from rucio.common.exception import InvalidRSEExpression
-
-    for expression in sorted({rule["rse_expression"] for rule in journal.rules()}):
-        try:
-            catalog.call(lambda e=expression: list(catalog.client.list_rses(e)))
-        except GaveUp as failure:
-            if isinstance(failure.original, InvalidRSEExpression):
-                raise BadInput(f"rule RSE expression {expression!r} matches no RSE") from None
-            raise
-
-
-def _provenance(catalog: Catalog) -> dict[str, Any]:
-    from rucio import version as rucio_version
-
-    server = catalog.call(catalog.client.ping)
-    return {"versions": {"nightlake": __version__, "rucio_clients": rucio_version.version_string(),
-                         "rucio_server": server.get("version")},
-            "rucio_host": catalog.client.host, "account": catalog.client.account}
-
-
-def _rse_info(rse: str) -> dict:
-    from rucio.common.exception import RSENotFound
-    from rucio.rse import rsemanager
-
-    try:
-        return rsemanager.get_rse_info(rse)
-    except RSENotFound:
-        raise BadInput(f"RSE {rse!r} is not known to the Rucio server") from None
+    bus.emit(Kind.RUN_PLANNED, files=added, datasets=len(datasets))
 
 
 def _protocol(rse_info: dict, scheme: str | None) -> dict:

@@ -27,7 +27,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from itertools import islice
 from pathlib import Path
@@ -36,7 +36,6 @@ from typing import Any, ClassVar, TypeVar
 INSERT_CHUNK = 20_000  # rows per transaction when streaming records in
 SQLITE_MAX_VARS = 990  # Rucio's SQLite limit too; keeps IN (...) lists portable
 Self = TypeVar("Self", bound="SQLiteJournal")
-T = TypeVar("T")
 
 
 class IllegalTransition(Exception):
@@ -56,6 +55,12 @@ class SQLiteJournal:
     FAILABLE: ClassVar[tuple]
     ATTEMPT_ON: ClassVar[frozenset] = frozenset()
     UPDATABLE: ClassVar[frozenset[str]] = frozenset()
+    COLUMNS: ClassVar[str]  # of the files table, in the order `row` takes them, `id` first
+
+    @staticmethod
+    def row(values: tuple) -> Any:
+        """One file as the subclass's record type."""
+        raise NotImplementedError
 
     def __init__(self, path: Path, read_only: bool = False):
         self.path, self.read_only = path, read_only
@@ -90,9 +95,10 @@ class SQLiteJournal:
         version = journal.run_meta().get("schema_version")
         if not read_only and version in cls.MIGRATIONS:
             version = journal._migrate(version)
-        if version != cls.SCHEMA_VERSION and not (read_only and version in cls.MIGRATIONS):
+        if version != cls.SCHEMA_VERSION:
             journal.close()
-            raise ValueError(f"{path}: journal schema {version}, this nightlake reads {cls.SCHEMA_VERSION}")
+            upgrade = "; re-run the same command once to upgrade it" if version in cls.MIGRATIONS else ""
+            raise ValueError(f"{path}: journal schema {version}, this nightlake reads {cls.SCHEMA_VERSION}{upgrade}")
         return journal
 
     def _migrate(self, version: int) -> int:
@@ -155,15 +161,15 @@ class SQLiteJournal:
                 added += db.total_changes - before
         return added
 
-    def _pages(self, columns: str, states: Sequence[str], size: int, row: Callable[[tuple], T]
-               ) -> Iterator[list[T]]:
-        """Files in `states`, in id order, `size` at a time. Safe to change states while walking:
+    def batches(self, states: enum.Enum | Sequence[enum.Enum], size: int = SQLITE_MAX_VARS) -> Iterator[list]:
+        """Files in `states`, in id order, `size` at a time. Safe to `mark` files while walking:
         the next page starts after the last id seen, so no file is skipped or seen twice."""
-        marks = ",".join("?" * len(states))
-        sql = f"SELECT {columns} FROM files WHERE state IN ({marks}) AND id > ? ORDER BY id LIMIT ?"
+        values = [states.value] if isinstance(states, enum.Enum) else [s.value for s in states]
+        sql = (f"SELECT {self.COLUMNS} FROM files WHERE state IN ({','.join('?' * len(values))}) "
+               f"AND id > ? ORDER BY id LIMIT ?")
         last = 0
-        while rows := self._query(sql, (*states, last, size)):
-            yield [row(r) for r in rows]
+        while rows := self._query(sql, (*values, last, size)):
+            yield [self.row(r) for r in rows]
             last = rows[-1][0]
 
     # --- the state machine ------------------------------------------------------------------------

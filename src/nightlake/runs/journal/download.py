@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,6 +86,11 @@ class DownloadJournal(SQLiteJournal):
     ALLOWED_FROM = ALLOWED_FROM
     FAILABLE = (D.PLANNED, D.DOWNLOADING)
     ATTEMPT_ON = frozenset({D.DOWNLOADING})  # attempts counts the downloads started
+    COLUMNS = _COLUMNS
+
+    @staticmethod
+    def row(values: tuple) -> Download:
+        return _download(values)
 
     # --- files ----------------------------------------------------------------------------------
 
@@ -96,11 +101,6 @@ class DownloadJournal(SQLiteJournal):
                "VALUES (?, ?, ?, ?, ?, ?, ?)")
         return self._insert(sql, ((r["scope"], r["name"], r["bytes"], r["adler32"], r["rse"], r["pfn"], time.time())
                                   for r in rows))
-
-    def batches(self, state: DownloadState, size: int = 1000) -> Iterator[list[Download]]:
-        """Files in `state` in id order, `size` at a time; marking files while walking is safe
-        (the next page starts after the last id seen)."""
-        return self._pages(_COLUMNS, [state.value], size, _download)
 
 
 def _download(row: tuple) -> Download:

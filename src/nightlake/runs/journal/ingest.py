@@ -40,11 +40,11 @@ from __future__ import annotations
 import enum
 import json
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from nightlake.runs.journal.base import SQLITE_MAX_VARS, IllegalTransition, SQLiteJournal
+from nightlake.runs.journal.base import SQLITE_MAX_VARS, SQLiteJournal
 
 SCHEMA_VERSION = 1
 
@@ -145,6 +145,11 @@ class IngestJournal(SQLiteJournal):
     FAILABLE = FAILABLE
     ATTEMPT_ON = frozenset({FileState.FAILED})  # attempts counts the failures
     UPDATABLE = frozenset({"rse", "pfn", "adler32", "error_class", "error_message"})
+    COLUMNS = _FILE_COLUMNS
+
+    @staticmethod
+    def row(values: tuple) -> FileRecord:
+        return _file_record(values)
 
     # --- files -------------------------------------------------------------------------------
 
@@ -156,14 +161,6 @@ class IngestJournal(SQLiteJournal):
         sql = ("INSERT OR IGNORE INTO files (scope, name, dataset, source, bytes, adler32, meta, "
                "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
         return self._insert(sql, (_new_file_row(r) for r in records))
-
-    def batches(self, states: FileState | Sequence[FileState], size: int = SQLITE_MAX_VARS
-                ) -> Iterator[list[FileRecord]]:
-        """Files in `states`, in id order, `size` at a time. Safe to `mark` files while walking:
-        the next page starts after the last id seen, so no file is skipped or seen twice.
-        """
-        states = (states,) if isinstance(states, FileState) else tuple(states)
-        return self._pages(_FILE_COLUMNS, [s.value for s in states], size, _file_record)
 
     def uncertain(self, size: int = SQLITE_MAX_VARS) -> Iterator[list[FileRecord]]:
         """Files whose last side effect may or may not have happened: reconcile these on resume."""

@@ -1,0 +1,81 @@
+"""The DID calls of the `Catalog` (Rucio's DIDClient): datasets created once and in bulk, files
+attached and described in bulk, and the look-ups a retrieve selects its files with."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+
+from rucio.common import exception as rucio_exc
+
+from nightlake import BadInput
+from nightlake.catalog.bulk import Rejected, chunks
+from nightlake.catalog.retry import GaveUp
+
+Did = tuple[str, str]
+
+
+class DidCalls:
+    def existing(self, dids: Sequence[Did]) -> dict[Did, dict]:
+        """The DIDs among these that exist, with their metadata (`did_type`, `is_open`, ...): one
+        `get_metadata_bulk` per batch."""
+        found: dict[Did, dict] = {}
+        for chunk in chunks(dids, self.batch_size):
+            items = [{"scope": s, "name": n} for s, n in chunk]
+            for meta in self.call(lambda c=items: list(self.client.get_metadata_bulk(c))):
+                found[(meta["scope"], meta["name"])] = meta
+        return found
+
+    def add_datasets(self, dids: Sequence[Did]) -> list[Rejected]:
+        """Create the datasets that do not exist yet, in bulk. A dataset that exists but is closed
+        can take no file: that is the user's to resolve, before anything is uploaded."""
+        known = self.existing(dids)
+        if closed := sorted(f"{s}:{n}" for (s, n), meta in known.items() if meta.get("is_open") is False):
+            raise BadInput(f"dataset(s) {', '.join(closed[:3])}{' ...' if len(closed) > 3 else ''} already "
+                           f"exist and are closed: choose other dataset names, or reopen them")
+        items = [{"scope": s, "name": n, "type": "DATASET"} for s, n in dids if (s, n) not in known]
+
+        def add(chunk: list[dict]) -> None:
+            try:
+                self.client.add_dids(chunk)
+            except rucio_exc.DataIdentifierAlreadyExists:
+                if len(chunk) > 1:
+                    raise
+        return self._bisected(add, items)
+
+    def attach(self, dataset: Did, files: Sequence[Did]) -> list[Rejected]:
+        """Attach files to a dataset; files already attached are fine (`ignore_duplicate`)."""
+        scope, name = dataset
+        items = [{"scope": s, "name": n} for s, n in files]
+
+        def attach(chunk: list[dict]) -> None:
+            self.client.attach_dids_to_dids([{"scope": scope, "name": name, "dids": chunk}],
+                                            ignore_duplicate=True)
+        return self._bisected(attach, items)
+
+    def set_metadata(self, files: list[dict]) -> list[Rejected]:
+        """Set DID metadata ({scope, name, meta}) in bulk; idempotent, so safe to repeat on resume."""
+        def set_bulk(chunk: list[dict]) -> None:
+            self.client.set_dids_metadata_bulk(dids=chunk, recursive=False)
+
+        return self._bisected(set_bulk, [f for f in files if f["meta"]])
+
+    def close(self, dataset: Did) -> None:
+        """Close a dataset so that rules on it stop growing; closing a closed dataset is fine."""
+        scope, name = dataset
+        try:
+            self.call(self.client.set_status, scope, name, open=False)
+        except GaveUp as failure:
+            if "already closed" not in failure.classified.message.lower() and \
+                    not isinstance(failure.original, rucio_exc.UnsupportedOperation):
+                raise
+
+    def files_in(self, collections: Sequence[Did]) -> Iterator[dict]:
+        """The files ({scope, name, ...}) of datasets and containers (`bulk_list_files` expands
+        containers too), one call per batch."""
+        for chunk in chunks(collections, self.batch_size):
+            yield from self.call(self.client.bulk_list_files, [{"scope": s, "name": n} for s, n in chunk])
+
+    def files_matching(self, scope: str, filters: Mapping[str, str]) -> Iterator[str]:
+        """Names of the files in `scope` whose metadata match every filter (Rucio ANDs the keys of
+        one filter dict, and streams the names)."""
+        return self.call(self.client.list_dids, scope, dict(filters), did_type="file")

@@ -1,0 +1,44 @@
+"""The replica calls of the `Catalog` (Rucio's ReplicaClient): what Rucio knows of files on RSEs,
+and registering new replicas. One `list_replicas` or `add_replicas` call per 1000 files."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from nightlake.catalog.bulk import Rejected, chunks
+
+Did = tuple[str, str]
+
+
+class ReplicaCalls:
+    def replicas_on(self, rse: str, dids: Sequence[Did]) -> dict[Did, dict]:
+        """What Rucio already knows of these files on `rse`: {did: {bytes, adler32, state}}, all
+        replica states included (an ingest's pre-filter and reconcile)."""
+        known: dict[Did, dict] = {}
+        for chunk in chunks(dids, self.batch_size):
+            dids_ = [{"scope": s, "name": n} for s, n in chunk]
+            replicas = self.call(lambda c=dids_: list(self.client.list_replicas(
+                c, rse_expression=rse, all_states=True, ignore_availability=True, resolve_archives=False)))
+            for replica in replicas:
+                if rse in replica.get("states", {}):
+                    known[(replica["scope"], replica["name"])] = {
+                        "bytes": replica["bytes"], "adler32": replica["adler32"],
+                        "state": replica["states"][rse]}
+        return known
+
+    def replicas(self, dids: Sequence[Did], schemes: Sequence[str], rse_expression: str | None = None
+                 ) -> dict[Did, dict[str, Any]]:
+        """Available replicas of ≤ `batch_size` files with their PFNs in `schemes`, as Rucio lists
+        them ({did: {bytes, adler32, pfns: {pfn: {rse, priority, ...}}}}): a retrieve's plan."""
+        items = [{"scope": s, "name": n} for s, n in dids]
+        found = self.call(lambda: list(self.client.list_replicas(
+            items, schemes=list(schemes), rse_expression=rse_expression, resolve_archives=False)))
+        return {(r["scope"], r["name"]): r for r in found}
+
+    def add_replicas(self, rse: str, files: list[dict]) -> list[Rejected]:
+        """Register replicas ({scope, name, bytes, adler32}) on `rse`, in bulk, bisecting failures."""
+        def add(chunk: list[dict]) -> None:
+            self.client.add_replicas(rse=rse, files=chunk)
+
+        return self._bisected(add, files)

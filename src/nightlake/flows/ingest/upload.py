@@ -1,0 +1,168 @@
+"""Upload: planned files to the upload RSE, verified, with the intent journaled before each put.
+
+Files are taken from the journal a batch at a time (at most `batch_files`, and closed early at
+`batch_bytes`), set aside if they lack required metadata, given their PFN (Rucio's own lfn2pfn)
+and journaled `uploading` with it; then up to four uploads per worker run in the one `Window`,
+across batch boundaries, so a slow transfer delays only its own file. Finished uploads are
+journaled `uploaded` with their adler32 and handed on, `batch_files` at a time, to registration.
+
+In place (`--in-place`) nothing is copied: the file on storage must be the source's very bytes,
+so it is verified (size, then adler32) and becomes the replica as it is.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from dataclasses import replace
+
+from nightlake.catalog.failures import ChecksumMismatch
+from nightlake.flows.failing import Streak
+from nightlake.flows.ingest.context import Context
+from nightlake.flows.window import Window
+from nightlake.night.sources import required_missing
+from nightlake.observe.events import Kind
+from nightlake.runs.journal.ingest import FileRecord, FileState
+from nightlake.storage import Stat
+
+S = FileState
+IN_FLIGHT = 4  # uploads per worker kept in flight
+HandOn = Callable[[list[FileRecord]], None]
+
+
+class Uploader:
+    """One pass over the planned files; `stopped()` tells it to take no new batch."""
+
+    def __init__(self, ctx: Context, hand_on: HandOn, stopped: Callable[[], bool]):
+        self.ctx, self.hand_on, self.stopped = ctx, hand_on, stopped
+        self.streak = Streak()
+        self._finished: list[FileRecord] = []
+        self._finished_bytes = 0  # of the uploads not yet handed on
+
+    def run(self) -> None:
+        """Upload every planned file. Raises the failure that ends a `Streak` (the RSE is gone or
+        refuses us): files in flight then stay `uploading`, for the next run to reconcile."""
+        work = self._check_in_place if self.ctx.options.in_place else self._put
+        window: Window[FileRecord] = Window(self.ctx.pool, self.ctx.options.workers * IN_FLIGHT)
+        try:
+            for batch in self._batches():
+                if self.stopped():
+                    break
+                for record in self._prepare(batch):
+                    for finished in window.submit(work, record):
+                        self._settle(*finished)
+            for finished in window.drain():
+                self._settle(*finished)
+        finally:
+            window.cancel()
+        self._hand_on()
+
+    def _batches(self) -> Iterator[list[FileRecord]]:
+        """Planned files in batches bounded by count and by bytes (big files make small batches)."""
+        limit = self.ctx.options.batch_bytes
+        for batch in self.ctx.journal.batches(S.PLANNED, self.ctx.options.batch_files):
+            start, size = 0, 0
+            for i, record in enumerate(batch):
+                size += record.bytes
+                if size > limit and i > start:
+                    yield batch[start:i]
+                    start, size = i, record.bytes
+            yield batch[start:]
+
+    def _prepare(self, batch: list[FileRecord]) -> list[FileRecord]:
+        """Set aside files without required metadata, give the others their PFN, and journal the
+        intent to upload them (in place there is no side effect, so no intent)."""
+        ctx = self.ctx
+        batch = self._quarantine_incomplete(batch)
+        if not batch:
+            return []
+        pfns = ctx.pfn_of(batch)
+        batch = [replace(r, pfn=pfns[f"{r.scope}:{r.name}"], rse=ctx.options.rse) for r in batch]
+        if not ctx.options.in_place:
+            ctx.journal.mark_each(S.UPLOADING, [{"id": r.id, "pfn": r.pfn, "rse": r.rse} for r in batch])
+        return batch
+
+    def _quarantine_incomplete(self, batch: list[FileRecord]) -> list[FileRecord]:
+        """Files missing required metadata keys are set aside with the reason, never uploaded."""
+        required = self.ctx.options.required_meta
+        if not required:
+            return batch
+        keep, bad = [], defaultdict(list)
+        for record in batch:
+            if missing := required_missing(record.meta, required):
+                bad[", ".join(missing)].append(record)
+            else:
+                keep.append(record)
+        for missing, records in bad.items():
+            reason = f"missing required metadata: {missing}"
+            self.ctx.journal.quarantine([r.id for r in records], reason)
+            self.ctx.bus.emit(Kind.QUARANTINE, files=len(records), reason=reason)
+        return keep
+
+    def _settle(self, record: FileRecord, future: Future) -> None:
+        """A failure is recorded and the night goes on, unless the streak says the storage itself
+        is gone."""
+        try:
+            adler32 = future.result()
+        except Exception as exc:  # classified, recorded as data
+            self.ctx.fail([record], exc)
+            self.streak.failure(exc)
+            return
+        self.streak.success()
+        self._finished.append(replace(record, adler32=adler32))
+        self._finished_bytes += record.bytes
+        if len(self._finished) >= self.ctx.options.batch_files or \
+                self._finished_bytes >= self.ctx.options.batch_bytes:
+            self._hand_on()
+
+    def _hand_on(self) -> None:
+        """Journal the outcome of a batch of uploads, then pass it to registration."""
+        finished, ctx = self._finished, self.ctx
+        if not finished:
+            return
+        ctx.journal.mark_each(S.UPLOADED, [{"id": r.id, "pfn": r.pfn, "rse": r.rse, "adler32": r.adler32}
+                                           for r in finished])
+        ctx.bus.emit(Kind.UPLOAD_BATCH, files=len(finished), bytes=sum(r.bytes for r in finished),
+                     rse=ctx.options.rse, in_place=ctx.options.in_place)
+        self.hand_on(list(finished))
+        finished.clear()
+        self._finished_bytes = 0
+
+    def _put(self, record: FileRecord) -> str:
+        ctx = self.ctx
+        stored = ctx.on_storage(ctx.storage.put, record.pfn, ctx.open_source(record),
+                                size=record.bytes, adler32=record.adler32)
+        ctx.bus.emit(Kind.UPLOAD_DONE, files=1, bytes=stored.size, rse=ctx.options.rse)
+        return stored.adler32
+
+    def _check_in_place(self, record: FileRecord) -> str:
+        """In place: registered with the storage's own adler32, a different file of the same size
+        would look good, so the source is compared first. Its adler32 is then the storage's."""
+        ctx = self.ctx
+        stat = ctx.on_storage(ctx.storage.stat, record.pfn)
+        if stat is None:
+            raise FileNotFoundError(f"{record.pfn} is not on {ctx.options.rse}")
+        if (refusal := self._differs_from_source(record, stat)) is not None:
+            raise refusal
+        ctx.bus.emit(Kind.UPLOAD_DONE, files=1, bytes=stat.size, rse=ctx.options.rse, in_place=True)
+        return stat.adler32
+
+    def _differs_from_source(self, record: FileRecord, stat: Stat) -> Exception | None:
+        """Why a file on storage is not its source, or None: size first (cheap), then adler32, the
+        journal's or else the source's computed now (no source journals one: uploads compute it
+        on the way)."""
+        where = f"{record.pfn} on {self.ctx.options.rse}"
+        if stat.size != record.bytes:
+            return ValueError(f"{where} has {stat.size} bytes, its source {record.source} {record.bytes}: "
+                              f"not the same file")
+        if stat.adler32 is None:
+            return ValueError(f"{where}: the storage gives no adler32 to verify it against its source")
+        try:
+            expected = record.adler32 or self.ctx.source_adler32(record)
+        except OSError as exc:
+            return OSError(f"{record.source}: cannot read the source to verify {where} against it: "
+                           f"{exc.strerror or exc}")
+        if expected != stat.adler32:
+            return ChecksumMismatch(f"{where} (source {record.source})", expected, stat.adler32)
+        return None

@@ -1,0 +1,189 @@
+"""Download: journaled files to `OUT/<scope>/<name>`, every one verified twice, the journal
+written in batches.
+
+A file reaches its final name only after two checks: the storage's own adler32 (`Storage.get`)
+and the catalog's (here), so a replica corrupted on disk is caught even when the storage computes
+its checksum from the corrupted bytes. A mismatch is retried once, then the file fails
+(PERMANENT); the others go on. Downloads run in the one `Window`, across batch boundaries, so a
+slow file delays only itself; a `Streak` per source RSE stops the run when that RSE is gone or
+refuses us, as an ingest does, and a re-run resumes.
+
+Re-running the same command resumes: files in `downloading` (the intent) are checked locally and
+kept only if complete, `done` files gone from disk are planned again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections import defaultdict
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from nightlake.catalog.failures import ChecksumMismatch
+from nightlake.flows.failing import Streak, record_failure
+from nightlake.flows.window import Window
+from nightlake.observe.events import EventBus, Kind
+from nightlake.runs.journal.download import D, Download, DownloadJournal
+from nightlake.storage import (
+    PART_SUFFIX,
+    Storage,
+    adler,
+    open_storage,
+    tls_from_rucio_config,
+)
+
+if TYPE_CHECKING:
+    from nightlake.flows.retrieve.run import RetrieveRequest
+
+STAGING_SUFFIX = ".nightlake-get"
+IN_FLIGHT = 4  # downloads per worker kept in flight
+JOURNAL_BYTES = 1 << 30  # done files are journaled at least every GiB (a crash re-verifies less)
+
+
+class Storages:
+    """One shared `Storage` per scheme, opened on first use."""
+
+    def __init__(self, pool_size: int):
+        self._pool_size = pool_size
+        self._open: dict[str, Storage] = {}
+        self._lock = threading.Lock()
+
+    def for_pfn(self, pfn: str) -> Storage:
+        scheme = pfn.split(":", 1)[0]
+        with self._lock:
+            if scheme not in self._open:
+                ca_cert, client_cert = tls_from_rucio_config() if scheme != "file" else (True, None)
+                self._open[scheme] = open_storage({"scheme": scheme}, ca_cert=ca_cert, client_cert=client_cert,
+                                                  pool_size=self._pool_size)
+            return self._open[scheme]
+
+    def close(self) -> None:
+        for storage in self._open.values():
+            storage.close()
+
+
+def destination(out: Path, record: Download) -> Path:
+    """`OUT/<scope>/<name>`, the layout of `rucio download`; neither part may climb out of OUT."""
+    for part in (record.scope, record.name):
+        if ".." in Path(part).parts or part.startswith("/"):
+            raise ValueError(f"{record.scope}:{record.name}: would be written outside {out}")
+    return out / record.scope / record.name
+
+
+def _staging(dest: Path) -> Path:
+    return dest.with_name(dest.name + STAGING_SUFFIX)
+
+
+class Retrieve:
+    """One retrieve run over a journal: requeue, reconcile, download."""
+
+    def __init__(self, journal: DownloadJournal, storages: Storages, request: RetrieveRequest, bus: EventBus):
+        self.journal, self.storages, self.request, self.bus = journal, storages, request, bus
+        self.out = request.out
+        self.streaks: dict[str | None, Streak] = defaultdict(Streak)  # per source RSE
+        self._done: list[Download] = []
+        self._done_bytes = 0
+
+    def run(self) -> None:
+        """Bring every journaled file to `done` or `failed`. Raises the failure that ends a streak
+        (a source RSE is gone, or refuses us): files in flight stay `downloading`, for the re-run."""
+        if requeued := self.journal.requeue_failed():
+            self.bus.emit(Kind.RUN_REQUEUED, files=requeued)
+        self.reconcile()
+        with ThreadPoolExecutor(self.request.workers, thread_name_prefix="download") as pool:
+            window: Window[Download] = Window(pool, self.request.workers * IN_FLIGHT)
+            try:
+                for batch in self.journal.batches(D.PLANNED, self.request.batch_files):
+                    for record in self._prepare(batch):
+                        for finished in window.submit(self._fetch, record):
+                            self._settle(*finished)
+                for finished in window.drain():
+                    self._settle(*finished)
+            finally:
+                window.cancel()
+                self._journal_done()
+
+    def reconcile(self) -> None:
+        """Settle what a crash (or the user) may have changed, from local files only."""
+        for batch in self.journal.batches(D.DOWNLOADING):
+            complete = [r for r in batch if self._verified_locally(r)]
+            for record in batch:
+                self._discard_staging(record)
+            self.journal.mark([r.id for r in complete], D.DONE)
+            self.journal.mark([r.id for r in batch if r not in complete], D.PLANNED)
+            self.bus.emit(Kind.RECONCILE_LOCAL, done=len(complete), replanned=len(batch) - len(complete))
+        for batch in self.journal.batches(D.DONE):
+            gone = [r for r in batch if not self._present(r)]
+            self.journal.mark([r.id for r in gone], D.PLANNED)
+            if gone:
+                self.bus.emit(Kind.RECONCILE_MISSING, replanned=len(gone))
+
+    def _present(self, record: Download) -> bool:
+        with contextlib.suppress(OSError, ValueError):
+            return destination(self.out, record).stat().st_size == record.bytes
+        return False
+
+    def _verified_locally(self, record: Download) -> bool:
+        """Only verified bytes ever reach the final name, but check again: cheap, local, certain."""
+        if not self._present(record):
+            return False
+        size, adler32 = adler.file_adler32(destination(self.out, record))
+        return size == record.bytes and adler32 == record.adler32
+
+    def _discard_staging(self, record: Download) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            staging = _staging(destination(self.out, record))
+            for path in (staging, staging.with_name(staging.name + PART_SUFFIX)):
+                path.unlink(missing_ok=True)
+
+    def _prepare(self, batch: list[Download]) -> list[Download]:
+        """Fail the files Rucio lists no replica for; journal the intent for the others."""
+        if orphans := [r for r in batch if r.pfn is None]:
+            where = f" matching {self.request.rse}" if self.request.rse else ""
+            record_failure(self.journal, orphans, LookupError(f"Rucio lists no available replica{where}"), self.bus)
+        batch = [r for r in batch if r.pfn is not None]
+        self.journal.mark([r.id for r in batch], D.DOWNLOADING)
+        return batch
+
+    def _settle(self, record: Download, future: Future) -> None:
+        """A failure is recorded and the others go on, unless its RSE's streak says stop."""
+        try:
+            future.result()
+        except Exception as exc:  # classified, recorded as data
+            record_failure(self.journal, [record], exc, self.bus)
+            self.streaks[record.rse].failure(exc)
+            return
+        self.streaks[record.rse].success()
+        self._done.append(record)
+        self._done_bytes += record.bytes
+        if len(self._done) >= self.request.batch_files or self._done_bytes >= JOURNAL_BYTES:
+            self._journal_done()
+
+    def _journal_done(self) -> None:
+        if not self._done:
+            return
+        self.journal.mark([r.id for r in self._done], D.DONE)
+        self.bus.emit(Kind.RETRIEVE_BATCH, files=len(self._done), bytes=self._done_bytes)
+        self._done.clear()
+        self._done_bytes = 0
+
+    def _fetch(self, record: Download) -> None:
+        self.request.policy.for_target(record.rse or "storage").call(self._get_verified, record)
+        self.bus.emit(Kind.DOWNLOAD_DONE, files=1, bytes=record.bytes, rse=record.rse)
+
+    def _get_verified(self, record: Download) -> None:
+        """Download to a staging name, compare with the catalog, then rename: the final name never
+        holds unverified bytes."""
+        dest = destination(self.out, record)
+        staging = _staging(dest)
+        try:
+            got = self.storages.for_pfn(record.pfn).get(record.pfn, staging)
+            if got.size != record.bytes or (record.adler32 and got.adler32 != adler.normalise(record.adler32)):
+                raise ChecksumMismatch(f"download of {record.pfn}", f"{record.bytes} bytes, adler32 {record.adler32}",
+                                       f"{got.size} bytes, adler32 {got.adler32}")
+            os.replace(staging, dest)
+        finally:
+            staging.unlink(missing_ok=True)

@@ -1,0 +1,59 @@
+"""The outcome of a run as plain data (`RUNDIR/summary.json`, `status`, the command's last lines).
+
+Both kinds of run summarise the same way: files and bytes per state from the journal, every
+problem file with its error class and original message, and the session's timing; an ingest adds
+its datasets and rules, a retrieve where it wrote.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from nightlake.runs.journal.base import SQLiteJournal
+from nightlake.runs.journal.download import DownloadJournal, DownloadState
+from nightlake.runs.journal.ingest import DatasetState, FileState, IngestJournal
+
+
+def ingest_summary(journal: IngestJournal, started: float | None = None,
+                   failed_limit: int | None = None) -> dict[str, Any]:
+    """Counts and bytes per state, datasets, rules, and the failed or quarantined files."""
+    datasets = journal.datasets()
+    problems = _problems(journal, (FileState.FAILED, FileState.QUARANTINED), failed_limit,
+                         lambda r: {"failed_in": r.failed_from.value if r.failed_from else None})
+    return {**_states(journal, FileState.DONE),
+            "datasets": {state.value: sum(1 for *_, s in datasets if s is state) for state in DatasetState},
+            "rules": journal.rules(), "problems": problems, **_timing(started)}
+
+
+def retrieve_summary(journal: DownloadJournal, out: Path, started: float | None = None,
+                     failed_limit: int | None = None) -> dict[str, Any]:
+    """Counts and bytes per state, and every failed file with its error and replica."""
+    problems = _problems(journal, (DownloadState.FAILED,), failed_limit, lambda r: {"rse": r.rse, "pfn": r.pfn})
+    return {"command": "retrieve", "out": str(Path(out).absolute()), **_states(journal, DownloadState.DONE),
+            "problems": problems, **_timing(started)}
+
+
+def _states(journal: SQLiteJournal, done: Any) -> dict[str, Any]:
+    counts, sizes = journal.counts(), journal.bytes_by_state()
+    total = sum(counts.values())
+    return {"files": {"total": total, **{s.value: n for s, n in counts.items()}},
+            "bytes": {"total": sum(sizes.values()), **{s.value: n for s, n in sizes.items()}},
+            "complete": total > 0 and counts[done] == total,
+            **({"unknown_states": unknown} if (unknown := journal.unknown_states()) else {})}
+
+
+def _problems(journal: SQLiteJournal, states: tuple, limit: int | None, extra) -> list[dict[str, Any]]:
+    problems: list[dict[str, Any]] = []
+    for batch in journal.batches(states):
+        problems += [{"did": f"{r.scope}:{r.name}", "state": r.state.value, "error_class": r.error_class,
+                      "message": r.error_message, "attempts": r.attempts, **extra(r)} for r in batch]
+        if limit is not None and len(problems) >= limit:
+            return problems[:limit]
+    return problems
+
+
+def _timing(started: float | None) -> dict[str, Any]:
+    ended = time.time()
+    return {"started": started, "ended": ended, "elapsed_s": ended - started if started else None}
