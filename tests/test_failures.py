@@ -7,7 +7,12 @@ import requests
 from rucio.common import exception as rucio_exc
 from XRootD.client.responses import XRootDStatus
 
-from nightlake.catalog.failures import ChecksumMismatch, ErrorClass, classify, replication_error_group
+from nightlake.catalog.failures import (
+    ChecksumMismatch,
+    ErrorClass,
+    classify,
+    replication_error_group,
+)
 
 T_STORAGE, T_CATALOG = ErrorClass.TRANSIENT_STORAGE, ErrorClass.TRANSIENT_CATALOG
 AUTH, PERMANENT = ErrorClass.AUTH, ErrorClass.PERMANENT

@@ -6,11 +6,18 @@ from pathlib import Path
 import pytest
 from astropy.io import fits
 
-from nightlake.night.fits import header as fitsheader
-from nightlake.night.fits.layout import BLOCK
-from nightlake.night.fits.header import (BadHeader, astropy_cards, is_fits, parse_cards, read_blocks,
-                                  read_header, rucio_metadata)
 from nightlake.flows.generate import file_path, generate
+from nightlake.night.fits import header as fitsheader
+from nightlake.night.fits.header import (
+    BadHeader,
+    astropy_cards,
+    is_fits,
+    parse_cards,
+    read_blocks,
+    read_header,
+    rucio_metadata,
+)
+from nightlake.night.fits.layout import BLOCK
 from nightlake.night.plan import Plan
 from nightlake.night.spec import load_spec
 

@@ -11,8 +11,8 @@ from astropy.io import fits
 from click.testing import CliRunner
 
 from nightlake.cli import cli
-from nightlake.night.fits.layout import KEYWORDS
 from nightlake.flows.generate import file_path, generate, write_file
+from nightlake.night.fits.layout import KEYWORDS
 from nightlake.night.plan import Plan, summarize
 from nightlake.night.spec import load_spec
 

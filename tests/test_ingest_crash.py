@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import NIGHTLAKE
 from ingest_helpers import adler32, nightlake, stored_files, summary, write_spec
+
 from nightlake.lake.layout import RSES
 from nightlake.night.plan import Plan
 from nightlake.night.spec import load_spec
@@ -93,13 +93,13 @@ def test_bytes_altered_on_storage_before_registration_are_never_registered(lake,
     from rucio.client import Client
 
     from nightlake.catalog import client as catalog
-    from nightlake.observe.events import EventBus
     from nightlake.catalog.failures import Classified, ErrorClass
-    from nightlake.flows.ingest.run import IngestRequest, run_ingest
-    from nightlake.runs.journal.ingest import FileState, IngestJournal
-    from nightlake.night.payload import open_stream
-    from nightlake.flows.ingest.context import IngestOptions
     from nightlake.catalog.retry import GaveUp
+    from nightlake.flows.ingest.context import IngestOptions
+    from nightlake.flows.ingest.run import IngestRequest, run_ingest
+    from nightlake.night.payload import open_stream
+    from nightlake.observe.events import EventBus
+    from nightlake.runs.journal.ingest import FileState, IngestJournal
 
     spec_path = write_spec(scratch / "night.toml", "ALTERED", datasets=1, files=10, size="30 kB")
     request = IngestRequest(source=spec_path, run=scratch / "run", options=IngestOptions(rse=ONSITE.name))
@@ -133,9 +133,9 @@ def test_a_wrong_checksum_reported_by_storage_fails_the_file_and_registers_nothi
     from rucio.client import Client
     from rucio.common.exception import DataIdentifierNotFound
 
-    from nightlake.observe.events import EventBus
-    from nightlake.flows.ingest.run import IngestRequest, run_ingest
     from nightlake.flows.ingest.context import IngestOptions
+    from nightlake.flows.ingest.run import IngestRequest, run_ingest
+    from nightlake.observe.events import EventBus
     from nightlake.storage.https import HttpsStorage
 
     monkeypatch.setattr(HttpsStorage, "_checksum", lambda self, pfn: "deadbeef")

@@ -10,10 +10,24 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pytest
+from ingest_helpers import (
+    Expected,
+    adler32,
+    assert_cli_downloads,
+    assert_cli_filter,
+    assert_cli_lists,
+    dids,
+    listed_by_cli,
+    nightlake,
+    on_disk,
+    place_on_storage,
+    sample,
+    stored_files,
+    streamed,
+    summary,
+    write_spec,
+)
 
-from ingest_helpers import (Expected, adler32, assert_cli_downloads, assert_cli_filter, assert_cli_lists, dids,
-                            listed_by_cli, nightlake, on_disk, place_on_storage, sample, stored_files, streamed,
-                            summary, write_spec)
 from nightlake.flows.generate import file_path, generate
 from nightlake.lake.layout import RSES
 from nightlake.night.plan import Plan

@@ -8,10 +8,13 @@ import textwrap
 
 import pytest
 
-from nightlake.runs.journal.base import IllegalTransition
 from nightlake.runs.journal.ingest import (
-    DatasetState, FileState, IngestJournal, RuleState,
+    DatasetState,
+    FileState,
+    IngestJournal,
+    RuleState,
 )
+from nightlake.runs.journal.states import IllegalTransition
 
 S = FileState
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import scrape
-from nightlake.observe import metrics
+
 from nightlake import BadInput
+from nightlake.observe import metrics
 from nightlake.observe.events import EventBus
 
 

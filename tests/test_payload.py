@@ -7,8 +7,8 @@ import zlib
 import pytest
 from astropy.io import fits
 
+from nightlake.flows.generate import file_path, generate
 from nightlake.night.fits.layout import written_size
-from nightlake.flows.generate import generate, file_path
 from nightlake.night.payload import PAYLOAD_BLOCK, adler32_combine, open_stream
 from nightlake.night.plan import PlannedFile
 

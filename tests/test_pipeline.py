@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 import requests
 
-from nightlake.runs.journal.ingest import FileState, IngestJournal
 from nightlake.catalog.failures import ErrorClass
+from nightlake.catalog.retry import AuthFailure, GaveUp, RetryPolicy
 from nightlake.flows.failing import STREAKS
 from nightlake.flows.ingest.context import IngestOptions
 from nightlake.flows.ingest.pipeline import Ingest
-from nightlake.catalog.retry import AuthFailure, GaveUp, RetryPolicy
+from nightlake.runs.journal.ingest import FileState, IngestJournal
 from nightlake.storage import Stat, Stored
 
 

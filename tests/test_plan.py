@@ -7,8 +7,16 @@ import pytest
 from click.testing import CliRunner
 
 from nightlake.cli import cli
-from nightlake.night.plan import (HISTOGRAM_EDGES, RUCIO_BATCH_SIZE, Plan, batched, night_time, required_rates,
-                            rucio_calls, summarize)
+from nightlake.night.plan import (
+    HISTOGRAM_EDGES,
+    RUCIO_BATCH_SIZE,
+    Plan,
+    batched,
+    night_time,
+    required_rates,
+    rucio_calls,
+    summarize,
+)
 from nightlake.night.spec import load_spec, parse_spec
 
 ROOT = Path(__file__).resolve().parents[1]

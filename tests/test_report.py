@@ -10,11 +10,11 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-
 from conftest import CHROMIUM, chromium, nightlake
-from nightlake.runs.journal.ingest import DatasetState, FileState, IngestJournal
+
 from nightlake.observe.report import write_report
 from nightlake.observe.report.collect import collect
+from nightlake.runs.journal.ingest import DatasetState, FileState, IngestJournal
 
 S = FileState
 T0 = 1_800_000_000.0

@@ -8,16 +8,20 @@ import zlib
 from pathlib import Path
 
 import pytest
-
+import requests
 from conftest import nightlake
+
 from nightlake import BadInput
-from nightlake.observe.events import EventBus
+from nightlake.catalog.failures import ErrorClass
+from nightlake.catalog.retry import GaveUp, RetryPolicy
+from nightlake.cli.common import stopped_message
+from nightlake.flows.failing import STREAKS
 from nightlake.flows.retrieve.download import Retrieve, Storages, destination
 from nightlake.flows.retrieve.run import RetrieveRequest, parse_filter
 from nightlake.flows.retrieve.select import choose_replica
-from nightlake.runs.journal.base import IllegalTransition
+from nightlake.observe.events import EventBus
 from nightlake.runs.journal.download import D, DownloadJournal
-from nightlake.catalog.retry import RetryPolicy
+from nightlake.runs.journal.states import IllegalTransition
 
 
 def _adler32(data: bytes) -> str:
@@ -197,6 +201,38 @@ def test_a_file_without_replica_fails_and_the_others_go_on(journal, tmp_path):
     assert journal.counts()[D.DONE] == 2
 
 
+class DeadStorages(Storages):
+    """Storage whose RSE refuses every connection, as a stopped server does."""
+
+    def __init__(self):
+        super().__init__(pool_size=2)
+
+    def for_pfn(self, pfn):
+        class Dead:
+            def get(self, pfn, dest):
+                raise requests.ConnectionError("[Errno 111] Connection refused")
+        return Dead()
+
+
+def test_a_dead_rse_stops_the_retrieve_instead_of_failing_every_file(journal, tmp_path):
+    journal.add_files(_row(f"f{i}.fits", pfn=f"root://127.0.0.1:1//rucio/f{i}") for i in range(200))
+    with pytest.raises(GaveUp) as stopped:
+        _retrieve(journal, tmp_path / "out", DeadStorages()).run()
+    assert (stopped.value.target, stopped.value.classified.error_class) == ("ONSITE", ErrorClass.TRANSIENT_STORAGE)
+    counts = journal.counts()
+    assert counts[D.FAILED] == STREAKS[ErrorClass.TRANSIENT_STORAGE]
+    assert counts[D.DOWNLOADING] + counts[D.PLANNED] == 200 - counts[D.FAILED]  # left for the re-run
+    assert stopped_message(stopped.value).startswith("ONSITE: transient_storage after 5 attempt(s)")
+
+
+def test_permanent_failures_fail_only_their_files_and_never_stop_the_retrieve(journal, tmp_path):
+    contents = _replicas(tmp_path, journal, count=3)
+    journal.add_files(_row(f"gone{i}.fits", pfn=f"file://{tmp_path}/nowhere/{i}") for i in range(100))
+    _retrieve(journal, tmp_path / "out").run()
+    counts = journal.counts()
+    assert (counts[D.DONE], counts[D.FAILED]) == (len(contents), 100)
+
+
 def test_resume_skips_done_files_and_verifies_interrupted_ones_locally(journal, tmp_path):
     contents = _replicas(tmp_path, journal, count=4)
     out = tmp_path / "out"
@@ -240,8 +276,8 @@ class FakeClient:
 
 @pytest.mark.parametrize("refuse", [False, True], ids=["matches-nothing", "refused"])
 def test_a_selection_without_files_is_bad_input_and_leaves_no_run(monkeypatch, tmp_path, refuse):
-    from nightlake.flows.retrieve import run as retrieve
     from nightlake.catalog.client import Catalog
+    from nightlake.flows.retrieve import run as retrieve
 
     monkeypatch.setattr(retrieve, "open_catalog", lambda bus: Catalog(client=FakeClient(refuse),
                                                              policy=RetryPolicy(sleep=lambda s: None)))

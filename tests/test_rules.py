@@ -6,14 +6,22 @@ from __future__ import annotations
 import pytest
 from rucio.common import exception as rucio_exc
 
-from nightlake.catalog.client import Catalog
-from nightlake.cli.common import parse_policy
 from nightlake import BadInput
-from nightlake.observe.events import EventBus
-from nightlake.runs.journal.ingest import IngestJournal
+from nightlake.catalog.client import Catalog
 from nightlake.catalog.retry import RetryPolicy
 from nightlake.catalog.rules import RulePolicy
-from nightlake.flows.rules import NO_ERROR_RECORDED, add_rules, group_errors, harvest, lock_message, poll, watch
+from nightlake.cli.common import parse_policy
+from nightlake.flows.rules import (
+    NO_ERROR_RECORDED,
+    add_rules,
+    group_errors,
+    harvest,
+    lock_message,
+    poll,
+    watch,
+)
+from nightlake.observe.events import EventBus
+from nightlake.runs.journal.ingest import IngestJournal
 
 # Messages as FTS and dCache write them into a rule's `error` (Rucio keeps 245 characters).
 OOM = ("TRANSFER_FAILED:DESTINATION [70] HTTP 500 : Unexpected server error: "

@@ -21,8 +21,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from ingest_helpers import nightlake
+
 from nightlake.catalog.failures import replication_error_group
 from nightlake.lake.rucio_server import server_env
 

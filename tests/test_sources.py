@@ -7,11 +7,17 @@ import pytest
 
 from nightlake import BadInput
 from nightlake.flows.generate import write_file
-from nightlake.runs.journal.ingest import FileState, IngestJournal
 from nightlake.night.payload import open_stream
 from nightlake.night.plan import Plan, summarize
-from nightlake.night.sources import SourceFile, from_directory, from_spec, planned_file, required_missing
+from nightlake.night.sources import (
+    SourceFile,
+    from_directory,
+    from_spec,
+    planned_file,
+    required_missing,
+)
 from nightlake.night.spec import load_spec
+from nightlake.runs.journal.ingest import FileState, IngestJournal
 
 SPEC = """
 [night]

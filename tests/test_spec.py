@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from nightlake.cli import cli
 from nightlake import BadInput
+from nightlake.cli import cli
 from nightlake.night.spec import load_spec, parse_size, parse_spec
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,8 +8,14 @@ from pathlib import Path
 import pytest
 
 from nightlake.catalog.failures import ChecksumMismatch, ErrorClass, classify
-from nightlake.storage import (PART_SUFFIX, ExistsWithDifferentContent, SizeMismatch, Stat, Stored,
-                               open_storage)
+from nightlake.storage import (
+    PART_SUFFIX,
+    ExistsWithDifferentContent,
+    SizeMismatch,
+    Stat,
+    Stored,
+    open_storage,
+)
 from nightlake.storage.adler import Adler32Counter, file_adler32, hex8, normalise
 
 DATA = bytes(range(256)) * 4000 + b"tail"

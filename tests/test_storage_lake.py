@@ -11,8 +11,15 @@ import pytest
 
 from nightlake.catalog.failures import ChecksumMismatch
 from nightlake.lake.layout import RSES, SCOPE
-from nightlake.storage import (PART_SUFFIX, ExistsWithDifferentContent, Stat, Stored, open_storage,
-                               pfns, tls_from_rucio_config)
+from nightlake.storage import (
+    PART_SUFFIX,
+    ExistsWithDifferentContent,
+    Stat,
+    Stored,
+    open_storage,
+    pfns,
+    tls_from_rucio_config,
+)
 
 pytestmark = pytest.mark.lake
 

@@ -8,7 +8,6 @@ import re
 import subprocess
 
 import pytest
-
 from conftest import NIGHTLAKE, free_port
 from ingest_helpers import write_spec
 

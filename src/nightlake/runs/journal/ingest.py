@@ -44,7 +44,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from nightlake.runs.journal.base import SQLITE_MAX_VARS, SQLiteJournal
+from nightlake.runs.journal.base import SQLiteJournal
+from nightlake.runs.journal.states import SQLITE_MAX_VARS
 
 SCHEMA_VERSION = 1
 
