@@ -302,3 +302,21 @@ def test_status_reads_a_retrieve_run(tmp_path):
     assert result.exit_code == 0, result.output
     status = _json.loads(result.output)
     assert (status["run"]["command"], status["files"]["total"], status["files"]["planned"]) == ("retrieve", 3, 3)
+
+
+def test_a_retrieve_journal_of_schema_1_is_migrated_and_its_failures_requeued(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "retrieve.sqlite"
+    with DownloadJournal.create(path) as j:
+        j.add_files([_row("a"), _row("b")])
+    with sqlite3.connect(path) as db:  # the schema an earlier nightlake wrote: no failed_from
+        db.execute("ALTER TABLE files DROP COLUMN failed_from")
+        db.execute("UPDATE files SET state = 'failed', error_class = 'permanent' WHERE name = 'a'")
+        db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    with pytest.raises(ValueError, match="re-run the same command once to upgrade it"):
+        DownloadJournal.open(path, read_only=True)
+    with DownloadJournal.open(path) as j:
+        assert j.run_meta()["schema_version"] == 2
+        assert j.requeue_failed() == 1
+        assert j.counts()[D.PLANNED] == 2

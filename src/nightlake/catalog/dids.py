@@ -1,5 +1,5 @@
 """The DID calls of the `Catalog` (Rucio's DIDClient): datasets created once and in bulk, files
-attached and described in bulk, and the look-ups a retrieve selects its files with."""
+attached and given their metadata in bulk, and the look-ups a retrieve selects its files with."""
 
 from __future__ import annotations
 

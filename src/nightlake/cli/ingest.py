@@ -1,4 +1,4 @@
-"""`nightlake ingest`: move a night into the lake: upload, register, describe, replicate."""
+"""`nightlake ingest`: move a night into the lake: upload, register, set metadata, replicate."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ from nightlake.flows.ingest.context import IngestOptions
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 def ingest_cmd(source, rse, run_dir, scope, dataset, in_place, scheme, rules, required, workers, batch,
                no_close, metrics_port, quiet, as_json) -> None:
-    """Upload, register, describe and replicate a night: SOURCE is a directory or a night spec (.toml)."""
+    """Upload, register, set the metadata of and replicate a night: SOURCE is a directory or a night spec (.toml)."""
     from nightlake.flows.ingest.run import IngestRequest, run_ingest
 
     options = IngestOptions(rse=rse, workers=workers, batch_files=batch, required_meta=tuple(required),

@@ -62,10 +62,10 @@ class RootStorage(TwoPhaseStorage):
 
     def _send(self, pfn: str, body: Adler32Counter, size: int) -> None:
         from XRootD import client
-        from XRootD.client.flags import OpenFlags
+        from XRootD.client import flags
 
         f = client.File()
-        status, _ = f.open(pfn, OpenFlags.DELETE | OpenFlags.MAKEPATH, timeout=self._timeout)
+        status, _ = f.open(pfn, flags.OpenFlags.DELETE | flags.OpenFlags.MAKEPATH, timeout=self._timeout)
         _check(f"open {pfn}", status)
         try:
             offset = 0
@@ -78,11 +78,11 @@ class RootStorage(TwoPhaseStorage):
         _check(f"close {pfn}", status)
 
     def _checksum(self, pfn: str) -> str | None:
-        from XRootD.client.flags import QueryCode
+        from XRootD.client import flags
 
         fs, path = self._fs(pfn)
         with self._checksum_slots:
-            status, answer = fs.query(QueryCode.CHECKSUM, path, timeout=self._timeout)
+            status, answer = fs.query(flags.QueryCode.CHECKSUM, path, timeout=self._timeout)
         _check(f"checksum {pfn}", status)
         return _parse_checksum(answer)
 
@@ -107,11 +107,11 @@ class RootStorage(TwoPhaseStorage):
 
     def _receive(self, pfn: str, dest: Path) -> tuple[Iterator[bytes], str | None]:
         from XRootD import client
-        from XRootD.client.flags import OpenFlags
+        from XRootD.client import flags
 
         remote = self._checksum(pfn)
         f = client.File()
-        status, _ = f.open(pfn, OpenFlags.READ, timeout=self._timeout)
+        status, _ = f.open(pfn, flags.OpenFlags.READ, timeout=self._timeout)
         _check(f"open {pfn}", status)
 
         def chunks() -> Iterator[bytes]:
