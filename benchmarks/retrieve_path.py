@@ -85,14 +85,15 @@ def resolve(dataset: str) -> list[dict]:
     """[{pfn, bytes, adler32}] as nightlake's selection would choose them (not timed)."""
     from rucio.client import Client
 
-    from nightlake.flows.retrieve.select import SCHEMES, choose_replica
+    from nightlake.catalog.client import Catalog
+    from nightlake.flows.retrieve.select import SCHEMES, ReadPriorities, choose_replica
 
-    client = Client()
+    client, priorities = Client(), ReadPriorities(Catalog())
     dids = [{"scope": f["scope"], "name": f["name"]} for f in client.list_files(SCOPE, dataset)]
     out = []
     for i in range(0, len(dids), 1000):
-        for replica in client.list_replicas(dids[i:i + 1000], schemes=list(SCHEMES)):
-            out.append({"pfn": choose_replica(replica, None)[1], "bytes": replica["bytes"],
+        for replica in client.list_replicas(dids[i:i + 1000], schemes=list(SCHEMES), sort="random"):
+            out.append({"pfn": choose_replica(replica, None, priorities)[1], "bytes": replica["bytes"],
                         "adler32": replica["adler32"], "name": replica["name"]})
     return out
 

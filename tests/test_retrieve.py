@@ -18,7 +18,7 @@ from nightlake.cli.common import stopped_message
 from nightlake.flows.failing import STREAKS
 from nightlake.flows.retrieve.download import Retrieve, Storages, destination
 from nightlake.flows.retrieve.run import RetrieveRequest, parse_filter
-from nightlake.flows.retrieve.select import choose_replica
+from nightlake.flows.retrieve.select import UNREADABLE, ReadPriorities, choose_replica
 from nightlake.observe.events import EventBus
 from nightlake.runs.journal.download import D, DownloadJournal
 from nightlake.runs.journal.states import IllegalTransition
@@ -144,22 +144,50 @@ def test_dids_and_filters_together_exit_2(tmp_path):
     assert result.returncode == 2
 
 
-def _replica(*pfns: tuple[str, str, int]) -> dict:
-    return {"pfns": {pfn: {"rse": rse, "priority": prio} for rse, pfn, prio in pfns}}
+def _replica(*pfns: tuple[str, str]) -> dict:
+    """What `list_replicas(sort="random")` answers: Rucio's `priority` is a random rank, so absent here."""
+    return {"pfns": {pfn: {"rse": rse, "priority": 1} for rse, pfn in pfns}}
+
+
+def _priorities(**by_rse: dict[str, int]):
+    """The RSEs' own read priorities, as `ReadPriorities` reads them from `rse_info`."""
+    return lambda rse, scheme: by_rse.get(rse.replace("-", "_"), {}).get(scheme, 99)
 
 
 def test_replica_on_from_rse_is_preferred():
-    replica = _replica(("ONSITE", "https://a/x", 1), ("OFFSITE-A", "root://b/x", 2), ("OFFSITE-A", "https://b/x", 1))
-    assert choose_replica(replica, "OFFSITE-A") == ("OFFSITE-A", "https://b/x")
+    replica = _replica(("ONSITE", "https://a/x"), ("OFFSITE-A", "root://b/x"), ("OFFSITE-A", "https://b/x"))
+    priority = _priorities(ONSITE={"https": 1}, OFFSITE_A={"root": 2, "https": 1})
+    assert choose_replica(replica, "OFFSITE-A", priority) == ("OFFSITE-A", "https://b/x")
+
+
+def test_within_an_rse_its_own_protocol_priority_decides_not_rucios_rank():
+    replica = _replica(("ONSITE", "https://a/x"), ("ONSITE", "root://a/x"))
+    assert choose_replica(replica, None, _priorities(ONSITE={"root": 1, "https": 2})) == ("ONSITE", "root://a/x")
+    assert choose_replica(replica, None, _priorities(ONSITE={"root": 2, "https": 1})) == ("ONSITE", "https://a/x")
+
+
+def test_read_priorities_come_from_the_rse_protocols_once_per_rse():
+    calls = []
+
+    class Catalog:
+        def rse_info(self, rse):
+            calls.append(rse)
+            return {"protocols": [{"scheme": "https", "domains": {"wan": {"read": 2}}},
+                                  {"scheme": "root", "domains": {"wan": {"read": 1}}},
+                                  {"scheme": "davs", "domains": {"wan": {"read": 0}}}]}
+
+    priorities = ReadPriorities(Catalog())
+    assert [priorities("ONSITE", s) for s in ("root", "https", "davs", "file")] == [1, 2, UNREADABLE, UNREADABLE]
+    assert calls == ["ONSITE"]
 
 
 def test_any_replica_when_from_rse_has_none():
-    assert choose_replica(_replica(("ONSITE", "root://a/x", 1)), "OFFSITE-B") == ("ONSITE", "root://a/x")
+    assert choose_replica(_replica(("ONSITE", "root://a/x")), "OFFSITE-B", _priorities()) == ("ONSITE", "root://a/x")
 
 
 def test_unsupported_schemes_count_as_no_replica():
-    assert choose_replica(_replica(("TAPE", "srm://t/x", 1)), None) == (None, None)
-    assert choose_replica({"pfns": {}}, None) == (None, None)
+    assert choose_replica(_replica(("TAPE", "srm://t/x")), None, _priorities()) == (None, None)
+    assert choose_replica({"pfns": {}}, None, _priorities()) == (None, None)
 
 
 def test_a_name_cannot_climb_out_of_the_download_directory(journal, tmp_path):

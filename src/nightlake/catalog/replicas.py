@@ -30,10 +30,15 @@ class ReplicaCalls:
     def replicas(self, dids: Sequence[Did], schemes: Sequence[str], rse_expression: str | None = None
                  ) -> dict[Did, dict[str, Any]]:
         """Available replicas of ≤ `batch_size` files with their PFNs in `schemes`, as Rucio lists
-        them ({did: {bytes, adler32, pfns: {pfn: {rse, priority, ...}}}}): a retrieve's plan."""
+        them ({did: {bytes, adler32, pfns: {pfn: {rse, ...}}}}): a retrieve's plan.
+
+        `sort="random"`: the server's default, geoip, costs ~8 ms per PFN on a server without a
+        GeoIP database (it retries the download for every PFN: 9.5 s instead of 1.4 s for 1000
+        files on the local lake). The order, and the `priority` Rucio derives from it, are then
+        random: the caller ranks PFNs by the RSE's own protocol priorities."""
         items = [{"scope": s, "name": n} for s, n in dids]
         found = self.call(lambda: list(self.client.list_replicas(
-            items, schemes=list(schemes), rse_expression=rse_expression, resolve_archives=False)))
+            items, schemes=list(schemes), rse_expression=rse_expression, resolve_archives=False, sort="random")))
         return {(r["scope"], r["name"]): r for r in found}
 
     def add_replicas(self, rse: str, files: list[dict]) -> list[Rejected]:
