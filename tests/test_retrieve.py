@@ -61,9 +61,9 @@ class CountingStorages(Storages):
         outer = self
 
         class Counting:
-            def get(self, pfn, dest):
+            def get(self, pfn, dest, **kwargs):
                 outer.gets[pfn] = outer.gets.get(pfn, 0) + 1
-                return storage.get(pfn, dest)
+                return storage.get(pfn, dest, **kwargs)
         return Counting()
 
 
@@ -237,7 +237,7 @@ class DeadStorages(Storages):
 
     def for_pfn(self, pfn):
         class Dead:
-            def get(self, pfn, dest):
+            def get(self, pfn, dest, **kwargs):
                 raise requests.ConnectionError("[Errno 111] Connection refused")
         return Dead()
 

@@ -17,6 +17,7 @@ from nightlake.storage import (
     open_storage,
 )
 from nightlake.storage.adler import Adler32Counter, file_adler32, hex8, normalise
+from nightlake.storage.file import FileStorage
 
 DATA = bytes(range(256)) * 4000 + b"tail"
 ADLER = f"{zlib.adler32(DATA):08x}"
@@ -88,6 +89,47 @@ def test_get_streams_to_dest_and_returns_the_adler32(store, tmp_path):
     dest = tmp_path / "down" / "f.dat"
     assert store.get(pfn, dest) == Stored(len(DATA), ADLER)
     assert dest.read_bytes() == DATA and parts(tmp_path / "down") == []
+
+
+class Reporting(FileStorage):
+    """file:// storage that reports a digest when asked, and records whether it was."""
+
+    def __init__(self, digest: str):
+        super().__init__()
+        self.digest, self.asked = digest, []
+
+    def _receive(self, pfn, dest, ask_checksum):
+        self.asked.append(ask_checksum)
+        return super()._receive(pfn, dest, ask_checksum)[0], self.digest if ask_checksum else None
+
+
+def test_get_with_the_catalogs_adler32_checks_the_bytes_and_does_not_ask_the_storage(tmp_path):
+    store = Reporting(digest="deadbeef")  # a storage digest that would fail, were it asked
+    pfn = f"file://{tmp_path}/f.dat"
+    store.put(pfn, lambda: [DATA], size=len(DATA))
+    dest = tmp_path / "down" / "f.dat"
+    assert store.get(pfn, dest, expected=Stat(len(DATA), ADLER.upper())) == Stored(len(DATA), ADLER)
+    assert store.asked == [False] and dest.read_bytes() == DATA
+
+
+def test_get_without_an_adler32_to_expect_checks_the_storages_own(tmp_path):
+    store = Reporting(digest="deadbeef")
+    pfn = f"file://{tmp_path}/f.dat"
+    store.put(pfn, lambda: [DATA], size=len(DATA))
+    dest = tmp_path / "down" / "f.dat"
+    with pytest.raises(ChecksumMismatch):
+        store.get(pfn, dest, expected=Stat(len(DATA), None))
+    assert store.asked == [True] and not dest.exists() and parts(tmp_path / "down") == []
+
+
+@pytest.mark.parametrize("expected", [Stat(len(DATA), "00000001"), Stat(len(DATA) + 1, ADLER)])
+def test_get_of_other_bytes_than_expected_leaves_nothing_at_dest(store, tmp_path, expected):
+    pfn = f"file://{tmp_path}/f.dat"
+    store.put(pfn, lambda: [DATA], size=len(DATA))
+    dest = tmp_path / "down" / "f.dat"
+    with pytest.raises(ChecksumMismatch):  # SizeMismatch is one
+        store.get(pfn, dest, expected=expected)
+    assert not dest.exists() and parts(tmp_path / "down") == []
 
 
 def test_delete_then_stat_is_none_and_deleting_an_absent_object_is_fine(store, tmp_path):

@@ -48,5 +48,5 @@ class FileStorage(TwoPhaseStorage):
     def delete(self, pfn: str) -> None:
         path_of(pfn).unlink(missing_ok=True)
 
-    def _receive(self, pfn: str, dest: Path) -> tuple[Iterator[bytes], str | None]:
+    def _receive(self, pfn: str, dest: Path, ask_checksum: bool) -> tuple[Iterator[bytes], str | None]:
         return read_chunks(path_of(pfn), CHUNK), None

@@ -92,16 +92,20 @@ class HttpsStorage(TwoPhaseStorage):
         if response.status_code != 404:
             response.raise_for_status()
 
-    def _receive(self, pfn: str, dest: Path) -> tuple[Iterator[bytes], str | None]:
-        with self._checksum_slots:  # the Digest is computed before the body is sent
-            response = self._request("GET", pfn, headers=WANT_DIGEST, stream=True)
+    def _receive(self, pfn: str, dest: Path, ask_checksum: bool) -> tuple[Iterator[bytes], str | None]:
+        if ask_checksum:
+            with self._checksum_slots:  # the Digest is computed before the body is sent
+                response = self._request("GET", pfn, headers=WANT_DIGEST, stream=True)
+        else:
+            response = self._request("GET", pfn, stream=True)
         response.raise_for_status()
 
         def chunks() -> Iterator[bytes]:
             with response:
                 yield from response.iter_content(CHUNK)
 
-        return chunks(), _digest(response)
+        # XrdHttp may send a Digest unasked; only an answer to our Want-Digest is the storage's word.
+        return chunks(), _digest(response) if ask_checksum else None
 
     def close(self) -> None:
         self._session.close()

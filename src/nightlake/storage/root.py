@@ -105,11 +105,11 @@ class RootStorage(TwoPhaseStorage):
         if not _not_found(status):
             _check(f"rm {pfn}", status)
 
-    def _receive(self, pfn: str, dest: Path) -> tuple[Iterator[bytes], str | None]:
+    def _receive(self, pfn: str, dest: Path, ask_checksum: bool) -> tuple[Iterator[bytes], str | None]:
         from XRootD import client
         from XRootD.client import flags
 
-        remote = self._checksum(pfn)
+        remote = self._checksum(pfn) if ask_checksum else None
         f = client.File()
         status, _ = f.open(pfn, flags.OpenFlags.READ, timeout=self._timeout)
         _check(f"open {pfn}", status)

@@ -84,11 +84,11 @@ class RucioPluginStorage(TwoPhaseStorage):
             if self._plugin().exists(pfn):
                 self._plugin().delete(pfn)
 
-    def _receive(self, pfn: str, dest: Path) -> tuple[Iterator[bytes], str | None]:
+    def _receive(self, pfn: str, dest: Path, ask_checksum: bool) -> tuple[Iterator[bytes], str | None]:
         spool_dir = Path(tempfile.mkdtemp(prefix="nightlake-get-", dir=dest.parent))
         spool = spool_dir / "data"
         self._plugin().get(pfn, str(spool))
-        remote = self._checksum(pfn)
+        remote = self._checksum(pfn) if ask_checksum else None
 
         def chunks() -> Iterator[bytes]:
             try:

@@ -1,9 +1,11 @@
-"""Download: journaled files to `OUT/<scope>/<name>`, every one verified twice, the journal
-written in batches.
+"""Download: journaled files to `OUT/<scope>/<name>`, every one verified, the journal written in
+batches.
 
-A file reaches its final name only after two checks: the storage's own adler32 (`Storage.get`)
-and the catalog's (here), so a replica corrupted on disk is caught even when the storage computes
-its checksum from the corrupted bytes. A mismatch is retried once, then the file fails
+A file reaches its final name only after its bytes, as received, match the catalog's size and
+adler32 (`Storage.get` with `expected`): end to end, so a replica corrupted on disk is caught
+even when the storage would compute its checksum from the corrupted bytes, and the storage is not
+asked to read the object a second time for a digest. Only a file the catalog knows no adler32 for
+is checked against the storage's own. A mismatch is retried once, then the file fails
 (PERMANENT); the others go on. Downloads run in the one `Window`, across batch boundaries, so a
 slow file delays only itself; a `Streak` per source RSE stops the run when that RSE is gone or
 refuses us, as an ingest does, and a re-run resumes.
@@ -15,20 +17,19 @@ kept only if complete, `done` files gone from disk are planned again.
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 from collections import defaultdict
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nightlake.catalog.failures import ChecksumMismatch
 from nightlake.flows.failing import Streak, record_failure
 from nightlake.flows.window import Window
 from nightlake.observe.events import EventBus, Kind
 from nightlake.runs.journal.download import D, Download, DownloadJournal
 from nightlake.storage import (
     PART_SUFFIX,
+    Stat,
     Storage,
     adler,
     open_storage,
@@ -38,7 +39,7 @@ from nightlake.storage import (
 if TYPE_CHECKING:
     from nightlake.flows.retrieve.run import RetrieveRequest
 
-STAGING_SUFFIX = ".nightlake-get"
+LEGACY_STAGING = ".nightlake-get"  # where runs before Storage.get(expected=) staged a download
 IN_FLIGHT = 4  # downloads per worker kept in flight
 JOURNAL_BYTES = 1 << 30  # done files are journaled at least every GiB (a crash re-verifies less)
 
@@ -71,10 +72,6 @@ def destination(out: Path, record: Download) -> Path:
         if ".." in Path(part).parts or part.startswith("/"):
             raise ValueError(f"{record.scope}:{record.name}: would be written outside {out}")
     return out / record.scope / record.name
-
-
-def _staging(dest: Path) -> Path:
-    return dest.with_name(dest.name + STAGING_SUFFIX)
 
 
 class Retrieve:
@@ -134,10 +131,11 @@ class Retrieve:
         return size == record.bytes and adler32 == record.adler32
 
     def _discard_staging(self, record: Download) -> None:
+        """Partial downloads of a crashed run, also those an earlier version staged elsewhere."""
         with contextlib.suppress(OSError, ValueError):
-            staging = _staging(destination(self.out, record))
-            for path in (staging, staging.with_name(staging.name + PART_SUFFIX)):
-                path.unlink(missing_ok=True)
+            dest = destination(self.out, record)
+            for suffix in (PART_SUFFIX, LEGACY_STAGING, LEGACY_STAGING + PART_SUFFIX):
+                dest.with_name(dest.name + suffix).unlink(missing_ok=True)
 
     def _prepare(self, batch: list[Download]) -> list[Download]:
         """Fail the files Rucio lists no replica for; journal the intent for the others."""
@@ -175,15 +173,6 @@ class Retrieve:
         self.bus.emit(Kind.DOWNLOAD_DONE, files=1, bytes=record.bytes, rse=record.rse)
 
     def _get_verified(self, record: Download) -> None:
-        """Download to a staging name, compare with the catalog, then rename: the final name never
-        holds unverified bytes."""
-        dest = destination(self.out, record)
-        staging = _staging(dest)
-        try:
-            got = self.storages.for_pfn(record.pfn).get(record.pfn, staging)
-            if got.size != record.bytes or (record.adler32 and got.adler32 != adler.normalise(record.adler32)):
-                raise ChecksumMismatch(f"download of {record.pfn}", f"{record.bytes} bytes, adler32 {record.adler32}",
-                                       f"{got.size} bytes, adler32 {got.adler32}")
-            os.replace(staging, dest)
-        finally:
-            staging.unlink(missing_ok=True)
+        """Verified against the catalog inside `get`: the final name never holds unverified bytes."""
+        self.storages.for_pfn(record.pfn).get(record.pfn, destination(self.out, record),
+                                              expected=Stat(record.bytes, record.adler32))
