@@ -12,6 +12,7 @@ from nightlake.cli.common import (
     finish_run,
     metrics_port,
     parse_policy,
+    patience,
     print_summary,
     run_with_progress,
 )
@@ -34,18 +35,19 @@ from nightlake.flows.ingest.context import IngestOptions
 @click.option("--batch", type=click.IntRange(1, 1000), default=1000, show_default=True,
               help="Files per bulk catalog call (server limit 1000).")
 @click.option("--no-close", is_flag=True, help="Leave the datasets open at the end.")
+@patience
 @metrics_port
 @click.option("--quiet", is_flag=True, help="No progress display.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 def ingest_cmd(source, rse, run_dir, scope, dataset, in_place, scheme, rules, required, workers, batch,
-               no_close, metrics_port, quiet, as_json) -> None:
+               no_close, patience, metrics_port, quiet, as_json) -> None:
     """Upload, register, set the metadata of and replicate a night: SOURCE is a directory or a night spec (.toml)."""
     from nightlake.flows.ingest.run import IngestRequest, run_ingest
 
     options = IngestOptions(rse=rse, workers=workers, batch_files=batch, required_meta=tuple(required),
                             close_datasets=not no_close, in_place=in_place)
     request = IngestRequest(source=source, run=run_dir, options=options, scope=scope, dataset=dataset,
-                            scheme=scheme, rules=tuple(_ingest_rule(r) for r in rules))
+                            scheme=scheme, rules=tuple(_ingest_rule(r) for r in rules), patience=patience)
     finish_run(lambda bus: run_with_progress(lambda b: run_ingest(request, b), bus, quiet or as_json, "uploaded"),
                metrics_port, lambda summary: _print_summary(summary, run_dir, as_json))
 

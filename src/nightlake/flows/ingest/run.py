@@ -9,7 +9,7 @@ journal and the request into `run.json`, so a report can always say what ran.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,13 @@ from nightlake import BadInput
 from nightlake.catalog.rules import RulePolicy
 from nightlake.flows.ingest.context import IngestOptions
 from nightlake.flows.ingest.pipeline import Ingest
-from nightlake.flows.session import concluded, logged, open_catalog, retry_policy
+from nightlake.flows.session import (
+    DEFAULT_PATIENCE,
+    concluded,
+    logged,
+    open_catalog,
+    retry_policy,
+)
 from nightlake.night import sources
 from nightlake.night.payload import open_stream
 from nightlake.night.spec import load_spec
@@ -26,7 +32,7 @@ from nightlake.observe.events import EventBus, Kind
 from nightlake.runs.journal.ingest import FileRecord, FileState, IngestJournal
 from nightlake.runs.rundir import INGEST, RunDir
 from nightlake.runs.summary import ingest_summary
-from nightlake.storage import open_storage, pfns, tls_from_rucio_config
+from nightlake.storage import Storage, open_storage, pfns, tls_from_rucio_config
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,7 @@ class IngestRequest:
     dataset: str | None = None
     scheme: str | None = None
     rules: tuple[RulePolicy, ...] = field(default_factory=tuple)
+    patience: float = DEFAULT_PATIENCE  # seconds an outage of the catalog or the RSE is ridden through
 
     @property
     def is_spec(self) -> bool:
@@ -60,7 +67,7 @@ def run_ingest(request: IngestRequest, bus: EventBus) -> dict[str, Any]:
     with run.open(INGEST, request.description()) as journal, logged(run, bus):
         if not journal.run_meta().get("planned"):
             _journal_plan(journal, request, bus)
-        catalog = open_catalog(bus)
+        catalog = open_catalog(bus, request.patience)
         journal.set_meta(**catalog.provenance())
         catalog.check_expressions(rule["rse_expression"] for rule in journal.rules())
         rse_info = catalog.rse_info(request.options.rse)
@@ -69,8 +76,11 @@ def run_ingest(request: IngestRequest, bus: EventBus) -> dict[str, Any]:
         storage = open_storage(protocol, ca_cert=ca_cert, client_cert=client_cert,
                                pool_size=request.options.workers, rse_info=rse_info)
         _emit_start(bus, journal, request.options.rse, protocol["scheme"])
-        ingest = Ingest(journal, catalog, storage, _pfn_resolver(rse_info, protocol["scheme"]), _source_opener,
-                        request.options, bus, retry_policy(bus, request.options.rse), catalog.twin())
+        pfn_of = _pfn_resolver(rse_info, protocol["scheme"])
+        storage_policy = retry_policy(bus, request.options.rse, request.patience,
+                                      probe=_storage_probe(storage, rse_info, protocol["scheme"]))
+        ingest = Ingest(journal, catalog, storage, pfn_of, _source_opener, request.options, bus, storage_policy,
+                        catalog.twin())
         try:
             return concluded(run, bus, ingest.run, lambda: ingest_summary(journal, started))
         finally:
@@ -148,6 +158,13 @@ def _pfn_resolver(rse_info: dict, scheme: str):
     def pfn_of(batch: list[FileRecord]) -> dict[str, str]:
         return pfns(rse_info, scheme, [{"scope": r.scope, "name": r.name} for r in batch])
     return pfn_of
+
+
+def _storage_probe(storage: Storage, rse_info: dict, scheme: str) -> Callable[[], object]:
+    """The RSE's health check while it is down: a stat of a path where nothing is (a storage that
+    is up answers "absent" at once)."""
+    pfn = pfns(rse_info, scheme, [{"scope": "nightlake", "name": "health-probe"}])["nightlake:health-probe"]
+    return lambda: storage.stat(pfn)
 
 
 def _source_opener(record: FileRecord):
