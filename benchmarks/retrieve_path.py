@@ -86,7 +86,7 @@ def resolve(dataset: str) -> list[dict]:
     from rucio.client import Client
 
     from nightlake.catalog.client import Catalog
-    from nightlake.flows.retrieve.select import SCHEMES, ReadPriorities, choose_replica
+    from nightlake.flows.retrieve.replicas import SCHEMES, ReadPriorities, choose_replica
 
     client, priorities = Client(), ReadPriorities(Catalog())
     dids = [{"scope": f["scope"], "name": f["name"]} for f in client.list_files(SCOPE, dataset)]

@@ -18,7 +18,7 @@ from nightlake.cli.common import stopped_message
 from nightlake.flows.failing import STREAKS
 from nightlake.flows.retrieve.download import Retrieve, Storages, destination
 from nightlake.flows.retrieve.run import RetrieveRequest, parse_filter
-from nightlake.flows.retrieve.select import UNREADABLE, ReadPriorities, choose_replica
+from nightlake.flows.retrieve.replicas import UNREADABLE, ReadPriorities, ReplicaChooser, choose_replica
 from nightlake.observe.events import EventBus
 from nightlake.runs.journal.download import D, DownloadJournal
 from nightlake.runs.journal.states import IllegalTransition
@@ -348,3 +348,84 @@ def test_a_retrieve_journal_of_schema_1_is_migrated_and_its_failures_requeued(tm
         assert j.run_meta()["schema_version"] == 2
         assert j.requeue_failed() == 1
         assert j.counts()[D.PLANNED] == 2
+
+
+# --- where each file is read from ------------------------------------------------------------------
+
+class ReplicaCatalog:
+    """A catalog of one dataset `cta:ds` with files f0..f2, whose replicas are on `holding`
+    ({rse: how many of the files}); records the calls, to prove which path was taken."""
+
+    def __init__(self, holding: dict[str, int], deterministic: bool = True):
+        self.holding, self.deterministic, self.calls = holding, deterministic, []
+
+    def dataset_replicas(self, dataset):
+        self.calls.append("dataset_replicas")
+        return [{"rse": rse, "available_length": n, "length": 3} for rse, n in self.holding.items()]
+
+    def rse_info(self, rse):
+        return {"rse": rse, "deterministic": self.deterministic, "lfn2pfn_algorithm": "hash",
+                "protocols": [{"scheme": "root", "hostname": rse.lower(), "port": 1094, "prefix": "//rucio/",
+                               "impl": "rucio.rse.protocols.xrootd.Default", "extended_attributes": None,
+                               "domains": {"wan": {"read": 1, "write": 1, "delete": 1}}}]}
+
+    def replicas(self, dids, schemes, rse_expression):
+        self.calls.append("list_replicas")
+        return {did: {"bytes": 3, "adler32": "00000001", "pfns": {
+            f"root://{rse.lower()}:1094//rucio/{did[1]}": {"rse": rse} for rse, n in self.holding.items()
+            if int(did[1][1]) < n}} for did in dids}
+
+    def rses_matching(self, expression):
+        return set(expression.split("|"))
+
+
+@pytest.fixture
+def lfn2pfn(monkeypatch):
+    """Rucio's lfn2pfn needs a Rucio configuration; the lake test proves the real one's PFNs."""
+    def pfns(info, scheme, dids, operation):
+        assert operation == "read"
+        return {f"{d['scope']}:{d['name']}": f"{scheme}://{info['rse'].lower()}:1094//rucio/{d['name']}" for d in dids}
+    monkeypatch.setattr("nightlake.flows.retrieve.replicas.pfns", pfns)
+
+
+def _files() -> list[dict]:
+    return [{"scope": "cta", "name": f"f{i}", "bytes": 3, "adler32": "00000001", "parent_scope": "cta",
+             "parent_name": "ds"} for i in range(3)]
+
+
+def test_a_dataset_held_whole_by_an_rse_gets_its_pfns_from_lfn2pfn_without_list_replicas(lfn2pfn):
+    catalog = ReplicaCatalog({"ONSITE": 3})
+    rows = list(ReplicaChooser(catalog, None, None).rows(_files()))
+    assert catalog.calls == ["dataset_replicas"]
+    assert [(r["rse"], r["pfn"].split("//rucio/")[0]) for r in rows] == [("ONSITE", "root://onsite:1094")] * 3
+    assert all(r["pfn"].endswith("/" + r["name"]) and r["adler32"] == "00000001" for r in rows)
+
+
+@pytest.mark.parametrize(("holding", "from_rse", "expression"), [
+    ({"ONSITE": 2}, None, None),                     # no RSE holds it whole
+    ({"A": 1, "B": 3}, None, None),                  # the first RSE by name holds part of it
+    ({"A": 3, "B": 1}, "B", None),                   # the preferred RSE holds part of it
+    ({"A": 3, "B": 3}, None, "B|C"),                 # complete on A, but A is not in the expression: B
+])
+def test_otherwise_each_file_is_asked_with_list_replicas_and_the_choice_is_the_same(holding, from_rse, expression,
+                                                                                   lfn2pfn):
+    catalog = ReplicaCatalog(holding)
+    rows = list(ReplicaChooser(catalog, expression, from_rse).rows(_files()))
+    fast = "list_replicas" not in catalog.calls
+    assert fast == (expression is not None)  # only the last case is whole on an allowed RSE
+    allowed = catalog.rses_matching(expression) if expression else holding
+    for r in rows:
+        on = sorted(rse for rse, n in holding.items() if int(r["name"][1]) < n and rse in allowed)
+        assert r["rse"] == (from_rse if from_rse in on else min(on, default=None))
+
+
+def test_a_non_deterministic_rse_is_asked_with_list_replicas():
+    catalog = ReplicaCatalog({"ONSITE": 3}, deterministic=False)
+    assert {r["rse"] for r in ReplicaChooser(catalog, None, None).rows(_files())} == {"ONSITE"}
+    assert catalog.calls == ["dataset_replicas", "list_replicas"]
+
+
+def test_files_named_alone_are_asked_with_list_replicas():
+    catalog = ReplicaCatalog({"ONSITE": 3})
+    rows = list(ReplicaChooser(catalog, None, None).rows([{"scope": "cta", "name": "f0"}]))
+    assert catalog.calls == ["list_replicas"] and rows[0]["pfn"] == "root://onsite:1094//rucio/f0"

@@ -69,6 +69,20 @@ def test_a_dataset_comes_back_byte_for_byte(night, scratch):
     assert _downloaded(out) == datasets[dataset]
 
 
+def test_a_whole_dataset_is_read_from_the_pfns_rucio_itself_lists(night):
+    from nightlake.catalog.client import Catalog
+    from nightlake.flows.retrieve.replicas import SCHEMES, ReadPriorities, ReplicaChooser, choose_replica
+
+    token, datasets = night
+    catalog = Catalog()
+    files = list(catalog.files_in([(SCOPE, f"rt-{token}-a")]))
+    by_dataset = {r["name"]: (r["rse"], r["pfn"]) for r in ReplicaChooser(catalog, None, None).rows(files)}
+    listed = catalog.replicas([(f["scope"], f["name"]) for f in files], SCHEMES)
+    priorities = ReadPriorities(catalog)
+    assert by_dataset == {name: choose_replica(r, None, priorities) for (_, name), r in listed.items()}
+    assert {rse for rse, _ in by_dataset.values()} == {"ONSITE"}
+
+
 def test_a_metadata_selection_spans_datasets(night, scratch):
     token, datasets = night
     out = scratch / "out"

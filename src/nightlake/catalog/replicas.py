@@ -1,5 +1,6 @@
 """The replica calls of the `Catalog` (Rucio's ReplicaClient): what Rucio knows of files on RSEs,
-and registering new replicas. One `list_replicas` or `add_replicas` call per 1000 files."""
+and registering new replicas. One `list_replicas` or `add_replicas` call per 1000 files, one
+`list_dataset_replicas` per dataset."""
 
 from __future__ import annotations
 
@@ -40,6 +41,13 @@ class ReplicaCalls:
         found = self.call(lambda: list(self.client.list_replicas(
             items, schemes=list(schemes), rse_expression=rse_expression, resolve_archives=False, sort="random")))
         return {(r["scope"], r["name"]): r for r in found}
+
+    def dataset_replicas(self, dataset: Did) -> list[dict[str, Any]]:
+        """Per RSE, how many of the dataset's files have an AVAILABLE replica there
+        ([{rse, available_length, length}]), counted from the replica table (`deep=True`), not
+        from the collection replicas a daemon updates later: one call per dataset."""
+        scope, name = dataset
+        return self.call(lambda: list(self.client.list_dataset_replicas(scope, name, deep=True)))
 
     def add_replicas(self, rse: str, files: list[dict]) -> list[Rejected]:
         """Register replicas ({scope, name, bytes, adler32}) on `rse`, in bulk, bisecting failures."""

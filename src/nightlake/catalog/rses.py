@@ -23,6 +23,10 @@ class RseCalls:
                 raise BadInput(f"RSE {rse!r} is not known to the Rucio server") from None
             raise
 
+    def rses_matching(self, expression: str) -> set[str]:
+        """The names of the RSEs an expression resolves to (one `list_rses`)."""
+        return {r["rse"] for r in self.call(lambda: list(self.client.list_rses(expression)))}
+
     def check_expressions(self, expressions: Iterable[str | None]) -> None:
         """Every expression must resolve to at least one RSE; BadInput names the first that does not."""
         for expression in sorted(set(filter(None, expressions))):
