@@ -179,6 +179,34 @@ def test_https_session_uses_the_given_ca_and_cert_not_requests_ca_bundle(monkeyp
     storage.close()
 
 
+def test_https_gets_use_the_same_ca_and_cert_as_the_session(tmp_path):
+    storage = open_storage({"scheme": "https"}, ca_cert=str(tmp_path), client_cert="/some/proxy")
+    tls = storage._gets.connection_pool_kw
+    assert (tls["cert_reqs"], tls["ca_cert_dir"], tls["cert_file"]) == ("CERT_REQUIRED", str(tmp_path), "/some/proxy")
+    assert open_storage({"scheme": "https"}, ca_cert="/some/ca.pem")._gets.connection_pool_kw["ca_certs"] == "/some/ca.pem"
+    storage.close()
+
+
+def test_an_https_get_from_a_server_that_is_not_there_is_a_transient_error(tmp_path):
+    storage = open_storage({"scheme": "https"}, timeout=2)
+    with pytest.raises(Exception) as err:
+        storage.get("https://127.0.0.1:1/rucio/x", tmp_path / "x", expected=Stat(1, "00000001"))
+    assert classify(err.value).error_class is ErrorClass.TRANSIENT_STORAGE and not (tmp_path / "x").exists()
+
+
+def test_an_https_get_answered_with_an_http_error_classifies_by_its_status(monkeypatch, tmp_path):
+    import urllib3
+
+    storage = open_storage({"scheme": "https"})
+    for status, error_class in ((403, ErrorClass.AUTH), (503, ErrorClass.TRANSIENT_STORAGE),
+                                (404, ErrorClass.PERMANENT)):
+        answer = urllib3.HTTPResponse(body=b"", status=status, preload_content=False)
+        monkeypatch.setattr(storage._gets, "request", lambda *args, answer=answer, **kwargs: answer)
+        with pytest.raises(Exception) as err:
+            storage.get("https://lake/rucio/x", tmp_path / "x", expected=Stat(1, "00000001"))
+        assert classify(err.value).error_class is error_class
+
+
 def test_https_part_vanished_after_write_is_a_transient_error(monkeypatch):
     import requests
 

@@ -9,10 +9,18 @@ What XrdHttp 5.5.3 does (checked against the lake, see tests/test_storage_lake.p
   directory (PROPFIND Depth 1, 207 keep-alive; the part file guarantees it exists) and only HEADs
   the final name when it is listed.
 So a put is four keep-alive requests: PUT part, HEAD part (Digest), PROPFIND parent, MOVE.
+
+A GET goes through urllib3 directly, on a pool of its own with the same TLS settings: requests'
+session machinery (request preparation, cookies, hooks, the CA path checked on every send) costs
+0.25 ms of CPU per GET, as much as the GET itself, and a retrieve of small files is bound by the
+client's CPU (measured: 0.50 vs 0.23 ms per 4 kB GET). Its errors are raised as requests' own,
+so they classify the same.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import posixpath
 import re
 from collections.abc import Iterator
@@ -20,6 +28,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 
 from nightlake.storage import CHUNK, Stat, TwoPhaseStorage
@@ -47,6 +56,9 @@ class HttpsStorage(TwoPhaseStorage):
         session.mount("https://", adapter)
         session.mount("http://", adapter)
         self._session, self._timeout = session, timeout
+        self._gets = urllib3.PoolManager(num_pools=4, maxsize=pool_size, retries=False,
+                                         timeout=urllib3.Timeout(connect=timeout[0], read=timeout[1]),
+                                         **_tls(ca_cert, client_cert))
 
     def _request(self, method: str, pfn: str, **kwargs) -> requests.Response:
         return self._session.request(method, _url(pfn), timeout=self._timeout, **kwargs)
@@ -95,20 +107,54 @@ class HttpsStorage(TwoPhaseStorage):
     def _receive(self, pfn: str, dest: Path, ask_checksum: bool) -> tuple[Iterator[bytes], str | None]:
         if ask_checksum:
             with self._checksum_slots:  # the Digest is computed before the body is sent
-                response = self._request("GET", pfn, headers=WANT_DIGEST, stream=True)
+                response = self._get(pfn, WANT_DIGEST)
         else:
-            response = self._request("GET", pfn, stream=True)
-        response.raise_for_status()
+            response = self._get(pfn, {})
 
         def chunks() -> Iterator[bytes]:
-            with response:
-                yield from response.iter_content(CHUNK)
+            try:
+                with _as_requests_errors():
+                    yield from response.stream(CHUNK)
+            finally:
+                response.release_conn()
 
         # XrdHttp may send a Digest unasked; only an answer to our Want-Digest is the storage's word.
         return chunks(), _digest(response) if ask_checksum else None
 
+    def _get(self, pfn: str, headers: dict[str, str]) -> urllib3.BaseHTTPResponse:
+        url = _url(pfn)
+        with _as_requests_errors():
+            response = self._gets.request("GET", url, headers=headers, preload_content=False, redirect=False)
+        if response.status >= 400:
+            response.drain_conn()
+            failed = requests.Response()
+            failed.status_code, failed.reason, failed.url = response.status, response.reason, url
+            failed.raise_for_status()
+        return response
+
     def close(self) -> None:
         self._session.close()
+        self._gets.clear()
+
+
+def _tls(ca_cert: str | bool, client_cert: str | None) -> dict:
+    """urllib3's names for what requests calls `verify` and `cert` (a CA file or directory, or
+    True for the system trust store; never unverified)."""
+    tls: dict = {"cert_reqs": "CERT_REQUIRED", "cert_file": client_cert}
+    if isinstance(ca_cert, str):
+        tls["ca_cert_dir" if os.path.isdir(ca_cert) else "ca_certs"] = ca_cert
+    return tls
+
+
+@contextlib.contextmanager
+def _as_requests_errors() -> Iterator[None]:
+    """urllib3's transport errors as the requests exceptions `failures.classify` knows."""
+    try:
+        yield
+    except urllib3.exceptions.SSLError as exc:
+        raise requests.exceptions.SSLError(str(exc)) from exc
+    except (urllib3.exceptions.TimeoutError, urllib3.exceptions.ProtocolError) as exc:  # refused: a timeout kind
+        raise requests.exceptions.ConnectionError(str(exc)) from exc
 
 
 def _url(pfn: str) -> str:
