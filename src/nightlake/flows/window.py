@@ -4,12 +4,17 @@ Uploads, downloads and generated files all go through it. Items are submitted on
 stream (the journal's keyset pages, a plan), and finished ones are handed back as they complete,
 so a slow transfer delays only its own file, never a whole batch, and memory stays bounded by
 `size`, not by the number of files.
+
+Finished calls arrive on a queue their futures put themselves on: `concurrent.futures.wait`
+registers a waiter on every future in flight each time it is called, once per finished file,
+which was 7.5 % of the CPU of a retrieve of small files (32 in flight).
 """
 
 from __future__ import annotations
 
+import queue
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
@@ -22,6 +27,7 @@ class Window(Generic[T]):
     def __init__(self, pool: ThreadPoolExecutor, size: int):
         self._pool, self._size = pool, size
         self._futures: dict[Future, T] = {}
+        self._done: queue.SimpleQueue[Future] = queue.SimpleQueue()
 
     def __len__(self) -> int:
         return len(self._futures)
@@ -30,7 +36,9 @@ class Window(Generic[T]):
         """Wait for room (yielding what finishes meanwhile), then start `work(item)`."""
         while len(self._futures) >= self._size:
             yield from self._finished()
-        self._futures[self._pool.submit(work, item)] = item
+        future = self._pool.submit(work, item)
+        self._futures[future] = item
+        future.add_done_callback(self._done.put)
 
     def drain(self) -> Iterator[tuple[T, Future]]:
         """Everything still in flight, as it finishes."""
@@ -43,6 +51,11 @@ class Window(Generic[T]):
             future.cancel()
 
     def _finished(self) -> Iterator[tuple[T, Future]]:
-        done, _ = wait(self._futures, return_when=FIRST_COMPLETED)
-        for future in done:
+        """The next call to finish (waiting for it), then any others already finished."""
+        future = self._done.get()
+        while True:
             yield self._futures.pop(future), future
+            try:
+                future = self._done.get_nowait()
+            except queue.Empty:
+                return

@@ -167,7 +167,8 @@ class TwoPhaseStorage:
         before it sends the first byte (0.7 s per GB). Without an adler32 to expect, the
         storage's own is the check."""
         dest = Path(dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        if not dest.parent.is_dir():  # one stat, not mkdir's failed syscall, per file of a directory
+            dest.parent.mkdir(parents=True, exist_ok=True)
         part = dest.with_name(dest.name + PART_SUFFIX)
         want = normalise(expected.adler32) if expected and expected.adler32 else None
         try:
@@ -178,9 +179,10 @@ class TwoPhaseStorage:
                     f.write(chunk)
             _check_received(pfn, counter, want or remote, expected)
             os.replace(part, dest)
-        finally:
+        except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 part.unlink()
+            raise
         return Stored(counter.size, counter.adler32)
 
 
