@@ -41,7 +41,7 @@ import benchlib as bl  # noqa: E402
 
 SCOPE, RSE = "cta", "ONSITE"
 BLOCK = 8 << 20
-START_IMPORTS = "import nightlake.cli, nightlake.flows.retrieve.run, nightlake.storage.https, nightlake.storage.root"
+START_IMPORTS = "import nightlake.cli, nightlake.cli.retrieve, nightlake.flows.retrieve.run, nightlake.storage.https"
 
 
 def make_files(directory: Path, prefix: str, n: int, size: int) -> None:

@@ -5,6 +5,7 @@ errors the user can fix (`BadInput`) become one line on stderr and exit code 2, 
 notes promise.
 """
 
+import importlib
 import sys
 
 import click
@@ -14,24 +15,32 @@ from nightlake import BadInput, __version__
 from nightlake.catalog.retry import AuthFailure, GaveUp
 from nightlake.cli.common import stopped_message
 from nightlake.cli.console import err
-from nightlake.cli.generate import generate_cmd
-from nightlake.cli.ingest import ingest_cmd
-from nightlake.cli.lake import lake as lake_group
-from nightlake.cli.plan import plan_cmd
-from nightlake.cli.report import report_cmd
-from nightlake.cli.retrieve import retrieve_cmd
-from nightlake.cli.rules import rules as rules_group
-from nightlake.cli.status import status_cmd
+
+COMMANDS = {"lake": "lake:lake", "plan": "plan:plan_cmd", "generate": "generate:generate_cmd",
+            "ingest": "ingest:ingest_cmd", "status": "status:status_cmd", "rules": "rules:rules",
+            "retrieve": "retrieve:retrieve_cmd", "report": "report:report_cmd"}
+"""command → `module:attribute` under nightlake.cli."""
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """Imports a command's module only when that command runs (or `--help` lists them all): a
+    `nightlake retrieve` then starts without numpy and cryptography, which only plan, generate
+    and lake need (0.2 s of a 0.45 s start)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module, attribute = COMMANDS[name].split(":")
+        return getattr(importlib.import_module(f"nightlake.cli.{module}"), attribute)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="nightlake")
 def cli() -> None:
     """Ingest an observatory night into a Rucio data lake, and prove it got there."""
-
-
-for command in (lake_group, plan_cmd, generate_cmd, ingest_cmd, status_cmd, rules_group, retrieve_cmd, report_cmd):
-    cli.add_command(command)
 
 
 def main() -> None:
