@@ -52,6 +52,7 @@ bench-quick: deps
 	status=0; \
 	$(BIN)/python benchmarks/catalog_path.py --lake-dir $(BENCH_LAKE) --files 500 --baseline-files 100 --name catalog_path-quick || status=$$?; \
 	$(BIN)/python benchmarks/bytes_path.py --lake-dir $(BENCH_LAKE) --sizes 1MB,100MB,500MB --repeat 1 --name bytes_path-quick || status=$$?; \
+	$(BIN)/python benchmarks/retrieve_path.py --lake-dir $(BENCH_LAKE) --files 500 --baseline-files 100 --large 1 --large-size 200MB --repeat 1 --name retrieve_path-quick || status=$$?; \
 	$(BENCH_DOWN); exit $$status
 
 bench: deps
@@ -60,6 +61,7 @@ bench: deps
 	status=0; \
 	$(BIN)/python benchmarks/catalog_path.py --lake-dir $(BENCH_LAKE) || status=$$?; \
 	$(BIN)/python benchmarks/bytes_path.py --lake-dir $(BENCH_LAKE) || status=$$?; \
+	$(BIN)/python benchmarks/retrieve_path.py --lake-dir $(BENCH_LAKE) || status=$$?; \
 	$(BIN)/python benchmarks/night.py --lake-dir $(BENCH_LAKE) --files-scale $${NIGHT_SCALE:-1} || status=$$?; \
 	$(BIN)/python benchmarks/generate_vs_dd.py --out .nightlake --json benchmarks/results/generate_vs_dd.json || status=$$?; \
 	$(BENCH_DOWN); exit $$status
