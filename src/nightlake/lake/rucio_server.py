@@ -155,6 +155,10 @@ echo = 0
 userpass_identity = {identity}
 userpass_pwd = {password}
 userpass_email = {identity}@localhost
+# Rucio's default x509, GSS and SSH identities of root (their keys are public): none.
+x509_identity =
+gss_identity =
+ssh_identity =
 
 [alembic]
 cfg = {alembic}
