@@ -1,5 +1,6 @@
 """The night spec: presets load, and every mistake is one line naming the field and its range."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -112,3 +113,18 @@ def test_cli_exits_2_with_one_line_naming_the_field(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "sizes.size: must be between 1 kB and 50 GB" in lines[0]
     assert proc.stdout == ""
+
+
+def test_deeply_nested_toml_is_one_line_not_a_recursion_error(tmp_path):
+    path = tmp_path / "deep.toml"
+    path.write_text("night = " + "[" * 100_000)
+    with pytest.raises(BadInput, match="nested too deeply") as exc:
+        load_spec(path)
+    assert "\n" not in str(exc.value)
+
+
+def test_a_fifo_as_spec_is_refused_without_waiting_for_a_writer(tmp_path):
+    path = tmp_path / "night.toml"
+    os.mkfifo(path)
+    with pytest.raises(BadInput, match="not a regular file"):
+        load_spec(path)

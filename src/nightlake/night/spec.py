@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import stat
 import string
 import tomllib
 from pathlib import Path
@@ -243,9 +244,15 @@ class NightSpec(_Model):
 
 
 def load_spec(path: str | Path) -> NightSpec:
-    """Read and validate a spec file; any problem becomes one `BadInput` line naming the field."""
+    """Read and validate a spec file; any problem becomes one `BadInput` line naming the field.
+
+    Only a regular file is read: reading a FIFO (or a device) would wait for a writer forever.
+    tomllib parses nested arrays and tables recursively, so a deeply nested document ends in
+    RecursionError, which is the spec's fault, not a crash."""
     path = Path(path)
     try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise BadInput(f"{path}: not a regular file; a night spec is a TOML file")
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise BadInput(f"{path}: no such spec file") from None
@@ -253,6 +260,8 @@ def load_spec(path: str | Path) -> NightSpec:
         raise BadInput(f"{path}: cannot read spec ({exc})") from None
     except tomllib.TOMLDecodeError as exc:
         raise BadInput(f"{path}: not valid TOML ({exc})") from None
+    except RecursionError:
+        raise BadInput(f"{path}: arrays or tables nested too deeply to be a night spec") from None
     return parse_spec(raw, source=str(path))
 
 
