@@ -8,6 +8,7 @@ import click
 
 from nightlake import BadInput
 from nightlake.cli.common import (
+    directory_to_make,
     done_rows,
     finish_run,
     metrics_port,
@@ -22,6 +23,7 @@ from nightlake.flows.ingest.context import IngestOptions
 @click.argument("source", type=click.Path(path_type=Path))
 @click.option("--rse", required=True, help="The RSE to upload to (e.g. ONSITE).")
 @click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              callback=directory_to_make,
               help="Run directory: journal, events, summary. Re-running the same command resumes.")
 @click.option("--scope", help="Scope of the files (a directory source; a spec names its own).")
 @click.option("--dataset", help="Put every file of a directory into this dataset (default: one per sub-directory).")
