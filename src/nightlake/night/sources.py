@@ -10,23 +10,15 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from nightlake import BadInput
+from nightlake.night import names
 from nightlake.night.fits import header as fitsheader
 from nightlake.night.plan import Plan, PlannedFile
-
-# Rucio's generic naming rules, copied from rucio/common/schema/generic.py (rucio-clients 41.5.1:
-# SCOPE, SCOPE_LENGTH, NAME, NAME_LENGTH). Importing rucio.common.schema reads the Rucio config at
-# import time (and needs rucio.db, absent from rucio-clients), so the patterns are copied here.
-SCOPE_RE = re.compile(r"^[a-zA-Z_\-.0-9]+$")
-SCOPE_LENGTH = 25
-NAME_RE = re.compile(r"^[/A-Za-z0-9][/A-Za-z0-9\.\-_]*$")
-NAME_LENGTH = 250
 
 SIDECAR = ".meta.json"
 TEMPORARY = (".part", ".nightlake-part")
@@ -131,15 +123,13 @@ def _sidecar(path: Path) -> dict[str, Any]:
 
 def _check_scope(scope: str) -> None:
     """Rucio would refuse a bad DID only at registration, after the upload: refuse it up front."""
-    if len(scope) > SCOPE_LENGTH or not SCOPE_RE.match(scope):
-        raise BadInput(f"--scope {scope}: not a valid Rucio scope ({SCOPE_RE.pattern}, "
-                       f"at most {SCOPE_LENGTH} characters)")
+    if problem := names.scope_problem(scope):
+        raise BadInput(f"--scope {scope}: {problem}")
 
 
 def _check_name(name: str, where: str) -> None:
-    if len(name) > NAME_LENGTH or not NAME_RE.match(name):
-        raise BadInput(f"{where}: {name!r} is not a valid Rucio DID name ({NAME_RE.pattern}, "
-                       f"at most {NAME_LENGTH} characters)")
+    if problem := names.name_problem(name):
+        raise BadInput(f"{where}: {name!r}: {problem}")
 
 
 def from_spec(plan: Plan) -> Iterator[SourceFile]:
