@@ -18,13 +18,15 @@ from nightlake.runs.journal.ingest import DatasetState, FileState, IngestJournal
 
 def ingest_summary(journal: IngestJournal, started: float | None = None,
                    failed_limit: int | None = None) -> dict[str, Any]:
-    """Counts and bytes per state, datasets, rules, and the failed or quarantined files."""
+    """Counts and bytes per state, datasets, rules, the failed or quarantined files, and what a
+    directory source left out (`sources.Skipped`)."""
     datasets = journal.datasets()
     problems = _problems(journal, (FileState.FAILED, FileState.QUARANTINED), failed_limit,
                          lambda r: {"failed_in": r.failed_from.value if r.failed_from else None})
     return {**_states(journal, FileState.DONE),
             "datasets": {state.value: sum(1 for *_, s in datasets if s is state) for state in DatasetState},
-            "rules": journal.rules(), "problems": problems, **_timing(started)}
+            "rules": journal.rules(), "problems": problems,
+            "skipped": journal.run_meta().get("skipped", []), **_timing(started)}
 
 
 def retrieve_summary(journal: DownloadJournal, out: Path, started: float | None = None,

@@ -40,6 +40,7 @@ class IngestRequest:
     dataset: str | None = None
     scheme: str | None = None
     rules: tuple[RulePolicy, ...] = field(default_factory=tuple)
+    follow_links: bool = False  # a directory source's links to files out of its tree are ingested
 
     @property
     def is_spec(self) -> bool:
@@ -48,7 +49,7 @@ class IngestRequest:
     def description(self) -> dict[str, Any]:
         return {"command": "ingest", "source": str(self.source.absolute()), "rse": self.options.rse,
                 "scope": self.scope, "dataset": self.dataset, "in_place": self.options.in_place,
-                "scheme": self.scheme, "options": asdict(self.options),
+                "scheme": self.scheme, "follow_links": self.follow_links, "options": asdict(self.options),
                 "rules": [asdict(r) for r in self.rules]}
 
 
@@ -96,12 +97,12 @@ def _check_source(request: IngestRequest) -> None:
         raise BadInput("a directory source needs --scope SCOPE")
 
 
-def _records(request: IngestRequest) -> Iterator[sources.SourceFile]:
+def _records(request: IngestRequest, skipped: sources.Skipped) -> Iterator[sources.SourceFile]:
     if request.is_spec:
         from nightlake.night.plan import Plan
 
         return sources.from_spec(Plan(load_spec(request.source)))
-    return sources.from_directory(request.source, request.scope, request.dataset)
+    return sources.from_directory(request.source, request.scope, request.dataset, request.follow_links, skipped)
 
 
 def _rules(request: IngestRequest) -> tuple[RulePolicy, ...]:
@@ -120,7 +121,11 @@ def _journal_plan(journal: IngestJournal, request: IngestRequest, bus: EventBus)
             datasets.add((record.scope, record.dataset))
             yield record
 
-    added = journal.add_files(noting_datasets(_records(request)))
+    skipped = sources.Skipped()
+    added = journal.add_files(noting_datasets(_records(request, skipped)))
+    for entry in skipped.as_list():
+        bus.emit(Kind.SOURCE_SKIPPED, **entry)
+    journal.set_meta(skipped=skipped.as_list())
     if not datasets:
         raise BadInput(f"{request.source}: no files to ingest")
     journal.add_datasets(sorted(datasets))
