@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from nightlake import BadInput
+from nightlake.catalog.client import Catalog
 from nightlake.catalog.rules import RulePolicy
 from nightlake.flows.ingest.context import IngestOptions
 from nightlake.flows.ingest.pipeline import Ingest
@@ -54,28 +55,46 @@ class IngestRequest:
 
 
 def run_ingest(request: IngestRequest, bus: EventBus) -> dict[str, Any]:
-    """Run (or resume) an ingest; return its summary (also written to RUNDIR/summary.json)."""
+    """Run (or resume) an ingest; return its summary (also written to RUNDIR/summary.json).
+
+    Everything that can be refused is checked before RUNDIR is made: the source, then the scope,
+    the rules' RSE expressions and the RSE against the catalog; a source that turns out bad while
+    it is journaled leaves no run behind. So a corrected command is a new run, not "another run"."""
     _check_source(request)
+    catalog = open_catalog(bus)
+    catalog.check_scopes([_scope(request)])
+    catalog.check_expressions(rule.rse_expression for rule in _rules(request))
+    rse_info = catalog.rse_info(request.options.rse)
+    protocol = _protocol(rse_info, request.scheme)
     run = RunDir(request.run)
-    started = time.time()
-    with run.open(INGEST, request.description()) as journal, logged(run, bus):
-        if not journal.run_meta().get("planned"):
-            _journal_plan(journal, request, bus)
-        catalog = open_catalog(bus)
-        journal.set_meta(**catalog.provenance())
-        catalog.check_expressions(rule["rse_expression"] for rule in journal.rules())
-        rse_info = catalog.rse_info(request.options.rse)
-        protocol = _protocol(rse_info, request.scheme)
-        ca_cert, client_cert = tls_from_rucio_config()
-        storage = open_storage(protocol, ca_cert=ca_cert, client_cert=client_cert,
-                               pool_size=request.options.workers, rse_info=rse_info)
-        _emit_start(bus, journal, request.options.rse, protocol["scheme"])
-        ingest = Ingest(journal, catalog, storage, _pfn_resolver(rse_info, protocol["scheme"]), _source_opener,
-                        request.options, bus, retry_policy(bus, request.options.rse), catalog.twin())
-        try:
-            return concluded(run, bus, ingest.run, lambda: ingest_summary(journal, started))
-        finally:
-            storage.close()
+    started, existed, planning = time.time(), run.path.exists(), False
+    try:
+        with run.open(INGEST, request.description()) as journal, logged(run, bus):
+            planning = not journal.run_meta().get("planned")
+            if planning:
+                _journal_plan(journal, request, bus)
+            planning = False
+            return _ingest(journal, run, request, catalog, rse_info, protocol, started, bus)
+    except BadInput:
+        if planning:
+            run.discard(INGEST, keep_directory=existed)
+        raise
+
+
+def _ingest(journal: IngestJournal, run: RunDir, request: IngestRequest, catalog: Catalog, rse_info: dict,
+            protocol: dict, started: float, bus: EventBus) -> dict[str, Any]:
+    """The journaled run: storage opened, the pipeline run, the summary written whatever happens."""
+    journal.set_meta(**catalog.provenance())
+    ca_cert, client_cert = tls_from_rucio_config()
+    storage = open_storage(protocol, ca_cert=ca_cert, client_cert=client_cert,
+                           pool_size=request.options.workers, rse_info=rse_info)
+    _emit_start(bus, journal, request.options.rse, protocol["scheme"])
+    ingest = Ingest(journal, catalog, storage, _pfn_resolver(rse_info, protocol["scheme"]), _source_opener,
+                    request.options, bus, retry_policy(bus, request.options.rse), catalog.twin())
+    try:
+        return concluded(run, bus, ingest.run, lambda: ingest_summary(journal, started))
+    finally:
+        storage.close()
 
 
 def _emit_start(bus: EventBus, journal: IngestJournal, rse: str, scheme: str) -> None:
@@ -95,6 +114,11 @@ def _check_source(request: IngestRequest) -> None:
         raise BadInput(f"{request.source}: expected a directory or a night spec (.toml)")
     if not request.is_spec and not request.scope:
         raise BadInput("a directory source needs --scope SCOPE")
+
+
+def _scope(request: IngestRequest) -> str:
+    """The scope of the run's files: --scope for a directory, the spec's own for a spec."""
+    return load_spec(request.source).night.scope if request.is_spec else request.scope
 
 
 def _records(request: IngestRequest, skipped: sources.Skipped) -> Iterator[sources.SourceFile]:
