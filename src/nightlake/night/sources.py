@@ -24,6 +24,7 @@ from nightlake.night.plan import Plan, PlannedFile
 SIDECAR = ".meta.json"
 TEMPORARY = (".part", ".nightlake-part")
 PAYLOAD = "payload:"
+CHUNK = 8 << 20  # bytes per read of a local source, as the storage layer reads
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +38,7 @@ class SourceFile:
     bytes: int
     adler32: str | None  # None: computed while uploading
     meta: dict
+    mtime_ns: int | None = None  # a local file's, when walked: `read_unchanged` compares it
 
 
 class Skipped:
@@ -167,7 +169,36 @@ def _source_file(path: Path, scope: str, dataset: str, has_sidecar: bool) -> Sou
         raise BadInput(f"{path}: cannot read ({exc.strerror})") from None
     if has_sidecar:
         meta.update(_sidecar(path.with_name(path.name + SIDECAR)))
-    return SourceFile(scope, path.name, dataset, str(path), size, None, meta)
+    return SourceFile(scope, path.name, dataset, str(path), size, None, meta, info.st_mtime_ns)
+
+
+class SourceChanged(OSError):
+    """A local source is not the file that was planned (changed, replaced or deleted since): its
+    bytes are not uploaded. An OSError, so the file fails PERMANENT, with this message."""
+
+
+def read_unchanged(path: str | Path, size: int, mtime_ns: int | None, chunk_size: int = CHUNK) -> Iterator[bytes]:
+    """The bytes of a planned local file, refused unless it still is the regular file of `size`
+    bytes and `mtime_ns` that was walked, before the first byte and again after the last: a
+    same-size rewrite would otherwise be uploaded, and registered, undetected. Opened without
+    blocking, so a FIFO put in its place cannot hang the upload."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise SourceChanged(f"{path}: deleted since it was planned") from None
+    with os.fdopen(fd, "rb", buffering=0) as f:
+        _check_unchanged(path, os.fstat(fd), size, mtime_ns, "since it was planned")
+        while chunk := f.read(chunk_size):
+            yield chunk
+        _check_unchanged(path, os.fstat(fd), size, mtime_ns, "while it was read")
+
+
+def _check_unchanged(path: str | Path, now: os.stat_result, size: int, mtime_ns: int | None, when: str) -> None:
+    if not stat.S_ISREG(now.st_mode):
+        raise SourceChanged(f"{path}: no longer a regular file ({when})")
+    if now.st_size != size or (mtime_ns is not None and now.st_mtime_ns != mtime_ns):
+        raise SourceChanged(f"{path}: changed {when} (size {size} -> {now.st_size}, "
+                            f"mtime_ns {mtime_ns} -> {now.st_mtime_ns}); re-plan it in a new run")
 
 
 def _sidecar(path: Path) -> dict[str, Any]:

@@ -180,8 +180,9 @@ def _pfn_resolver(rse_info: dict, scheme: str):
 
 
 def _source_opener(record: FileRecord):
-    """A local file's path, or a factory of the streamed payload's chunks (fresh on each attempt)."""
+    """A factory of the source's chunks, fresh on each attempt: the streamed payload's, or the
+    local file's, refused if it is no longer the file that was planned."""
     if record.source.startswith(sources.PAYLOAD):
         planned = sources.planned_file(record)
         return lambda: open_stream(planned).iter_chunks()
-    return Path(record.source)
+    return lambda: sources.read_unchanged(record.source, record.bytes, record.mtime_ns)
