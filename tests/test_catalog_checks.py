@@ -36,7 +36,7 @@ class FakeClient:
 def catalog(monkeypatch) -> Catalog:
     catalog = Catalog(RetryPolicy(max_attempts=1, target="catalog", catalog=True, sleep=lambda s: None),
                       client=FakeClient())
-    monkeypatch.setattr(ingest, "open_catalog", lambda bus: catalog)
+    monkeypatch.setattr(ingest, "open_catalog", lambda bus, patience=None: catalog)
     return catalog
 
 
@@ -103,7 +103,7 @@ def test_a_retrieve_the_catalog_refuses_makes_no_run_directory(monkeypatch, tmp_
 
     catalog = Catalog(RetryPolicy(max_attempts=1, target="catalog", catalog=True, sleep=lambda s: None),
                       client=FakeClient())
-    monkeypatch.setattr(retrieve, "open_catalog", lambda bus: catalog)
+    monkeypatch.setattr(retrieve, "open_catalog", lambda bus, patience=None: catalog)
     dids = () if "filters" in options else ("cta:f.fits",)
     with pytest.raises(BadInput, match=refusal):
         retrieve.run_retrieve(retrieve.RetrieveRequest(out=tmp_path / "out", run=tmp_path / "run", dids=dids,

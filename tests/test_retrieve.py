@@ -282,7 +282,7 @@ def test_a_selection_without_files_is_bad_input_and_leaves_no_run(monkeypatch, t
     from nightlake.catalog.client import Catalog
     from nightlake.flows.retrieve import run as retrieve
 
-    monkeypatch.setattr(retrieve, "open_catalog", lambda bus: Catalog(client=FakeClient(refuse),
+    monkeypatch.setattr(retrieve, "open_catalog", lambda bus, patience: Catalog(client=FakeClient(refuse),
                                                              policy=RetryPolicy(sleep=lambda s: None)))
     request = RetrieveRequest(out=tmp_path / "out", run=tmp_path / "run", filters=(("a", "b"),), scope="cta")
     with pytest.raises(BadInput):

@@ -3,7 +3,7 @@
 Rucio's bulk calls apply the whole batch or none of it. A batch that fails permanently is split in
 halves, recursively, until the items at fault are isolated; the others go through. Transient
 failures that outlast the retries reject the whole batch (splitting cannot help), and auth
-failures propagate: the run must stop.
+failures and a catalog down past its patience propagate: the run must stop.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from nightlake.catalog.retry import AuthFailure, GaveUp, RetryPolicy
+from nightlake.catalog.retry import AuthFailure, GaveUp, RetryPolicy, ServiceDown
 
 BATCH_SIZE = 1000  # items per bulk call: the Rucio server's schema limit
 T = TypeVar("T")
@@ -38,7 +38,7 @@ def bisect(call: Callable[[list], Any], items: list, policy: RetryPolicy) -> lis
     try:
         policy.call(call, items)
         return []
-    except AuthFailure:
+    except (AuthFailure, ServiceDown):  # the run must stop: nothing to isolate
         raise
     except GaveUp as failure:
         if len(items) == 1 or failure.classified.error_class.transient:

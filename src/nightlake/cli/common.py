@@ -11,15 +11,19 @@ from rich.markup import escape
 from rich.table import Table
 
 from nightlake import BadInput
-from nightlake.catalog.retry import GaveUp
+from nightlake.catalog.retry import GaveUp, ServiceDown
 from nightlake.catalog.rules import RulePolicy
 from nightlake.cli.console import err as console
 from nightlake.cli.console import out
+from nightlake.flows.session import DEFAULT_PATIENCE
 from nightlake.night.spec import human_bytes
 from nightlake.observe import metrics
 from nightlake.observe.events import EventBus
 from nightlake.runs.rundir import RunDir
 
+patience = click.option(
+    "--patience", type=click.FloatRange(0), default=DEFAULT_PATIENCE, show_default=True, metavar="SECONDS",
+    help="Ride through an outage of the Rucio server or an RSE that lasts up to this long (0: stop at once).")
 metrics_port = click.option(
     "--metrics-port", type=click.IntRange(0, 65535), default=None,
     help="Serve Prometheus metrics on 127.0.0.1:PORT while the command runs.")
@@ -73,8 +77,9 @@ def stopped_message(exc: GaveUp) -> str:
     from nightlake.catalog.client import rucio_host
 
     where = f" ({rucio_host()})" if exc.target == "catalog" else ""
-    return (f"{exc.target}{where}: {exc.classified.error_class.value} after {exc.attempts} attempt(s): "
-            f"{exc.classified.message} Re-run the same command to resume.")
+    how = f"still down after {exc.patience:.0f} s of patience" if isinstance(exc, ServiceDown) else \
+        f"{exc.classified.error_class.value} after {exc.attempts} attempt(s)"
+    return f"{exc.target}{where}: {how}: {exc.classified.message} Re-run the same command to resume."
 
 
 def finish_run(run: Callable[[EventBus], dict], metrics_port: int | None,

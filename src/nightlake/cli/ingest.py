@@ -13,6 +13,7 @@ from nightlake.cli.common import (
     finish_run,
     metrics_port,
     parse_policy,
+    patience,
     print_summary,
     run_with_progress,
 )
@@ -40,18 +41,20 @@ from nightlake.observe.events import Event, EventBus, Kind
 @click.option("--no-close", is_flag=True, help="Leave the datasets open at the end.")
 @click.option("--follow-links", is_flag=True,
               help="Ingest the files that a directory source's links point to out of its tree (default: skipped).")
+@patience
 @metrics_port
 @click.option("--quiet", is_flag=True, help="No progress display.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 def ingest_cmd(source, rse, run_dir, scope, dataset, in_place, scheme, rules, required, workers, batch,
-               no_close, follow_links, metrics_port, quiet, as_json) -> None:
+               no_close, follow_links, patience, metrics_port, quiet, as_json) -> None:
     """Upload, register, set the metadata of and replicate a night: SOURCE is a directory or a night spec (.toml)."""
     from nightlake.flows.ingest.run import IngestRequest, run_ingest
 
     options = IngestOptions(rse=rse, workers=workers, batch_files=batch, required_meta=tuple(required),
                             close_datasets=not no_close, in_place=in_place)
     request = IngestRequest(source=source, run=run_dir, options=options, scope=scope, dataset=dataset,
-                            scheme=scheme, rules=tuple(_ingest_rule(r) for r in rules), follow_links=follow_links)
+                            scheme=scheme, rules=tuple(_ingest_rule(r) for r in rules), follow_links=follow_links,
+                            patience=patience)
 
     def run(bus: EventBus) -> dict:
         bus.subscribe(_warn_skipped)

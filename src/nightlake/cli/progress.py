@@ -39,6 +39,7 @@ class Tally:
         self.started = clock()
         self.total = self.moved_before = self.done_before = 0
         self.moved = self.bytes = self.done = self.failed = 0
+        self.waiting: dict[str, str] = {}  # target -> why: the services the run waits for
 
     def count(self, event: Event) -> None:
         fields = event.fields
@@ -53,6 +54,14 @@ class Tally:
             self.done += fields.get("files", 0)
         elif event.kind == Kind.FILE_FAILED:
             self.failed += fields.get("files", 0)
+        elif event.kind == Kind.SERVICE_DOWN:
+            self.waiting[fields.get("target", "?")] = fields.get("message", "")
+        elif event.kind == Kind.SERVICE_UP:
+            self.waiting.pop(fields.get("target", "?"), None)
+
+    def waiting_line(self) -> str:
+        """What the run waits for, or ""."""
+        return "; ".join(f"waiting for {target} ({why})" for target, why in self.waiting.items())
 
     def rates(self) -> tuple[float, float]:
         """(files/s, MB/s) of this session."""
@@ -86,8 +95,8 @@ class RunProgress:
             if self.done_task is not None:
                 self.progress.update(self.done_task, total=t.total or None, completed=t.done_before + t.done)
             files_per_s, mb_per_s = t.rates()
-            self.live.update(Group(self.progress, Text(
-                f"{files_per_s:8.1f} files/s  {mb_per_s:8.1f} MB/s  {human_bytes(t.bytes)}  failed {t.failed}")))
+            status = f"{files_per_s:8.1f} files/s  {mb_per_s:8.1f} MB/s  {human_bytes(t.bytes)}  failed {t.failed}"
+            self.live.update(Group(self.progress, Text(f"{status}  {t.waiting_line()}".rstrip())))
 
     def __enter__(self) -> RunProgress:
         self.live.__enter__()
@@ -111,11 +120,21 @@ class ProgressLog:
     def __call__(self, event: Event) -> None:
         with self._lock:
             self.tally.count(event)
+            if event.kind in (Kind.SERVICE_DOWN, Kind.SERVICE_UP):  # an outage is said at once
+                self.console.print(self._outage_line(event), markup=False)
             now = self.tally.clock()
             if now - self.last < self.every:
                 return
             self.last = now
             self.console.print(self.line(), markup=False)
+
+    @staticmethod
+    def _outage_line(event: Event) -> str:
+        f, when = event.fields, time.strftime("%H:%M:%S")
+        if event.kind == Kind.SERVICE_DOWN:
+            return (f"{when} {f.get('target')} is down, waiting up to {f.get('patience', 0):.0f} s for it: "
+                    f"{f.get('message')}")
+        return f"{when} {f.get('target')} is back after {f.get('down_s', 0):.0f} s; going on"
 
     def line(self) -> str:
         t = self.tally
@@ -127,4 +146,5 @@ class ProgressLog:
         parts.append(f"failed {t.failed:,}; {files_per_s:.1f} files/s, {mb_per_s:.1f} MB/s "
                      f"({human_bytes(t.bytes)} this session)")
         when = time.strftime("%H:%M:%S")
-        return f"{when} " + ", ".join(parts) + (f"; ETA {eta / 60:.0f} min" if eta is not None else "")
+        waiting = f"; {t.waiting_line()}" if t.waiting else ""
+        return f"{when} " + ", ".join(parts) + (f"; ETA {eta / 60:.0f} min" if eta is not None else "") + waiting

@@ -8,7 +8,7 @@ import click
 from rich.live import Live
 from rich.table import Table
 
-from nightlake.cli.common import metrics_port, parse_policy
+from nightlake.cli.common import metrics_port, parse_policy, patience
 from nightlake.cli.console import err as console
 from nightlake.cli.console import out
 from nightlake.flows.rules import RuleStatus, WatchResult, by_expression
@@ -47,8 +47,9 @@ def add_cmd(run_dir: Path, texts: tuple[str, ...]) -> None:
 @click.option("--timeout", type=click.FloatRange(0), default=600, show_default=True,
               help="Seconds to wait for every rule to be OK or STUCK.")
 @click.option("--interval", type=click.FloatRange(0.1), default=5, show_default=True, help="Seconds between polls.")
+@patience
 @metrics_port
-def watch_cmd(run_dir: Path, timeout: float, interval: float, metrics_port: int | None) -> None:
+def watch_cmd(run_dir: Path, timeout: float, interval: float, patience: float, metrics_port: int | None) -> None:
     """Follow the run's rules until all are OK or STUCK (exit 0 if all OK, 1 otherwise)."""
     from nightlake.flows.rules import run_rules, watch
 
@@ -58,7 +59,7 @@ def watch_cmd(run_dir: Path, timeout: float, interval: float, metrics_port: int 
     bus = EventBus()
     with EventLog(run.events) as log, metrics.serving(metrics_port, bus):
         bus.subscribe(log)
-        catalog = open_catalog(bus)
+        catalog = open_catalog(bus, patience)
         if console.is_terminal:
             with Live(progress_table([]), console=console, auto_refresh=False) as live:
                 result = watch(catalog, tracked, bus, timeout, interval,

@@ -3,7 +3,9 @@
 Errors are data: a failure is classified and journaled with its original message, and a
 `file.failed` event says so, the same way for uploads, registrations and downloads.
 
-One failure is one file's problem; many in a row are a service's. `Streak` stops the run when
+One failure is one file's problem; many in a row are a service's. An outage the retry policy's
+breaker rode through fails nothing; one that outlasted the patience window (`ServiceDown`)
+stops the run at once, without failing a file. `Streak` stops the run when
 the same class of failure, each after its own retries, comes `STREAKS[class]` times in a row:
 storage refusing credentials (one refusal may be one path's permissions), or storage that stays
 down (64: more than every transfer in flight failing together). A dead RSE then costs minutes,
@@ -16,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from nightlake.catalog.failures import ErrorClass, classify
-from nightlake.catalog.retry import CallFailed
+from nightlake.catalog.retry import CallFailed, ServiceDown
 from nightlake.observe.events import EventBus, Kind
 
 STREAKS = {ErrorClass.AUTH: 5, ErrorClass.TRANSIENT_STORAGE: 64}
@@ -24,7 +26,11 @@ MESSAGE_CHARS = 500  # of a failure's message in its event; the journal keeps al
 
 
 def record_failure(journal: Any, records: Sequence[Any], exc: BaseException, bus: EventBus) -> None:
-    """Journal `records` as failed with the class and original message of `exc`, and say so."""
+    """Journal `records` as failed with the class and original message of `exc`, and say so. A
+    service that stayed down past the patience window is no fault of the files: they keep their
+    state, for the re-run."""
+    if isinstance(exc, ServiceDown):
+        return
     classified = exc.classified if isinstance(exc, CallFailed) else classify(exc)
     journal.fail(records, classified.error_class, classified.message)
     bus.emit(Kind.FILE_FAILED, files=len(records), error_class=classified.error_class.value,
@@ -45,6 +51,8 @@ class Streak:
     def failure(self, exc: BaseException) -> None:
         """Count `exc`; raise it when it ends a streak long enough to stop the run. Only a call
         that used up its retries (`CallFailed`) says anything about the service behind it."""
+        if isinstance(exc, ServiceDown):  # past the patience window: stop now
+            raise exc
         if not isinstance(exc, CallFailed):
             self.success()
             return

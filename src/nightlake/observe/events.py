@@ -48,6 +48,8 @@ class Kind(enum.StrEnum):
     QUARANTINE = "quarantine"  # files, reason: files set aside (missing metadata), never ingested
     FILE_FAILED = "file.failed"  # files, error_class, message
     RETRY = "retry"  # target, error_class, attempt, delay, message
+    SERVICE_DOWN = "service.down"  # target, message, patience: a target went down; the run waits
+    SERVICE_UP = "service.up"  # target, down_s: it came back; the run goes on
     RULE_ADDED = "rule.added"  # dataset, rule_id, rse_expression, existed
     DATASET_CLOSED = "dataset.closed"  # dataset
     QUEUE_DEPTH = "queue.depth"  # stage, depth: batches waiting for a catalog stage (live only)

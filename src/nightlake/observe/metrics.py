@@ -14,6 +14,7 @@ Event kinds counted (`events.Kind`; any other kind is ignored, so new kinds neve
     QUARANTINE                           files set aside (missing required metadata)
     RETRY                                retries by target and error class
     QUEUE_DEPTH                          batches waiting per catalog stage (a gauge)
+    SERVICE_DOWN, SERVICE_UP             1 while a target is down and the run waits for it (a gauge)
     RULES_PROGRESS                       replication ok/replicating/stuck, summed over rules
     RUN_START                            files in the run
 """
@@ -49,6 +50,8 @@ class Metrics:
         self.quarantined = Counter("nightlake_files_quarantined", "Files set aside", registry=r)
         self.retries = Counter("nightlake_retries", "Retried calls", ["target", "error_class"], registry=r)
         self.queue = Gauge("nightlake_queue_depth", "Batches waiting for each catalog stage", ["stage"], registry=r)
+        self.down = Gauge("nightlake_service_down", "1 while the run waits for a target that is down",
+                          ["target"], registry=r)
         self.run_files = Gauge("nightlake_run_files", "Files in the run", registry=r)
         self.rule_files = Gauge("nightlake_rule_files", "Files of the run's rules by replication state",
                                 ["state"], registry=r)
@@ -72,6 +75,8 @@ class Metrics:
             self.retries.labels(f.get("target", "?"), f.get("error_class", "?")).inc()
         elif kind == Kind.QUEUE_DEPTH:
             self.queue.labels(f.get("stage", "?")).set(f.get("depth", 0))
+        elif kind in (Kind.SERVICE_DOWN, Kind.SERVICE_UP):
+            self.down.labels(f.get("target", "?")).set(int(kind == Kind.SERVICE_DOWN))
         elif kind == Kind.RUN_START:
             self.run_files.set(f.get("files", 0))
         elif kind == Kind.RULES_PROGRESS:

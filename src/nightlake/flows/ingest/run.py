@@ -9,7 +9,7 @@ journal and the request into `run.json`, so a report can always say what ran.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,13 @@ from nightlake.catalog.client import Catalog
 from nightlake.catalog.rules import RulePolicy
 from nightlake.flows.ingest.context import IngestOptions
 from nightlake.flows.ingest.pipeline import Ingest
-from nightlake.flows.session import concluded, logged, open_catalog, retry_policy
+from nightlake.flows.session import (
+    DEFAULT_PATIENCE,
+    concluded,
+    logged,
+    open_catalog,
+    retry_policy,
+)
 from nightlake.night import sources
 from nightlake.night.payload import open_stream
 from nightlake.night.spec import load_spec
@@ -27,7 +33,7 @@ from nightlake.observe.events import EventBus, Kind
 from nightlake.runs.journal.ingest import FileRecord, FileState, IngestJournal
 from nightlake.runs.rundir import INGEST, RunDir
 from nightlake.runs.summary import ingest_summary
-from nightlake.storage import open_storage, pfns, tls_from_rucio_config
+from nightlake.storage import Storage, open_storage, pfns, tls_from_rucio_config
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,7 @@ class IngestRequest:
     scheme: str | None = None
     rules: tuple[RulePolicy, ...] = field(default_factory=tuple)
     follow_links: bool = False  # a directory source's links to files out of its tree are ingested
+    patience: float = DEFAULT_PATIENCE  # seconds an outage of the catalog or the RSE is ridden through
 
     @property
     def is_spec(self) -> bool:
@@ -61,7 +68,7 @@ def run_ingest(request: IngestRequest, bus: EventBus) -> dict[str, Any]:
     the rules' RSE expressions and the RSE against the catalog; a source that turns out bad while
     it is journaled leaves no run behind. So a corrected command is a new run, not "another run"."""
     _check_source(request)
-    catalog = open_catalog(bus)
+    catalog = open_catalog(bus, request.patience)
     catalog.check_scopes([_scope(request)])
     catalog.check_expressions(rule.rse_expression for rule in _rules(request))
     rse_info = catalog.rse_info(request.options.rse)
@@ -89,8 +96,11 @@ def _ingest(journal: IngestJournal, run: RunDir, request: IngestRequest, catalog
     storage = open_storage(protocol, ca_cert=ca_cert, client_cert=client_cert,
                            pool_size=request.options.workers, rse_info=rse_info)
     _emit_start(bus, journal, request.options.rse, protocol["scheme"])
-    ingest = Ingest(journal, catalog, storage, _pfn_resolver(rse_info, protocol["scheme"]), _source_opener,
-                    request.options, bus, retry_policy(bus, request.options.rse), catalog.twin())
+    pfn_of = _pfn_resolver(rse_info, protocol["scheme"])
+    storage_policy = retry_policy(bus, request.options.rse, request.patience,
+                                  probe=_storage_probe(storage, rse_info, protocol["scheme"]))
+    ingest = Ingest(journal, catalog, storage, pfn_of, _source_opener, request.options, bus, storage_policy,
+                    catalog.twin())
     try:
         return concluded(run, bus, ingest.run, lambda: ingest_summary(journal, started))
     finally:
@@ -177,6 +187,13 @@ def _pfn_resolver(rse_info: dict, scheme: str):
     def pfn_of(batch: list[FileRecord]) -> dict[str, str]:
         return pfns(rse_info, scheme, [{"scope": r.scope, "name": r.name} for r in batch])
     return pfn_of
+
+
+def _storage_probe(storage: Storage, rse_info: dict, scheme: str) -> Callable[[], object]:
+    """The RSE's health check while it is down: a stat of a path where nothing is (a storage that
+    is up answers "absent" at once)."""
+    pfn = pfns(rse_info, scheme, [{"scope": "nightlake", "name": "health-probe"}])["nightlake:health-probe"]
+    return lambda: storage.stat(pfn)
 
 
 def _source_opener(record: FileRecord):

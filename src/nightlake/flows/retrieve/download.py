@@ -171,7 +171,9 @@ class Retrieve:
         self._done_bytes = 0
 
     def _fetch(self, record: Download) -> None:
-        self.request.policy.for_target(record.rse or "storage").call(self._get_verified, record)
+        storage = self.storages.for_pfn(record.pfn)  # a stat of the file is the RSE's health check
+        policy = self.request.policy.for_target(record.rse or "storage", probe=lambda: storage.stat(record.pfn))
+        policy.call(self._get_verified, record)
         self.bus.emit(Kind.DOWNLOAD_DONE, files=1, bytes=record.bytes, rse=record.rse)
 
     def _get_verified(self, record: Download) -> None:

@@ -26,7 +26,14 @@ from nightlake.flows.retrieve.select import (
     named_files,
     parse_did,
 )
-from nightlake.flows.session import concluded, logged, open_catalog, retry_reporter
+from nightlake.flows.session import (
+    DEFAULT_PATIENCE,
+    concluded,
+    logged,
+    open_catalog,
+    outage_reporter,
+    retry_reporter,
+)
 from nightlake.observe.events import EventBus, Kind
 from nightlake.runs.journal.download import D, DownloadJournal
 from nightlake.runs.rundir import RETRIEVE, RunDir
@@ -41,7 +48,8 @@ class RetrieveRequest:
 
     `rse`: an RSE expression the replicas must match; `from_rse`: the RSE preferred when it has a
     replica; `workers`: downloads in parallel; `batch_files`: files per `list_replicas` call and
-    per journal transition; `policy`: the retry policy of every download."""
+    per journal transition; `policy`: the retry policy of every download; `patience`: seconds an
+    outage of the catalog or of a source RSE is ridden through."""
 
     out: Path
     run: Path
@@ -53,6 +61,7 @@ class RetrieveRequest:
     workers: int = 8
     batch_files: int = 1000
     policy: RetryPolicy = field(default_factory=RetryPolicy)
+    patience: float = DEFAULT_PATIENCE
 
     def description(self) -> dict[str, Any]:
         return {"command": "retrieve", "dids": list(self.dids), "filters": dict(self.filters),
@@ -72,7 +81,7 @@ def run_retrieve(request: RetrieveRequest, bus: EventBus) -> dict[str, Any]:
     _check(request)
     run = RunDir(request.run)
     started = time.time()
-    catalog = open_catalog(bus)
+    catalog = open_catalog(bus, request.patience)
     catalog.check_scopes([request.scope])
     catalog.check_expressions([request.rse, request.from_rse])
     types = did_types(catalog, [parse_did(d) for d in request.dids])
@@ -94,9 +103,10 @@ def run_retrieve(request: RetrieveRequest, bus: EventBus) -> dict[str, Any]:
 
 def _download_all(journal: DownloadJournal, run: RunDir, request: RetrieveRequest, started: float,
                   bus: EventBus) -> dict[str, Any]:
-    if request.policy.on_retry is None:
-        request = dataclasses.replace(request, policy=dataclasses.replace(request.policy,
-                                                                          on_retry=retry_reporter(bus)))
+    if request.policy.on_retry is None:  # the command's own policy: report to this run's events
+        policy = dataclasses.replace(request.policy, on_retry=retry_reporter(bus), on_outage=outage_reporter(bus),
+                                     patience=request.patience)
+        request = dataclasses.replace(request, policy=policy)
     storages = Storages(request.workers)
     counts = journal.counts()
     bus.emit(Kind.RUN_START, files=sum(counts.values()), done=counts[D.DONE])
