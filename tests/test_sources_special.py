@@ -111,3 +111,17 @@ def test_ingest_warns_in_one_line_with_the_count_and_a_sample(capsys):
     _warn_skipped(Event(Kind.SOURCE_SKIPPED, {"reason": LINK_OUT, "files": 12, "sample": ["/n/a", "/n/b"]}))
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line == f"nightlake: warning: skipped 12 {LINK_OUT}, e.g. /n/a, /n/b"
+
+
+def test_status_says_what_the_source_skipped(night, tmp_path):
+    from click.testing import CliRunner
+
+    from nightlake.cli import cli
+
+    os.mkfifo(night / "pipe.fits")
+    request = IngestRequest(source=night, run=tmp_path / "run", options=IngestOptions(rse="ONSITE"), scope="cta")
+    (tmp_path / "run").mkdir()
+    with IngestJournal.create(tmp_path / "run" / "journal.sqlite", {"description": request.description()}) as journal:
+        _journal_plan(journal, request, EventBus())
+    result = CliRunner().invoke(cli, ["status", str(tmp_path / "run")])
+    assert f"skipped in the source: 1 {SPECIAL}" in result.output
