@@ -175,3 +175,11 @@ def test_the_largest_numbers_are_rendered_into_the_checked_names():
 def test_a_huge_or_nested_format_width_is_refused_without_rendering_it(template):
     with pytest.raises(BadInput, match="a width beyond 250|nested fields"):
         parse_spec(with_naming(file=template))
+
+
+def test_an_ingest_of_a_fifo_spec_is_refused_before_rucio_is_asked(tmp_path):
+    os.mkfifo(tmp_path / "night.toml")
+    result = CliRunner().invoke(cli, ["ingest", str(tmp_path / "night.toml"), "--rse", "ONSITE",
+                                      "--run", str(tmp_path / "run")])
+    assert isinstance(result.exception, BadInput) and "not a regular file" in str(result.exception)
+    assert not (tmp_path / "run").exists()

@@ -68,9 +68,10 @@ def run_ingest(request: IngestRequest, bus: EventBus) -> dict[str, Any]:
     the rules' RSE expressions and the RSE against the catalog; a source that turns out bad while
     it is journaled leaves no run behind. So a corrected command is a new run, not "another run"."""
     _check_source(request)
+    scope, rules = _scope(request), _rules(request)  # a bad spec is said before Rucio is asked
     catalog = open_catalog(bus, request.patience)
-    catalog.check_scopes([_scope(request)])
-    catalog.check_expressions(rule.rse_expression for rule in _rules(request))
+    catalog.check_scopes([scope])
+    catalog.check_expressions(rule.rse_expression for rule in rules)
     rse_info = catalog.rse_info(request.options.rse)
     protocol = _protocol(rse_info, request.scheme)
     run = RunDir(request.run)
