@@ -58,8 +58,8 @@ class Catalog(ReplicaCalls, DidCalls, RseCalls, RuleCalls, ScopeCalls):
         self.policy = policy or RetryPolicy(target="catalog", catalog=True)
         self.client = client if client is not None else self._client()
         self.batch_size = batch_size
-        if hasattr(self.client, "ping"):  # the breaker's health check: cheap, and needs no data
-            self.policy = dataclasses.replace(self.policy, probe=self.client.ping)
+        if hasattr(self.client, "whoami"):  # the breaker's health check: cheap, and through the database
+            self.policy = dataclasses.replace(self.policy, probe=self.client.whoami)
 
     def _client(self) -> Any:
         """A client that has authenticated (a refusal is an AuthFailure). No configuration at all is

@@ -33,7 +33,7 @@ class Kind(enum.StrEnum):
     RUN_REQUEUED = "run.requeued"  # files: failed files given another go
     RUN_END = "run.end"  # complete, failed
     RECONCILE_STORAGE = "reconcile.storage"  # uploaded, replanned, changed: uncertain uploads settled
-    RECONCILE_CATALOG = "reconcile.catalog"  # registered, uploaded: uncertain registrations settled
+    RECONCILE_CATALOG = "reconcile.catalog"  # registered, uploaded, adopted: registrations found in Rucio
     RECONCILE_LOCAL = "reconcile.local"  # done, replanned: uncertain downloads settled
     RECONCILE_MISSING = "reconcile.missing"  # replanned: downloaded files gone from disk
     DATASETS_CREATED = "datasets.created"  # datasets

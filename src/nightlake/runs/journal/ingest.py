@@ -192,6 +192,11 @@ class IngestJournal(SQLiteJournal):
         with self._lock:
             return {did for did in dids if self._db.execute(sql, did).fetchone() is None}
 
+    def dataset_files(self, scope: str, dataset: str) -> list[FileRecord]:
+        """The files a dataset of the run should hold (a dataset has thousands at most)."""
+        return [self.row(r) for r in self._query(f"SELECT {self.COLUMNS} FROM files WHERE scope = ? AND dataset = ? "
+                                                 f"ORDER BY id", (scope, dataset))]
+
     def mark_datasets(self, dids: Iterable[tuple[str, str]], state: DatasetState) -> None:
         now = time.time()
         with self._tx() as db:
