@@ -92,12 +92,12 @@ def from_directory(root: Path, scope: str, dataset: str | None = None, follow_li
         _check_name(dataset, "--dataset")
     skipped = skipped if skipped is not None else Skipped()
     seen: dict[str, str] = {}  # values share one string per directory
-    for directory, names in _walk(root, follow_links, skipped):
+    for directory, files in _walk(root, follow_links, skipped):
         rel, where = directory.relative_to(root).as_posix(), str(directory)
         ds = dataset or (root.name if rel == "." else rel.replace("/", "."))
         _check_name(ds, f"{directory}: dataset name")
-        sidecars = {n for n in names if n.endswith(SIDECAR)}
-        for name in names:
+        sidecars = {n for n in files if n.endswith(SIDECAR)}
+        for name in files:
             if name.endswith(SIDECAR):
                 continue
             path = directory / name
