@@ -2,7 +2,9 @@
 
 TLS is configured because XrdHttp only loads its extension handlers (HTTP-TPC) with it, and adler32
 is enabled so that `Want-Digest: adler32` and `xrdfs query checksum` answer, for up to 64 files at
-once (XRootD's default of 4 makes the fifth concurrent request wait 30 s). XRootD binds every
+once (XRootD's default of 4 makes the fifth concurrent request wait 30 s). `ofs.tpc` turns on
+root:// third-party copy (without it a TPC open fails with `[3013] ... tpc not supported`): the
+destination server pulls with its own `xrdcp --server`, up to 8 at once. XRootD binds every
 interface and has no bind-address option, so `xrd.allow host` admits connections from loopback only.
 When started by root it runs as the `xrootd` user (`-R`), which owns the storage.
 """
@@ -30,6 +32,7 @@ xrd.port {root_port}
 xrootd.chksum max 64 adler32
 xrd.protocol http:{https_port} libXrdHttp.so
 http.exthandler xrdtpc libXrdHttpTPC.so
+ofs.tpc ttl 60 120 xfr 8 pgm /usr/bin/xrdcp --server
 xrd.tls {tls}/host.pem {tls}/host.key
 xrd.tlsca certfile {tls}/ca.pem
 xrd.allow host localhost
