@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from nightlake.errors import BadInput
-from nightlake.lake import certs, objects, postgres, processes, rucio_server, system, xrootd
+from nightlake.lake import certs, objects, postgres, processes, rucio_server, system, transfer_service, xrootd
 from nightlake.lake.layout import HOST, RSES, Layout
 
 Echo = Callable[[str], None]
@@ -37,7 +37,8 @@ class Component:
 
 def components(layout: Layout) -> list[str]:
     """Process names in start order (`down` walks it backwards)."""
-    return ["postgresql", *(f"xrootd-{rse.name}" for rse in RSES), "rucio-server", *rucio_server.DAEMONS]
+    return ["postgresql", *(f"xrootd-{rse.name}" for rse in RSES), transfer_service.NAME, "rucio-server",
+            *rucio_server.DAEMONS]
 
 
 def is_up(layout: Layout) -> bool:
@@ -58,11 +59,12 @@ def up(layout: Layout, echo: Echo = print) -> bool:
     _start_catalog_db(layout, echo)
     for rse in RSES:
         _ensure_running(layout, f"xrootd-{rse.name}", lambda rse=rse: _start_rse(layout, rse), echo)
+    _ensure_running(layout, transfer_service.NAME, lambda: transfer_service.start(layout), echo)
     _ensure_running(layout, "rucio-server", lambda: rucio_server.start_server(layout), echo)
     if not (layout.etc / CATALOG_READY).exists():
         objects.create(layout, client(layout))
-        (layout.etc / CATALOG_READY).write_text("scope, RSEs, protocols, quotas, distances\n")
-        echo("catalog ready: scope, 3 RSEs, quotas, distances")
+        (layout.etc / CATALOG_READY).write_text("scope, RSEs, protocols, quotas, distances, fts\n")
+        echo("catalog ready: scope, 3 RSEs, quotas, distances, fts")
     for daemon in rucio_server.DAEMONS:
         _ensure_running(layout, daemon, lambda d=daemon: rucio_server.start_daemon(layout, d), echo)
     return True
@@ -101,8 +103,8 @@ def _check_ports(layout: Layout) -> None:
     running = {c.name for c in status(layout) if c.running} if layout.state_file.exists() else set()
     needed = {}
     for component, port in ports.items():
-        owner = "postgresql" if component == "postgresql" else (
-            "rucio-server" if component == "rucio-server" else f"xrootd-{component.split()[1]}")
+        owner = component if component in ("postgresql", "rucio-server", transfer_service.NAME) \
+            else f"xrootd-{component.split()[1]}"
         if owner not in running:
             needed[component] = port
     system.check_ports(needed)
@@ -161,6 +163,8 @@ def _probe(layout: Layout, name: str, running: bool) -> tuple[str, bool]:
         return f"{HOST}:{layout.pg_port}", running and postgres.healthy(layout)
     if name == "rucio-server":
         return layout.rucio_url, running and rucio_server.healthy(layout)
+    if name == transfer_service.NAME:
+        return layout.transfers_url, running and transfer_service.healthy(layout)
     if name.startswith("xrootd-"):
         rse = next(r for r in RSES if f"xrootd-{r.name}" == name)
         address = f"root://{HOST}:{layout.root_port(rse)}  https://{HOST}:{layout.https_port(rse)}"

@@ -1,5 +1,8 @@
 """The lake's catalog content: the night's scope, the RSEs with their protocols, attributes,
 distances and quotas. Made once, right after the schema, through the stock Rucio client API.
+
+Every RSE's `fts` attribute names the lake's transfer service: Rucio's FTS3 transfertool sends each
+transfer to the `fts` of its destination, so pointing it at a real FTS is a change of that value.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ def create(layout: Layout, client) -> None:
         client.add_rse(rse.name)
         for protocol in protocols(layout, rse):
             client.add_protocol(rse.name, protocol)
-        for key, value in rse.attributes.items():
+        for key, value in {**rse.attributes, "fts": layout.transfers_url}.items():
             client.add_rse_attribute(rse.name, key, value)
         client.set_local_account_limit(ACCOUNT, rse.name, -1)  # -1: unlimited
     for (src, dst), distance in DISTANCES.items():

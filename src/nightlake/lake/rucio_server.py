@@ -24,11 +24,18 @@ from nightlake.lake.layout import RUCIO_VERSION, Layout
 REQUIREMENTS = [f"rucio[postgresql]=={RUCIO_VERSION}", "gunicorn==27.0.1"]
 ACCOUNT = "root"
 IDENTITY = "nightlake"
-# Daemons that keep the lake's promises: dataset rule locks, rule lifetimes, deletion.
+# Daemons that keep the lake's promises: dataset rule locks, rule lifetimes, deletion, and
+# replication: the conveyor submits requests to the RSEs' `fts` (the lake's transfer service), polls
+# it and finishes what it reports; the repairer re-evaluates STUCK rules (a chained rule whose source
+# replicas were not there yet). Sleep times are short so a rule is OK in seconds.
 DAEMONS = {
     "judge-evaluator": ["--threads", "1", "--sleep-time", "2", "--did-limit", "1000"],
     "judge-cleaner": ["--threads", "1", "--sleep-time", "10"],
     "reaper": ["--threads", "1", "--sleep-time", "10", "--greedy", "--delay-seconds", "30"],
+    "conveyor-submitter": ["--sleep-time", "1", "--bulk", "1000", "--group-bulk", "200"],
+    "conveyor-poller": ["--sleep-time", "1", "--older-than", "0"],
+    "conveyor-finisher": ["--sleep-time", "1"],
+    "judge-repairer": ["--threads", "1", "--sleep-time", "5"],
 }
 
 
@@ -64,7 +71,7 @@ def write_configs(layout: Layout) -> None:
     db = postgres.url(layout)
     _write(layout.alembic_ini, ALEMBIC.format(script=f"{site_packages}/db/sqla/migrate_repo", db=db))
     _write(layout.server_cfg, SERVER.format(logs=layout.logs, db=db, identity=IDENTITY, password=password,
-                                            alembic=layout.alembic_ini))
+                                            alembic=layout.alembic_ini, proxy=layout.proxy))
     _write(layout.client_cfg, CLIENT.format(url=layout.rucio_url, identity=IDENTITY, password=password,
                                             account=ACCOUNT, ca=layout.ca_cert,
                                             token=layout.root / "tokens"))
@@ -166,6 +173,18 @@ lfn2pfn_algorithm_default = hash
 
 [monitor]
 enable_metrics = False
+
+# Rucio's stock FTS3 transfertool: it presents `usercert` (certificate and key in one PEM) to the
+# RSEs' `fts`; it does not verify the FTS host (fts3.py hard-codes verify=False).
+[conveyor]
+transfertool = fts3
+scheme = https,root
+usercert = {proxy}
+
+# judge-repairer leaves alone STUCK rules updated in the last `updated_at_delta` seconds (1800 by
+# default): a chained rule, STUCK until its source copy exists, would wait half an hour.
+[repairer]
+updated_at_delta = 10
 """
 
 CLIENT = """\
