@@ -33,7 +33,7 @@ DAEMONS = {
     "judge-cleaner": ["--threads", "1", "--sleep-time", "10"],
     "reaper": ["--threads", "1", "--sleep-time", "10", "--greedy", "--delay-seconds", "30"],
     "conveyor-submitter": ["--sleep-time", "1", "--bulk", "1000", "--group-bulk", "200"],
-    "conveyor-poller": ["--sleep-time", "1", "--older-than", "0"],
+    "conveyor-poller": ["--sleep-time", "1"],  # run by poller_loop.py: see there why
     "conveyor-finisher": ["--sleep-time", "1"],
     "judge-repairer": ["--threads", "1", "--sleep-time", "5"],
 }
@@ -141,8 +141,15 @@ def healthy(layout: Layout) -> bool:
     return ping(layout) is not None
 
 
+def daemon_argv(layout: Layout, name: str) -> list[str]:
+    """The stock `rucio-NAME` daemon; the poller as run-once passes in a loop (poller_loop.py)."""
+    if name == "conveyor-poller":
+        return [str(venv_python(layout)), str(Path(__file__).with_name("poller_loop.py")), *DAEMONS[name]]
+    return [str(layout.server_venv / "bin" / f"rucio-{name}"), *DAEMONS[name]]
+
+
 def start_daemon(layout: Layout, name: str) -> processes.Proc:
-    argv = [str(layout.server_venv / "bin" / f"rucio-{name}"), *DAEMONS[name]]
+    argv = daemon_argv(layout, name)
     return processes.start(layout.pids, name, argv, layout.logs / f"{name}.log",
                            env=server_env(layout), cwd=layout.root)
 
