@@ -180,6 +180,28 @@ def test_a_conveyor_stopped_mid_transfer_finishes_without_lost_or_twice_made_rep
     download_and_check(lake, scratch, did, files, "OFFSITE-B")
 
 
+def test_a_failed_transfer_leaves_the_rule_stuck_with_gfal2s_reason(lake, dataset):
+    """The source replica of one file is gone from ONSITE's disk: gfal2's message travels through
+    the service and Rucio's poller into the rule's error, as a real FTS's would."""
+    from rucio.client import Client
+
+    did, files = dataset
+    lost = sorted(files)[0]
+    (path,) = (lake.rse_data(RSES[0]) / "rucio").rglob(lost)
+    path.unlink()
+    rule_id = add_rule(did, "OFFSITE-B")
+
+    def stuck():
+        """the rule STUCK on the lost file, the others copied"""
+        rule = Client().get_replication_rule(rule_id)
+        return rule if rule["state"] == "STUCK" and rule["locks_ok_cnt"] == len(files) - 1 else None
+
+    rule = wait_for(stuck, RULE_TIMEOUT)
+    assert rule["locks_stuck_cnt"] == 1
+    assert rule["error"].startswith("RequestErrMsg.TRANSFER_FAILED:")
+    assert rule["error"].endswith("HTTP 404 : File not found")
+
+
 def _job(lake, sources: list[str], destination: str, checksum: str | None, **params) -> dict:
     """Submit one file to the service and wait for its job to end; the job with its files."""
     status, answer = service(lake, "POST", "/jobs", {
