@@ -5,6 +5,7 @@ cancel, recovery after a stop)."""
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 
 import pytest
 
@@ -153,3 +154,42 @@ def test_a_job_view_limits_files_to_the_fields_rucio_asks_for(store):
 
 def test_a_link_is_the_pair_of_endpoints():
     assert transfers.link({"source_surl": "https://h:1/rucio/a", "dest_surl": "root://h:2//rucio/a"}) == ("h:1", "h:2")
+
+
+def test_the_scheduler_keeps_to_its_limits_per_link_and_in_all(store, monkeypatch):
+    """Six files on link a->d and two on b->d, 3 slots in all and 2 per link: never more."""
+    import threading
+    import time
+
+    running, peak, lock, release = Counter(), Counter(), threading.Lock(), threading.Event()
+
+    def slow_copy(row, timeout):
+        key = transfers.link(row)
+        with lock:
+            running[key] += 1
+            running["all"] += 1
+            for name in (key, "all"):
+                peak[name] = max(peak[name], running[name])
+        release.wait(5)
+        with lock:
+            running[key] -= 1
+            running["all"] -= 1
+        return None
+
+    monkeypatch.setattr(transfers, "copy", slow_copy)
+    for source, count in (("https://a:1/f", 6), ("https://b:1/f", 2)):
+        job, rows = job_from_submission(submission(*([f"{source}{i}"] for i in range(count))), "/CN=me")
+        store.add(job, rows)
+    scheduler = transfers.Scheduler(store, max_active=3, per_link=2, timeout=10)
+    thread = threading.Thread(target=scheduler.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 5
+    while running["all"] < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    release.set()
+    while store.submitted() and time.monotonic() < deadline + 5:
+        time.sleep(0.05)
+    scheduler.stopping.set()
+    scheduler.wake.set()
+    thread.join(5)
+    assert peak["all"] == 3 and peak[("a:1", "dst")] == 2 and peak[("b:1", "dst")] <= 2

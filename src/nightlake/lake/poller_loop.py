@@ -6,7 +6,8 @@ configurable). Production learns of finished transfers from FTS's messages (conv
 a message broker) and polls only as a fallback; the lake has no broker, so a transfer still
 running when first polled would wait ten minutes. A run-once pass polls every SUBMITTED request;
 this loop runs such passes back to back without paying Rucio's start-up time for each, and stops
-on SIGTERM like the daemon.
+on SIGTERM like the daemon. Each pass's heartbeat expires after 10 x (sleep - 1) s, so a killed
+loop stops counting as a poller within seconds.
 
 Runs under the Rucio server venv's python (it imports Rucio, never nightlake).
 """
@@ -24,7 +25,7 @@ from rucio.daemons.conveyor import poller
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sleep-time", type=float, default=2.0, help="seconds between passes [2]")
+    parser.add_argument("--sleep-time", type=int, default=2, help="seconds between passes [2]")
     parser.add_argument("--fts-bulk", type=int, default=100, help="jobs per FTS bulk query [100]")
     parser.add_argument("--db-bulk", type=int, default=1000, help="requests per pass [1000]")
     args = parser.parse_args()
@@ -33,8 +34,8 @@ def main() -> None:
     topology = ExpiringObjectCache(ttl=300, new_obj_fnc=lambda: Topology())
     logging.info("polling every %s s, one run-once pass at a time", args.sleep_time)
     while not poller.GRACEFUL_STOP.is_set():
-        poller.poller(once=True, older_than=0, partition_wait_time=0, fts_bulk=args.fts_bulk,
-                      db_bulk=args.db_bulk, cached_topology=topology)
+        poller.poller(once=True, older_than=0, partition_wait_time=0, sleep_time=args.sleep_time,
+                      fts_bulk=args.fts_bulk, db_bulk=args.db_bulk, cached_topology=topology)
         poller.GRACEFUL_STOP.wait(args.sleep_time)
 
 

@@ -27,14 +27,16 @@ IDENTITY = "nightlake"
 # Daemons that keep the lake's promises: dataset rule locks, rule lifetimes, deletion, and
 # replication: the conveyor submits requests to the RSEs' `fts` (the lake's transfer service), polls
 # it and finishes what it reports; the repairer re-evaluates STUCK rules (a chained rule whose source
-# replicas were not there yet). Sleep times are short so a rule is OK in seconds.
+# replicas were not there yet). Sleep times are short so a rule is OK in seconds. A sleep time of 2 s
+# (not 1) also bounds how long a killed conveyor daemon's heartbeat counts: Rucio ignores heartbeats
+# older than 10 x (sleep - 1) s, or 600 s when that is 0, and until then splits the work with the dead.
 DAEMONS = {
     "judge-evaluator": ["--threads", "1", "--sleep-time", "2", "--did-limit", "1000"],
     "judge-cleaner": ["--threads", "1", "--sleep-time", "10"],
     "reaper": ["--threads", "1", "--sleep-time", "10", "--greedy", "--delay-seconds", "30"],
-    "conveyor-submitter": ["--sleep-time", "1", "--bulk", "1000", "--group-bulk", "200"],
-    "conveyor-poller": ["--sleep-time", "1"],  # run by poller_loop.py: see there why
-    "conveyor-finisher": ["--sleep-time", "1"],
+    "conveyor-submitter": ["--sleep-time", "2", "--bulk", "1000", "--group-bulk", "200"],
+    "conveyor-poller": ["--sleep-time", "2"],  # run by poller_loop.py: see there why
+    "conveyor-finisher": ["--sleep-time", "2"],
     "judge-repairer": ["--threads", "1", "--sleep-time", "5"],
 }
 

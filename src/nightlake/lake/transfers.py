@@ -54,8 +54,7 @@ from urllib.parse import parse_qs, urlsplit
 VERSION = "3.12.0"  # the FTS REST API version whose subset this serves
 VO = "nightlake"
 BASE_ID = uuid.UUID("6e696768-746c-616b-6520-667473337631")  # fixed: deterministic job ids stay stable
-FINAL_FILE_STATES = ("FINISHED", "FAILED", "CANCELED", "NOT_USED")
-JOB_TYPES = {"multi_sources": "R", "regular": "N"}
+FINAL_JOB_STATES = ("FINISHED", "FAILED", "FINISHEDDIRTY", "CANCELED")
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S"
 
 log = logging.getLogger("nightlake.transfers")
@@ -93,7 +92,7 @@ def job_from_submission(body: dict, user_dn: str) -> tuple[dict, list[dict]]:
                          "file_metadata": entry.get("metadata") or {}})
     multi = any(len(entry.get("sources") or []) > 1 for entry in files)
     job = {"job_id": job_id(params), "job_state": "SUBMITTED",
-           "job_type": JOB_TYPES["multi_sources" if multi else "regular"],
+           "job_type": "R" if multi else "N",  # FTS's MULTIPLE_REPLICA and REGULAR job types
            "job_metadata": params.get("job_metadata") or {}, "params": params, "user_dn": user_dn,
            "priority": int(params.get("priority") or 3), "submit_time": now(), "job_finished": None,
            "reason": None}
@@ -115,7 +114,7 @@ def job_state(file_states: list[tuple[int, str]], canceled: bool = False) -> str
         by_file.setdefault(index, set()).add(state)
     outcome = Counter(_file_outcome(states) for states in by_file.values())
     if outcome["open"]:
-        return "SUBMITTED" if all(s == "SUBMITTED" or s == "NOT_USED" for _, s in file_states) else "ACTIVE"
+        return "SUBMITTED" if all(s in ("SUBMITTED", "NOT_USED") for _, s in file_states) else "ACTIVE"
     if canceled or outcome["CANCELED"] == len(by_file):
         return "CANCELED"
     if outcome["FINISHED"] == len(by_file):
@@ -242,7 +241,7 @@ class Store:
         states = [(r[0], r[1]) for r in self.db.execute(
             "select file_index, file_state from files where job_id = ?", (job_id,))]
         state = job_state(states, canceled)
-        final = state in ("FINISHED", "FAILED", "FINISHEDDIRTY", "CANCELED")
+        final = state in FINAL_JOB_STATES
         reason = None
         if state in ("FAILED", "FINISHEDDIRTY"):
             reason = "One or more files failed. Please have a look at the details for more information"
