@@ -178,6 +178,27 @@ def test_a_conveyor_killed_mid_transfer_finishes_without_lost_or_twice_made_repl
     download_and_check(lake, scratch, did, files, "OFFSITE-B")
 
 
+def test_the_transfer_service_killed_mid_job_still_answers_for_it_after_a_restart(lake, scratch, dataset):
+    """The service is SIGKILLed once it holds the job and started again by `lake up`: its jobs are
+    in SQLite, copies cut short are submitted again, and Rucio's poller gets its answers."""
+    did, files = dataset
+    rule_id = add_rule(did, "OFFSITE-A")
+    offsite_a = f"127.0.0.1:{lake.https_port(RSES[1])}"
+
+    def submitted():
+        """the conveyor-submitter handing the files to the transfer service"""
+        return [r for r in copies_to(lake, offsite_a) if any(name in r["dest_surl"] for name in files)]
+
+    wait_for(submitted, RULE_TIMEOUT, interval=0.2)
+    kill(lake, "transfers")
+    restart(lake)
+    wait_for(lambda: rule_ok(rule_id), RULE_TIMEOUT)
+    rows = submitted()
+    assert sorted(Path(r["dest_surl"]).name for r in rows) == sorted(files)
+    assert {r["file_state"] for r in rows} == {"FINISHED"}
+    download_and_check(lake, scratch, did, files, "OFFSITE-A")
+
+
 def test_a_failed_transfer_leaves_the_rule_stuck_with_gfal2s_reason(lake, dataset):
     """The source replica of one file is gone from ONSITE's disk: gfal2's message travels through
     the service and Rucio's poller into the rule's error, as a real FTS's would."""
