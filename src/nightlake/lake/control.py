@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from nightlake.errors import BadInput
-from nightlake.lake import certs, objects, postgres, processes, rucio_server, system, transfer_service, xrootd
+from nightlake.lake import certs, faults, objects, postgres, processes, rucio_server, system, transfer_service, xrootd
 from nightlake.lake.layout import HOST, RSES, Layout
 
 Echo = Callable[[str], None]
@@ -33,6 +33,7 @@ class Component:
     pid: int | None
     running: bool
     healthy: bool
+    fault: str | None = None
 
 
 def components(layout: Layout) -> list[str]:
@@ -42,7 +43,8 @@ def components(layout: Layout) -> list[str]:
 
 
 def is_up(layout: Layout) -> bool:
-    return all(c.running and c.healthy for c in status(layout))
+    """Every component answers, except an RSE that is down on purpose (`lake fault RSE down`)."""
+    return all(c.running and c.healthy for c in status(layout) if c.fault != "down")
 
 
 def up(layout: Layout, echo: Echo = print) -> bool:
@@ -57,8 +59,10 @@ def up(layout: Layout, echo: Echo = print) -> bool:
     certs.ensure(layout.certs)
     rucio_server.write_configs(layout)
     _start_catalog_db(layout, echo)
+    in_force = faults.current(layout)
     for rse in RSES:
-        _ensure_running(layout, f"xrootd-{rse.name}", lambda rse=rse: _start_rse(layout, rse), echo)
+        if in_force.get(rse.name) != "down":
+            _ensure_running(layout, f"xrootd-{rse.name}", lambda rse=rse: _start_rse(layout, rse, in_force), echo)
     _ensure_running(layout, transfer_service.NAME, lambda: transfer_service.start(layout), echo)
     _ensure_running(layout, "rucio-server", lambda: rucio_server.start_server(layout), echo)
     if not (layout.etc / CATALOG_READY).exists():
@@ -92,8 +96,8 @@ def _start_catalog_db(layout: Layout, echo: Echo) -> None:
     echo("Rucio schema and root account created")
 
 
-def _start_rse(layout: Layout, rse) -> processes.Proc:
-    xrootd.prepare(layout, rse)
+def _start_rse(layout: Layout, rse, in_force: dict[str, str]) -> processes.Proc:
+    xrootd.prepare(layout, rse, fault=in_force.get(rse.name))
     return xrootd.start(layout, rse)
 
 
@@ -123,7 +127,8 @@ def _check_reachable(root: Path) -> None:
 
 
 def down(layout: Layout, purge: bool = False, echo: Echo = print) -> list[processes.Proc]:
-    """Stop the lake's own processes by PID, newest first; with `purge`, delete all its state."""
+    """Stop the lake's own processes by PID, newest first; with `purge`, delete all its state.
+    Faults end with the lake: the next `up` starts every RSE as it should be."""
     stopped = []
     for name in reversed(components(layout)):
         proc = processes.read(layout.pids, name)
@@ -135,6 +140,7 @@ def down(layout: Layout, purge: bool = False, echo: Echo = print) -> list[proces
         if was_alive:
             stopped.append(proc)
             echo(f"stopped {name} (pid {proc.pid})")
+    faults.clear_all(layout)
     if purge and layout.root.exists():
         shutil.rmtree(layout.root, onerror=_ignore_vanished)
         echo(f"deleted {layout.root}")
@@ -150,11 +156,13 @@ def _ignore_vanished(function, path, exc_info) -> None:
 def status(layout: Layout) -> list[Component]:
     """Each component with its address, PID, and whether it answers."""
     rows = []
+    in_force = faults.current(layout)
     for name in components(layout):
         proc = processes.read(layout.pids, name)
         running = bool(proc and proc.alive())
         address, healthy = _probe(layout, name, running)
-        rows.append(Component(name, address, proc.pid if proc else None, running, healthy))
+        fault = in_force.get(name.removeprefix("xrootd-")) if name.startswith("xrootd-") else None
+        rows.append(Component(name, address, proc.pid if proc else None, running, healthy, fault))
     return rows
 
 

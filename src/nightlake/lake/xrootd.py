@@ -12,6 +12,7 @@ When started by root it runs as the `xrootd` user (`-R`), which owns the storage
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import socket
 import time
@@ -24,7 +25,7 @@ from nightlake.lake.system import service_user
 EXPORT = "/rucio"
 
 CONFIG = """\
-all.export {export}
+all.export {export}{export_options}
 oss.localroot {localroot}
 all.adminpath {admin}
 all.pidpath {run}
@@ -37,7 +38,14 @@ xrd.tls {tls}/host.pem {tls}/host.key
 xrd.tlsca certfile {tls}/ca.pem
 xrd.allow host localhost
 xrd.allow host 127.0.0.1
-"""
+{fault}"""
+
+# What an RSE's fault (faults.py) adds to its config: the export option, and further directives.
+FAULT_CONFIG = {
+    "readonly": (" r/o", ""),
+    "slow": ("", "xrootd.fslib throttle default\nthrottle.throttle data 262144\n"),
+    "error": ("", "ofs.authorize\nacc.authdb {home}/authdb\n"),
+}
 
 
 def run_as() -> str | None:
@@ -45,9 +53,10 @@ def run_as() -> str | None:
     return service_user("xrootd", "xrootd-server")
 
 
-def prepare(layout: Layout, rse: RSESpec) -> None:
-    """Directories, TLS material and config of one RSE's server; the export root must exist
-    because Rucio's WebDAV client checks the prefix before the first upload."""
+def prepare(layout: Layout, rse: RSESpec, fault: str | None = None) -> None:
+    """Directories, TLS material and config of one RSE's server (with its fault's directives, if
+    any); the export root must exist because Rucio's WebDAV client checks the prefix before the
+    first upload."""
     home = layout.rse_dir(rse)
     for sub in ("admin", "run", "tls"):
         (home / sub).mkdir(parents=True, exist_ok=True)
@@ -55,13 +64,18 @@ def prepare(layout: Layout, rse: RSESpec) -> None:
     for name in ("host.pem", "host.key", "ca.pem"):
         shutil.copy(layout.certs / name, home / "tls" / name)
     os.chmod(home / "tls" / "host.key", 0o400)
+    (home / "authdb").write_text("")  # no privileges for anyone: the `error` fault's database
+    export_options, directives = FAULT_CONFIG.get(fault, ("", ""))
     (home / "xrootd.cfg").write_text(CONFIG.format(
-        export=EXPORT, localroot=layout.rse_data(rse), admin=home / "admin", run=home / "run",
-        root_port=layout.root_port(rse), https_port=layout.https_port(rse), tls=home / "tls"))
+        export=EXPORT, export_options=export_options, localroot=layout.rse_data(rse), admin=home / "admin",
+        run=home / "run", root_port=layout.root_port(rse), https_port=layout.https_port(rse), tls=home / "tls",
+        fault=directives.format(home=home)))
     if user := run_as():
+        uid = pwd.getpwnam(user).pw_uid
         for path in (home, home / "admin", home / "run", home / "tls", *(home / "tls").iterdir(),
                      layout.rse_data(rse), layout.rse_data(rse) / EXPORT.strip("/")):
-            shutil.chown(path, user, user)
+            if path.stat().st_uid != uid:  # a chown on a `full` RSE's overlay would need space
+                shutil.chown(path, user, user)
 
 
 def start(layout: Layout, rse: RSESpec) -> processes.Proc:
