@@ -113,6 +113,16 @@ def copies_to(lake, host_port: str) -> list[sqlite3.Row]:
         db.close()
 
 
+def sent_to(lake, rse_index: int, files: dict[str, bytes]):
+    """A poll for the service's rows copying these files to that RSE (over https)."""
+    def submitted():
+        """the conveyor-submitter handing the files to the transfer service"""
+        rows = copies_to(lake, f"127.0.0.1:{lake.https_port(RSES[rse_index])}")
+        return [r for r in rows if any(name in r["dest_surl"] for name in files)]
+
+    return submitted
+
+
 def test_the_rses_send_their_transfers_to_the_lake_service(lake):
     from rucio.client import Client
 
@@ -149,8 +159,7 @@ def test_a_chained_rule_copies_from_offsite_a_to_offsite_b(lake, scratch, datase
     assert replicas(did) == {name: {"ONSITE", "OFFSITE-A", "OFFSITE-B"} for name in files}
     download_and_check(lake, scratch, did, files, "OFFSITE-B")
     offsite_a = f"127.0.0.1:{lake.https_port(RSES[1])}"
-    into_b = [r for r in copies_to(lake, f"127.0.0.1:{lake.https_port(RSES[2])}")
-              if any(name in r["dest_surl"] for name in files)]
+    into_b = sent_to(lake, 2, files)()
     assert {r["file_state"] for r in into_b} == {"FINISHED"}
     assert all(f"//{offsite_a}/" in r["source_surl"] for r in into_b)
 
@@ -161,12 +170,7 @@ def test_a_conveyor_killed_mid_transfer_finishes_without_lost_or_twice_made_repl
     finds them done, and no file is submitted twice."""
     did, files = dataset
     rule_id = add_rule(did, "OFFSITE-B")
-    offsite_b = f"127.0.0.1:{lake.https_port(RSES[2])}"
-
-    def submitted():
-        """the conveyor-submitter handing the files to the transfer service"""
-        return [r for r in copies_to(lake, offsite_b) if any(name in r["dest_surl"] for name in files)]
-
+    submitted = sent_to(lake, 2, files)
     wait_for(submitted, RULE_TIMEOUT, interval=0.2)
     kill(lake, *CONVEYOR)
     restart(lake)
@@ -183,12 +187,7 @@ def test_the_transfer_service_killed_mid_job_still_answers_for_it_after_a_restar
     in SQLite, copies cut short are submitted again, and Rucio's poller gets its answers."""
     did, files = dataset
     rule_id = add_rule(did, "OFFSITE-A")
-    offsite_a = f"127.0.0.1:{lake.https_port(RSES[1])}"
-
-    def submitted():
-        """the conveyor-submitter handing the files to the transfer service"""
-        return [r for r in copies_to(lake, offsite_a) if any(name in r["dest_surl"] for name in files)]
-
+    submitted = sent_to(lake, 1, files)
     wait_for(submitted, RULE_TIMEOUT, interval=0.2)
     kill(lake, "transfers")
     restart(lake)

@@ -13,7 +13,6 @@ import secrets
 import ssl
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -119,14 +118,8 @@ def start_server(layout: Layout, workers: int = 2, threads: int = 4) -> processe
             "rucio.web.rest.flaskapi.v1.main:application"]
     proc = processes.start(layout.pids, "rucio-server", argv, layout.logs / "rucio-server.out",
                            env=server_env(layout), cwd=layout.root)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if not proc.alive():
-            raise BadInput(f"the Rucio server exited at start (log: {layout.logs / 'rucio-server.log'})")
-        if healthy(layout):
-            return proc
-        time.sleep(0.2)
-    raise BadInput(f"the Rucio server did not answer /ping within 60 s (log: {layout.logs / 'rucio-server.log'})")
+    return processes.wait_ready(proc, lambda: healthy(layout), what="the Rucio server (/ping)",
+                                log=layout.logs / "rucio-server.log", timeout=60, interval=0.2)
 
 
 def ping(layout: Layout) -> str | None:

@@ -13,11 +13,9 @@ import os
 import shutil
 import ssl
 import subprocess
-import time
 import urllib.request
 from pathlib import Path
 
-from nightlake.errors import BadInput
 from nightlake.lake import processes
 from nightlake.lake.layout import Layout
 
@@ -50,14 +48,7 @@ def start(layout: Layout) -> processes.Proc:
            "X509_CERT_DIR": str(hashed_ca_dir(layout))}
     log = layout.logs / f"{NAME}.log"
     proc = processes.start(layout.pids, NAME, argv, log, env=env, cwd=layout.root)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if not proc.alive():
-            raise BadInput(f"the transfer service exited at start (log: {log})")
-        if healthy(layout):
-            return proc
-        time.sleep(0.1)
-    raise BadInput(f"the transfer service did not answer within 20 s (log: {log})")
+    return processes.wait_ready(proc, lambda: healthy(layout), what="the transfer service", log=log, timeout=20)
 
 
 def version(layout: Layout) -> dict | None:

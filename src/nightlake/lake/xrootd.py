@@ -15,9 +15,7 @@ import os
 import pwd
 import shutil
 import socket
-import time
 
-from nightlake.errors import BadInput
 from nightlake.lake import processes
 from nightlake.lake.layout import RSESpec, Layout
 from nightlake.lake.system import service_user
@@ -86,14 +84,8 @@ def start(layout: Layout, rse: RSESpec) -> processes.Proc:
         argv += ["-R", user]
     proc = processes.start(layout.pids, f"xrootd-{rse.name}", argv, layout.logs / f"xrootd-{rse.name}.log",
                            cwd=home)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if not proc.alive():
-            raise BadInput(f"XRootD for {rse.name} exited at start (log: {layout.logs / f'xrootd-{rse.name}.log'})")
-        if healthy(layout, rse):
-            return proc
-        time.sleep(0.05)
-    raise BadInput(f"XRootD for {rse.name} did not open its ports within 20 s")
+    return processes.wait_ready(proc, lambda: healthy(layout, rse), what=f"XRootD for {rse.name}",
+                                log=layout.logs / f"xrootd-{rse.name}.log", timeout=20, interval=0.05)
 
 
 def healthy(layout: Layout, rse: RSESpec) -> bool:
