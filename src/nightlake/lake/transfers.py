@@ -43,6 +43,7 @@ import logging
 import re
 import sqlite3
 import ssl
+import sys
 import threading
 import time
 import uuid
@@ -483,8 +484,13 @@ class Service(ThreadingHTTPServer):
         return self.context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), address
 
     def handle_error(self, request, client_address) -> None:
-        """A client that fails the TLS handshake is refused; one line, no traceback."""
-        log.warning("connection from %s refused or broken", client_address[0])
+        """A client refused at the TLS handshake (no lake certificate) or gone is one line;
+        anything else is a bug of ours and keeps its traceback."""
+        error = sys.exc_info()[1]
+        if isinstance(error, (ssl.SSLError, ConnectionError)):
+            log.warning("connection from %s refused or broken: %s", client_address[0], error)
+        else:
+            log.exception("request from %s failed", client_address[0])
 
 
 def main(argv: list[str] | None = None) -> None:
