@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from ingest_helpers import rucio
+from ingest_helpers import nightlake, rucio
 from lake_daemons import CONVEYOR, kill, restart, wait_for
 from nightlake.lake.layout import RSES
 
@@ -146,6 +146,23 @@ def test_a_rule_to_offsite_a_is_replicated_and_the_bytes_arrive(lake, scratch, d
     assert rule["locks_ok_cnt"] == len(files)
     assert replicas(did) == {name: {"ONSITE", "OFFSITE-A"} for name in files}
     download_and_check(lake, scratch, did, files, "OFFSITE-A")
+
+
+def test_nightlakes_own_ingest_and_rules_watch_see_the_replication_through(lake, scratch):
+    tag = uuid.uuid4().hex[:10]
+    source = scratch / "night" / f"watch_{tag}"
+    source.mkdir(parents=True)
+    files = {f"watch_{tag}_{i}.dat": os.urandom(50_000 + i) for i in range(3)}
+    for name, data in files.items():
+        (source / name).write_bytes(data)
+    run = scratch / "run"
+    ingested = nightlake("ingest", str(scratch / "night"), "--scope", "cta", "--rse", "ONSITE",
+                         "--rule", "OFFSITE-A", "--run", str(run), "--quiet")
+    assert ingested.returncode == 0, ingested.stderr
+    watched = nightlake("rules", "watch", str(run), "--timeout", str(RULE_TIMEOUT), "--interval", "1")
+    assert watched.returncode == 0, watched.stdout + watched.stderr
+    assert "1 of 1 rules OK" in watched.stdout
+    download_and_check(lake, scratch, f"cta:watch_{tag}", files, "OFFSITE-A")
 
 
 def test_a_chained_rule_copies_from_offsite_a_to_offsite_b(lake, scratch, dataset):
