@@ -109,6 +109,8 @@ def fault(root: Path | None, rse: str, mode: str | None, clear: bool) -> None:
     read-only; full lets nothing new be created (an overlay, root only); slow throttles it to 256 kB/s;
     error refuses every request. `lake down` ends every fault."""
     layout = _layout(root)
+    if not layout.state_file.exists():
+        raise BadInput(f"no lake in {layout.root}: run `nightlake lake up` first")
     if clear == bool(mode):
         raise BadInput(f"give a fault mode ({', '.join(faults.MODES)}) or --clear, not both or neither")
     if clear:
