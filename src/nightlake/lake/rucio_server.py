@@ -183,6 +183,11 @@ transfertool = fts3
 scheme = https,root
 usercert = {proxy}
 
+# No multihop: the lake's RSEs copy directly (distances), and the default expression
+# `available_for_multihop=true`, matching no RSE, makes the submitter warn every pass.
+[transfers]
+multihop_rse_expression =
+
 # judge-repairer leaves alone STUCK rules updated in the last `updated_at_delta` seconds (1800 by
 # default): a chained rule, STUCK until its source copy exists, would wait half an hour.
 [repairer]
