@@ -47,6 +47,8 @@ def fault(lake):
     """Inject a fault on OFFSITE-B; it is cleared after the test whatever happened."""
     def inject(mode: str):
         result = nightlake("lake", "fault", "--dir", str(lake.root), RSE.name, mode)
+        if mode == "full" and "needs root and overlayfs" in result.stderr:
+            pytest.skip("this machine cannot mount an overlay (the full fault needs root and overlayfs)")
         assert result.returncode == 0, result.stderr
         return result
 
