@@ -22,6 +22,7 @@ from nightlake.lake.layout import HOST, RSES, Layout
 
 Echo = Callable[[str], None]
 CATALOG_READY = "catalog.ready"
+CATALOG_CONTENT = "scope, RSEs, protocols, quotas, distances, fts\n"
 
 
 @dataclass(frozen=True)
@@ -65,10 +66,15 @@ def up(layout: Layout, echo: Echo = print) -> bool:
             _ensure_running(layout, f"xrootd-{rse.name}", lambda rse=rse: _start_rse(layout, rse, in_force), echo)
     _ensure_running(layout, transfer_service.NAME, lambda: transfer_service.start(layout), echo)
     _ensure_running(layout, "rucio-server", lambda: rucio_server.start_server(layout), echo)
-    if not (layout.etc / CATALOG_READY).exists():
+    ready = layout.etc / CATALOG_READY
+    if not ready.exists():
         objects.create(layout, client(layout))
-        (layout.etc / CATALOG_READY).write_text("scope, RSEs, protocols, quotas, distances, fts\n")
+        ready.write_text(CATALOG_CONTENT)
         echo("catalog ready: scope, 3 RSEs, quotas, distances, fts")
+    elif ready.read_text() != CATALOG_CONTENT:
+        objects.add_fts(layout, client(layout))
+        ready.write_text(CATALOG_CONTENT)
+        echo("catalog: the RSEs' fts attribute added (the lake now replicates)")
     for daemon in rucio_server.DAEMONS:
         _ensure_running(layout, daemon, lambda d=daemon: rucio_server.start_daemon(layout, d), echo)
     return True

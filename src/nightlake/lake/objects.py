@@ -44,8 +44,16 @@ def create(layout: Layout, client) -> None:
         client.add_rse(rse.name)
         for protocol in protocols(layout, rse):
             client.add_protocol(rse.name, protocol)
-        for key, value in {**rse.attributes, "fts": layout.transfers_url}.items():
+        for key, value in rse.attributes.items():
             client.add_rse_attribute(rse.name, key, value)
         client.set_local_account_limit(ACCOUNT, rse.name, -1)  # -1: unlimited
     for (src, dst), distance in DISTANCES.items():
         client.add_distance(src, dst, {"distance": distance})
+    add_fts(layout, client)
+
+
+def add_fts(layout: Layout, client) -> None:
+    """Every RSE's `fts`: also run on a catalog made before the lake replicated, so that an
+    existing lake starts replicating at its next `up`."""
+    for rse in RSES:
+        client.add_rse_attribute(rse.name, "fts", layout.transfers_url)
