@@ -30,8 +30,10 @@ def test_down_leaves_no_process_of_the_lake_running(scratch):
     nightlake("lake", "up", "--dir", str(root), "--port-base", str(free_port_base()))
     layout = Layout.load_or_new(root)
     started = processes.recorded(layout.pids)
-    assert len(started) == len(control.components(layout)) and all(p.alive() for p in started)
-    nightlake("lake", "down", "--dir", str(root), "--purge")
+    try:
+        assert len(started) == len(control.components(layout)) and all(p.alive() for p in started)
+    finally:  # a failed check must not leave this lake running
+        nightlake("lake", "down", "--dir", str(root), "--purge")
     assert not any(p.alive() for p in started)
     assert not root.exists()
 
