@@ -279,6 +279,15 @@ def test_root_tpc_copies_and_verifies_adler32(lake):
     assert on_storage(lake, "OFFSITE-A", Path(name).name) == data
 
 
+def test_a_copy_across_protocols_is_streamed(lake):
+    """https to root:// has no third-party copy: gfal2 streams it through the service, as FTS does."""
+    data = os.urandom(200_000)
+    name = _source_file(lake, data)
+    job = _job(lake, [_url(lake, "https", 0, name)], _url(lake, "root", 2, name), f"ADLER32:{adler32(data)}")
+    assert job["job_state"] == "FINISHED", job["files"][0]["reason"]
+    assert on_storage(lake, "OFFSITE-B", Path(name).name) == data
+
+
 def test_a_checksum_mismatch_fails_with_gfal2s_own_reason(lake):
     name = _source_file(lake, os.urandom(10_000))
     job = _job(lake, [_url(lake, "https", 0, name)], _url(lake, "https", 1, name), "ADLER32:00000001")
