@@ -26,8 +26,8 @@ step "the stock rucio client sees it"
 rucio did list 'cta:*' --short | head -5
 rucio did list 'cta:*' --short --filter telescope=LST-2 | wc -l | xargs echo "files with telescope=LST-2:"
 
-step "rules watch: OFFSITE-A stays REPLICATING (the local lake has no transfer engine yet)"
-nightlake rules watch "$work/run" --timeout 10 || echo "(watch exits 1 while rules are not all OK: expected here)"
+step "rules watch: OFFSITE-A replicated by Rucio's conveyor through the lake's transfer service (gfal2)"
+nightlake rules watch "$work/run" --timeout 180 || echo "(watch exits 1: a rule was not OK within 3 minutes)"
 
 step "retrieve: one dataset back from the lake, every file verified against Rucio's adler32"
 nightlake retrieve cta:CTAO-North_20260314_obs000001_run000001 --out "$work/retrieved" --run "$work/retrieve"

@@ -51,6 +51,17 @@ def test_callers_wait_through_an_outage_shorter_than_the_patience_and_none_fails
     assert (down.target, down.down_s, up.down_s is not None) == ("ONSITE", None, True)  # said once, each way
 
 
+def test_a_second_outage_is_ridden_through_like_the_first():
+    service, outages = Service(), []
+    retrying = dataclasses.replace(policy(outages, patience=30), probe=service)
+    retrying.call(service)
+    for _ in range(2):
+        service.go_down(0.3)
+        with ThreadPoolExecutor(4) as pool:
+            assert list(pool.map(lambda i: retrying.call(service, i), range(12))) == list(range(12))
+    assert [o.down_s is None for o in outages] == [True, False, True, False]
+
+
 def test_an_outage_longer_than_the_patience_stops_every_waiting_caller():
     service, outages = Service(), []
     retrying = policy(outages, patience=0.3)

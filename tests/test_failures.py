@@ -64,6 +64,16 @@ def test_requests_errors_classify_by_kind_and_http_status(exc, expected):
     assert classify(exc).error_class is expected
 
 
+def test_http_403_on_a_disallowed_path_is_permanent_not_auth():
+    exc = http_error(403, "Forbidden", "Stating relative path 'rucio/cta/f.fits' is disallowed.")
+    assert classify(exc).error_class is PERMANENT
+
+
+def test_http_403_refusing_the_client_stays_auth():
+    exc = http_error(403, "Forbidden", "Unable to open /data/cta/f.fits; permission denied")
+    assert classify(exc).error_class is AUTH
+
+
 def test_an_untrusted_certificate_is_permanent_not_retried():
     exc = requests.exceptions.SSLError("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed")
     assert classify(exc).error_class is PERMANENT
@@ -77,7 +87,9 @@ def test_an_untrusted_certificate_is_permanent_not_retried():
     (xrootd_status(108, 0, "[FATAL] Connection error"), T_STORAGE),
     (xrootd_status(400, 3011, "[ERROR] Server responded with an error: [3011] No such file"), PERMANENT),
     (xrootd_status(400, 3010, "[ERROR] Server responded with an error: [3010] Stating relative path "
-                              "'rucio/cta/30/74/f.dat.rucio.upload' is disallowed"), AUTH),
+                              "'rucio/cta/30/74/f.dat.rucio.upload' is disallowed"), PERMANENT),
+    (xrootd_status(400, 3010, "[ERROR] Server responded with an error: [3010] Unable to open /data/f; "
+                              "permission denied"), AUTH),
     (xrootd_status(204, 0, "[FATAL] Auth failed"), AUTH),
 ])
 def test_xrootd_statuses_classify_by_code_and_server_errno(status, expected):
@@ -96,6 +108,7 @@ def test_xrootd_exceptions_classify_by_the_status_they_carry():
     ("OIDC token expired at 12:00", AUTH),
     ("globus proxy has expired", AUTH),
     ("HTTP 401 while writing", AUTH),
+    ("HTTP 403 Forbidden: Stating relative path 'rucio/cta/f.fits' is disallowed", PERMANENT),
     ("something nobody has seen before", PERMANENT),
 ])
 def test_untyped_errors_classify_by_message(message, expected):

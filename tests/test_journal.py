@@ -38,7 +38,7 @@ def test_create_records_run_meta_and_schema_version(tmp_path):
     IngestJournal.create(tmp_path / "j.sqlite", {"spec": "tiny", "rucio": "41.5.1"}).close()
     with IngestJournal.open(tmp_path / "j.sqlite") as j:
         meta = j.run_meta()
-    assert meta["spec"] == "tiny" and meta["rucio"] == "41.5.1" and meta["schema_version"] == 1
+    assert meta["spec"] == "tiny" and meta["rucio"] == "41.5.1" and meta["schema_version"] == 2
 
 
 def test_create_refuses_an_existing_journal(tmp_path, journal):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import TEST_PORT_BASE, nightlake
 
-from nightlake.lake import processes
+from nightlake.lake import control, processes
 from nightlake.lake.layout import Layout
 from nightlake.lake.system import port_in_use
 
@@ -28,9 +28,12 @@ def free_port_base(start: int = TEST_PORT_BASE + 200) -> int:
 def test_down_leaves_no_process_of_the_lake_running(scratch):
     root = scratch / "lake"
     nightlake("lake", "up", "--dir", str(root), "--port-base", str(free_port_base()))
-    started = processes.recorded(Layout.load_or_new(root).pids)
-    assert len(started) == 8 and all(p.alive() for p in started)
-    nightlake("lake", "down", "--dir", str(root), "--purge")
+    layout = Layout.load_or_new(root)
+    started = processes.recorded(layout.pids)
+    try:
+        assert len(started) == len(control.components(layout)) and all(p.alive() for p in started)
+    finally:  # a failed check must not leave this lake running
+        nightlake("lake", "down", "--dir", str(root), "--purge")
     assert not any(p.alive() for p in started)
     assert not root.exists()
 

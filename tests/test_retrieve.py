@@ -296,6 +296,9 @@ class FakeClient:
     def __init__(self, refuse: bool):
         self.refuse = refuse
 
+    def list_scopes(self):
+        return ["cta"]
+
     def list_dids(self, scope, filters, did_type):
         if self.refuse:
             raise ValueError("FilterEngineGenericError: Generic filter engine error.")

@@ -1,5 +1,5 @@
-"""`nightlake rules add | watch` against the real lake: OK where the data is, REPLICATING without a
-transfer engine, and STUCK with Rucio's own error, grouped.
+"""`nightlake rules add | watch` against the real lake: OK where the data is, REPLICATING while the
+lake's conveyor-submitter is stopped, and STUCK with Rucio's own error, grouped.
 
 STUCK is produced two ways, both real Rucio behaviour (see docs/rules.md):
 - the conveyor: the dataset's only replicas (ONSITE) are marked UNAVAILABLE after the rule to
@@ -8,8 +8,9 @@ STUCK is produced two ways, both real Rucio behaviour (see docs/rules.md):
   with the error "RequestErrMsg.NO_SOURCES:RequestState.NO_SOURCES";
 - a rule whose `source=` (source_replica_expression) holds no replica is STUCK at creation with
   "MissingSourceReplica".
-Each test ingests its own dataset, so the rules it watches are its own. The submitter only works on
-requests towards OFFSITE-B; without a transfertool it leaves every request that has a source QUEUED.
+Each test ingests its own dataset, so the rules it watches are its own. The lake's own
+conveyor-submitter is stopped (by PID) while a test needs requests to stay QUEUED, and started again
+by `lake up` after it (test_transfers_lake.py covers replication itself).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import pytest
 from ingest_helpers import nightlake
+from lake_daemons import stopped
 
 from nightlake.catalog.failures import replication_error_group
 from nightlake.lake.rucio_server import server_env
@@ -83,9 +85,10 @@ def test_adding_the_same_rule_again_reuses_it(run):
     assert [e["existed"] for e in events(run, "rule.added")] == [False, True]
 
 
-def test_a_rule_without_a_transfer_engine_times_out_and_watch_names_it(run):
-    rule_id = rules_cmd("add", run, "--rule", "OFFSITE-A").stdout.split()[2].rstrip(":")
-    watched = rules_cmd("watch", run, "--timeout", 2, "--interval", 0.5)
+def test_a_rule_without_a_running_conveyor_times_out_and_watch_names_it(lake, run):
+    with stopped(lake, "conveyor-submitter"):
+        rule_id = rules_cmd("add", run, "--rule", "OFFSITE-A").stdout.split()[2].rstrip(":")
+        watched = rules_cmd("watch", run, "--timeout", 2, "--interval", 0.5)
     assert watched.returncode == 1
     assert "(timeout)" in watched.stdout
     assert f"still REPLICATING {rule_id}" in watched.stdout
@@ -101,12 +104,13 @@ def test_an_unknown_expression_or_run_is_bad_input(run, scratch):
 def test_a_rule_with_no_source_left_goes_stuck_through_the_conveyor(lake, run):
     from rucio.client import Client
 
-    added = rules_cmd("add", run, "--rule", "OFFSITE-B,activity=Debug")
-    assert added.returncode == 0, added.stderr
-    Client().update_replicas_states("ONSITE", [{"scope": "cta", "name": name, "state": "U"}
-                                               for name in dataset_files(run)])
-    run_daemon_once(lake, "conveyor-submitter", "--include-rses", "OFFSITE-B", "--bulk", "100000")
-    run_daemon_once(lake, "conveyor-finisher")
+    with stopped(lake, "conveyor-submitter"):
+        added = rules_cmd("add", run, "--rule", "OFFSITE-B,activity=Debug")
+        assert added.returncode == 0, added.stderr
+        Client().update_replicas_states("ONSITE", [{"scope": "cta", "name": name, "state": "U"}
+                                                   for name in dataset_files(run)])
+        run_daemon_once(lake, "conveyor-submitter", "--include-rses", "OFFSITE-B", "--bulk", "100000")
+        run_daemon_once(lake, "conveyor-finisher")
 
     watched = rules_cmd("watch", run, "--timeout", 30, "--interval", 1)
     assert watched.returncode == 1, watched.stdout + watched.stderr

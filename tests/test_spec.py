@@ -1,5 +1,6 @@
 """The night spec: presets load, and every mistake is one line naming the field and its range."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -112,3 +113,73 @@ def test_cli_exits_2_with_one_line_naming_the_field(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "sizes.size: must be between 1 kB and 50 GB" in lines[0]
     assert proc.stdout == ""
+
+
+def test_deeply_nested_toml_is_one_line_not_a_recursion_error(tmp_path):
+    path = tmp_path / "deep.toml"
+    path.write_text("night = " + "[" * 100_000)
+    with pytest.raises(BadInput, match="nested too deeply") as exc:
+        load_spec(path)
+    assert "\n" not in str(exc.value)
+
+
+def test_a_fifo_as_spec_is_refused_without_waiting_for_a_writer(tmp_path):
+    path = tmp_path / "night.toml"
+    os.mkfifo(path)
+    with pytest.raises(BadInput, match="not a regular file"):
+        load_spec(path)
+
+
+def with_naming(**naming) -> dict:
+    raw = base()
+    raw["night"]["telescopes"] = ["LST-1", "MST-2"]
+    raw["naming"] = naming
+    return raw
+
+
+@pytest.mark.parametrize("naming, fragment", [
+    ({"file": "../{obs_id}_{index}.fits"}, "naming.file: renders '../1_0.fits'"),
+    ({"file": "a/../{obs_id}_{index}.fits"}, "a '..' segment"),
+    ({"file": "/abs/{obs_id}_{index}.fits"}, "a leading '/'"),
+    ({"dataset": "../{obs_id}"}, "naming.dataset: renders '../1'"),
+    ({"dataset": "/{obs_id}"}, "naming.dataset: renders '/1'"),
+    ({"file": "{obs_id}_{index}_" + "x" * 245 + ".fits"}, "longer than Rucio's 250 characters"),
+    ({"file": "{obs_id}_{index}_{run:0245d}.fits"}, "longer than Rucio's 250 characters"),
+    ({"file": "{obs_id}_{index} copy.fits"}, "not a valid Rucio DID name"),
+    ({"file": "{obs_id}_{run:*>8}_{index}.fits"}, "renders '1_*******1_0.fits'"),
+])
+def test_rendered_names_that_rucio_refuses_are_refused_at_plan_time(naming, fragment):
+    with pytest.raises(BadInput) as exc:
+        parse_spec(with_naming(**naming))
+    assert fragment in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_every_telescope_is_rendered_into_the_checked_names():
+    raw = with_naming()
+    raw["night"]["telescopes"] = ["LST-1", "MST 2"]
+    with pytest.raises(BadInput, match="renders .*MST 2"):
+        parse_spec(raw)
+
+
+def test_the_largest_numbers_are_rendered_into_the_checked_names():
+    raw = with_naming(file="{obs_id}_{index}_" + "x" * 240 + ".fits")
+    raw["datasets"] = {"count": 10, "files": 10}  # obs_id up to 10, index up to 9: 250 characters
+    assert parse_spec(raw).naming.file
+    raw["datasets"] = {"count": 10, "files": 11}  # index 10: 251 characters
+    with pytest.raises(BadInput, match="longer than Rucio's 250 characters"):
+        parse_spec(raw)
+
+
+@pytest.mark.parametrize("template", ["{obs_id}_{index:999999999d}.fits", "{obs_id}_{index:.9999}.fits",
+                                      "{obs_id}_{index:{run}}.fits"])
+def test_a_huge_or_nested_format_width_is_refused_without_rendering_it(template):
+    with pytest.raises(BadInput, match="a width beyond 250|nested fields"):
+        parse_spec(with_naming(file=template))
+
+
+def test_an_ingest_of_a_fifo_spec_is_refused_before_rucio_is_asked(tmp_path):
+    os.mkfifo(tmp_path / "night.toml")
+    result = CliRunner().invoke(cli, ["ingest", str(tmp_path / "night.toml"), "--rse", "ONSITE",
+                                      "--run", str(tmp_path / "run")])
+    assert isinstance(result.exception, BadInput) and "not a regular file" in str(result.exception)
+    assert not (tmp_path / "run").exists()

@@ -14,6 +14,7 @@ from nightlake.storage import (
     SizeMismatch,
     Stat,
     Stored,
+    TwoPhaseStorage,
     open_storage,
 )
 from nightlake.storage.adler import Adler32Counter, file_adler32, hex8, normalise
@@ -219,3 +220,60 @@ def test_https_part_vanished_after_write_is_a_transient_error(monkeypatch):
     with pytest.raises(ConnectionError) as err:
         store._checksum("https://127.0.0.1:1/rucio/x.nightlake-part")
     assert classify(err.value).error_class is ErrorClass.TRANSIENT_STORAGE
+
+
+class FlakyStorage(TwoPhaseStorage):
+    """In memory; `fail_in` names the primitive that raises after the part has been written."""
+
+    def __init__(self, fail_in: str):
+        super().__init__()
+        self.objects: dict[str, bytes] = {}
+        self.fail_in = fail_in
+
+    def _fail(self, where: str) -> None:
+        if where == self.fail_in:
+            raise ConnectionError(f"connection reset in {where}")
+
+    def _send(self, pfn, body, size):
+        self.objects[pfn] = b"".join(body)[: size // 2]
+        self._fail("send")
+
+    def _checksum(self, pfn):
+        self._fail("checksum")
+        return None
+
+    def _final_stat(self, pfn):
+        self._fail("final_stat")
+        return None
+
+    def _rename(self, src, dst):
+        self._fail("rename")
+        self.objects[dst] = self.objects.pop(src)
+
+    def delete(self, pfn):
+        self.objects.pop(pfn, None)
+
+
+@pytest.mark.parametrize("fail_in", ["send", "checksum", "final_stat", "rename"])
+def test_a_failed_put_deletes_its_part(fail_in):
+    storage = FlakyStorage(fail_in)
+    with pytest.raises(ConnectionError):
+        storage.put("root://se//f.dat", lambda: [DATA], size=len(DATA))
+    assert storage.objects == {}
+
+
+def test_a_part_that_cannot_be_deleted_leaves_the_original_failure(monkeypatch):
+    storage = FlakyStorage("send")
+    monkeypatch.setattr(storage, "delete", lambda pfn: (_ for _ in ()).throw(TimeoutError("delete timed out")))
+    with pytest.raises(ConnectionError, match="connection reset in send"):
+        storage.put("root://se//f.dat", lambda: [DATA], size=len(DATA))
+
+
+def test_a_source_that_breaks_mid_stream_leaves_no_part(store, tmp_path):
+    def broken():
+        yield DATA[:1000]
+        raise OSError(5, "Input/output error")
+
+    with pytest.raises(OSError, match="Input/output error"):
+        store.put(f"file://{tmp_path}/f.dat", broken, size=len(DATA))
+    assert parts(tmp_path) == []

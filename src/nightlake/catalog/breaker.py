@@ -76,6 +76,7 @@ class Breaker:
             if self.down_since is None:
                 return
             down_s, self.down_since = self.clock() - self.down_since, None
+            self._probing = False
             self._changed.notify_all()
         if self.on_outage:
             self.on_outage(Outage(self.target, "back", self.patience, down_s=down_s))

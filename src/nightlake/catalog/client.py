@@ -1,7 +1,7 @@
 """The catalog: every call nightlake makes to Rucio goes through one `Catalog`, in bulk.
 
 Like Rucio's own `Client`, the `Catalog` is one object made of one part per kind of call:
-`replicas`, `dids`, `rses` and `rules`. Each call takes a whole batch (at most `batch_size`
+`replicas`, `dids`, `rses`, `rules` and `scopes`. Each call takes a whole batch (at most `batch_size`
 items, the server's limit) and makes one REST call per batch, never one per file; bulk writes are
 pre-filtered where Rucio can say what it already has, and bisected on failure (`bulk`). Every call
 runs under the one retry policy, whose `on_retry` hook turns retries into events.
@@ -28,6 +28,7 @@ from nightlake.catalog.replicas import ReplicaCalls
 from nightlake.catalog.retry import GaveUp, RetryPolicy
 from nightlake.catalog.rses import RseCalls
 from nightlake.catalog.rules import RuleCalls
+from nightlake.catalog.scopes import ScopeCalls
 
 # rucio-clients logs every failed request at ERROR on stderr, over the progress display; the retry
 # policy already records the same messages as events, so the client's own log goes nowhere.
@@ -50,15 +51,15 @@ def rucio_host() -> str:
     return config_get("client", "rucio_host", raise_exception=False, default="?")
 
 
-class Catalog(ReplicaCalls, DidCalls, RseCalls, RuleCalls):
+class Catalog(ReplicaCalls, DidCalls, RseCalls, RuleCalls, ScopeCalls):
     """Bulk Rucio operations for one thread of a run; one client, built once."""
 
     def __init__(self, policy: RetryPolicy | None = None, client: Any = None, batch_size: int = BATCH_SIZE):
         self.policy = policy or RetryPolicy(target="catalog", catalog=True)
         self.client = client if client is not None else self._client()
         self.batch_size = batch_size
-        if hasattr(self.client, "ping"):  # the breaker's health check: cheap, and needs no data
-            self.policy = dataclasses.replace(self.policy, probe=self.client.ping)
+        if hasattr(self.client, "whoami"):  # the breaker's health check: cheap, and through the database
+            self.policy = dataclasses.replace(self.policy, probe=self.client.whoami)
 
     def _client(self) -> Any:
         """A client that has authenticated (a refusal is an AuthFailure). No configuration at all is

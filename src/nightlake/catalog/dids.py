@@ -7,7 +7,6 @@ from collections.abc import Iterator, Mapping, Sequence
 
 from rucio.common import exception as rucio_exc
 
-from nightlake import BadInput
 from nightlake.catalog.bulk import Rejected, chunks
 from nightlake.catalog.retry import GaveUp
 
@@ -26,13 +25,9 @@ class DidCalls:
         return found
 
     def add_datasets(self, dids: Sequence[Did]) -> list[Rejected]:
-        """Create the datasets that do not exist yet, in bulk. A dataset that exists but is closed
-        can take no file: that is the user's to resolve, before anything is uploaded."""
-        known = self.existing(dids)
-        if closed := sorted(f"{s}:{n}" for (s, n), meta in known.items() if meta.get("is_open") is False):
-            raise BadInput(f"dataset(s) {', '.join(closed[:3])}{' ...' if len(closed) > 3 else ''} already "
-                           f"exist and are closed: choose other dataset names, or reopen them")
-        items = [{"scope": s, "name": n, "type": "DATASET"} for s, n in dids if (s, n) not in known]
+        """Create datasets in bulk (the caller has asked `existing` first); one that appeared
+        meanwhile is fine."""
+        items = [{"scope": s, "name": n, "type": "DATASET"} for s, n in dids]
 
         def add(chunk: list[dict]) -> None:
             try:

@@ -84,6 +84,11 @@ _MESSAGE_PATTERNS: tuple[tuple[re.Pattern[str], object], ...] = (
                 r"|Gateway Time-?out)", re.I), _TRANSPORT),
 )
 
+# XRootD answers a path it refuses with kXR_NotAuthorized (3010; 403 over https), like a refused
+# credential: these messages say it is the path, so that file fails alone (PERMANENT), not the run.
+_BAD_PATH = re.compile(r"relative path\b.{0,500}\bdisallowed|\b(invalid|illegal|disallowed) (path|file ?name)\b",
+                       re.I)
+
 # XRootD: client-side status codes, then server errnos (kXR_* in XProtocol.hh) carried by code 400:
 # 3005 FSError, 3009 NoSpace, 3012 ServerError, 3024 Overloaded ... are worth a back-off.
 _XRD_CLIENT_TRANSIENT = {1, 5, 102, 103, 104, 105, 107, 108, 109, 202, 206, 207, 208}
@@ -100,7 +105,15 @@ def classify(exc: BaseException | Any, *, catalog: bool = False) -> Classified:
     found = _by_type(exc)
     if found is None:
         found = _by_message(message) or PERMANENT
+    if found is AUTH and _BAD_PATH.search(f"{message} {_response_text(exc)}"):
+        found = PERMANENT  # the path is wrong, not the credentials: other files may well pass
     return Classified(transport if found is _TRANSPORT else found, message)
+
+
+def _response_text(exc: BaseException) -> str:
+    """The body of an HTTP error: XrdHttp says there why it answered 403."""
+    response = getattr(exc, "response", None)
+    return response.text[:1000] if isinstance(exc, requests.exceptions.HTTPError) and response is not None else ""
 
 
 def _by_type(exc: BaseException) -> object | None:

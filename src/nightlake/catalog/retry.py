@@ -39,6 +39,7 @@ from nightlake.catalog.failures import (
 
 T = TypeVar("T")
 _WAITED = object()  # `_ride_through`: another caller found the target back
+MAX_RIDES = 2  # outages one call waits through; a target that flaps back and down may take two
 RETRY_AFTER_MAX = 600.0  # seconds: a longer pause asked for is an outage, for the breaker to ride
 
 
@@ -114,18 +115,18 @@ class RetryPolicy:
         """Call `fn(*args, **kwargs)`, retrying per this policy and riding through an outage of the
         target within the patience window; raise `GaveUp`, `ServiceDown` or `AuthFailure`."""
         breaker = self._breaker()
-        rode_through = False
+        rides = 0
         while True:
             if breaker is not None and breaker.is_open:
                 outcome = self._ride_through(breaker, fn, args, kwargs)
                 if outcome is not _WAITED:
                     return outcome
-                rode_through = True
+                rides += 1
             try:
                 value = self._bounded(fn, args, kwargs, breaker)
             except GaveUp as failure:
-                # a call that fails again once the target is back fails alone: the fault is its own
-                if breaker is None or rode_through or not breaker.seen_up or \
+                # a call that keeps failing while the target is back fails alone: the fault is its own
+                if breaker is None or rides >= MAX_RIDES or not breaker.seen_up or \
                         not failure.classified.error_class.transient:
                     raise
                 breaker.open(failure)

@@ -4,6 +4,7 @@
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.markup import escape
@@ -26,6 +27,19 @@ patience = click.option(
 metrics_port = click.option(
     "--metrics-port", type=click.IntRange(0, 65535), default=None,
     help="Serve Prometheus metrics on 127.0.0.1:PORT while the command runs.")
+
+
+def directory_to_make(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """A click callback for a directory a command creates (--run, --out): it, or its nearest
+    existing ancestor, must be a directory. A path under a regular file would otherwise fail
+    deep inside the command with a traceback (NotADirectoryError), after other work."""
+    if value is None:
+        return value
+    path = Path(value)
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise BadInput(f"{param.opts[-1]} {value}: {existing} is not a directory")
+    return value
 
 
 OPTIONS = {"copies": int, "lifetime": int, "activity": str, "source": str}

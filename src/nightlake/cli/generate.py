@@ -12,6 +12,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from nightlake.cli.common import directory_to_make
 from nightlake.cli.console import err, out
 from nightlake.flows.generate import generate
 from nightlake.night.plan import Plan, summarize
@@ -20,7 +21,8 @@ from nightlake.night.spec import human_bytes, load_spec
 
 @click.command("generate")
 @click.argument("spec", type=click.Path(dir_okay=False))
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Directory to write into.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), callback=directory_to_make,
+              help="Directory to write into.")
 @click.option("--workers", type=click.IntRange(1, 256), default=None,
               help="Parallel writers (default: CPUs, at most 8).")
 def generate_cmd(spec: str, out_dir: str, workers: int | None) -> None:

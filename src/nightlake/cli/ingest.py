@@ -8,6 +8,7 @@ import click
 
 from nightlake import BadInput
 from nightlake.cli.common import (
+    directory_to_make,
     done_rows,
     finish_run,
     metrics_port,
@@ -16,13 +17,16 @@ from nightlake.cli.common import (
     print_summary,
     run_with_progress,
 )
+from nightlake.cli.console import err
 from nightlake.flows.ingest.context import IngestOptions
+from nightlake.observe.events import Event, EventBus, Kind
 
 
 @click.command("ingest")
 @click.argument("source", type=click.Path(path_type=Path))
 @click.option("--rse", required=True, help="The RSE to upload to (e.g. ONSITE).")
 @click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              callback=directory_to_make,
               help="Run directory: journal, events, summary. Re-running the same command resumes.")
 @click.option("--scope", help="Scope of the files (a directory source; a spec names its own).")
 @click.option("--dataset", help="Put every file of a directory into this dataset (default: one per sub-directory).")
@@ -35,21 +39,35 @@ from nightlake.flows.ingest.context import IngestOptions
 @click.option("--batch", type=click.IntRange(1, 1000), default=1000, show_default=True,
               help="Files per bulk catalog call (server limit 1000).")
 @click.option("--no-close", is_flag=True, help="Leave the datasets open at the end.")
+@click.option("--follow-links", is_flag=True,
+              help="Ingest the files that a directory source's links point to out of its tree (default: skipped).")
 @patience
 @metrics_port
 @click.option("--quiet", is_flag=True, help="No progress display.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 def ingest_cmd(source, rse, run_dir, scope, dataset, in_place, scheme, rules, required, workers, batch,
-               no_close, patience, metrics_port, quiet, as_json) -> None:
+               no_close, follow_links, patience, metrics_port, quiet, as_json) -> None:
     """Upload, register, set the metadata of and replicate a night: SOURCE is a directory or a night spec (.toml)."""
     from nightlake.flows.ingest.run import IngestRequest, run_ingest
 
     options = IngestOptions(rse=rse, workers=workers, batch_files=batch, required_meta=tuple(required),
                             close_datasets=not no_close, in_place=in_place)
     request = IngestRequest(source=source, run=run_dir, options=options, scope=scope, dataset=dataset,
-                            scheme=scheme, rules=tuple(_ingest_rule(r) for r in rules), patience=patience)
-    finish_run(lambda bus: run_with_progress(lambda b: run_ingest(request, b), bus, quiet or as_json, "uploaded"),
-               metrics_port, lambda summary: _print_summary(summary, run_dir, as_json))
+                            scheme=scheme, rules=tuple(_ingest_rule(r) for r in rules), follow_links=follow_links,
+                            patience=patience)
+
+    def run(bus: EventBus) -> dict:
+        bus.subscribe(_warn_skipped)
+        return run_with_progress(lambda b: run_ingest(request, b), bus, quiet or as_json, "uploaded")
+
+    finish_run(run, metrics_port, lambda summary: _print_summary(summary, run_dir, as_json))
+
+
+def _warn_skipped(event: Event) -> None:
+    """What a directory source left out is said as it is found, even with --quiet: one line per reason."""
+    if event.kind is Kind.SOURCE_SKIPPED:
+        err.print(f"nightlake: warning: skipped {event.fields['files']} {event.fields['reason']}, e.g. "
+                  + ", ".join(event.fields["sample"]), markup=False)
 
 
 def _ingest_rule(text: str):
@@ -64,4 +82,6 @@ def _print_summary(summary: dict, run_dir: Path, as_json: bool) -> None:
             ("failed / quarantined", f"{summary['files']['failed']} / {summary['files']['quarantined']}"),
             ("datasets", ", ".join(f"{k} {v}" for k, v in summary["datasets"].items() if v)),
             ("rules", str(sum(1 for r in summary["rules"] if r["rule_id"])))]
+    if skipped := sum(entry["files"] for entry in summary.get("skipped", [])):
+        rows.append(("skipped in the source", str(skipped)))
     print_summary(summary, f"run {run_dir}", rows, run_dir, as_json)

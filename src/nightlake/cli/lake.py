@@ -1,4 +1,4 @@
-"""`nightlake lake up | down | status | env`: the local data lake from the command line."""
+"""`nightlake lake up | down | status | env | fault`: the local data lake from the command line."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from rich.table import Table
 
 from nightlake.cli.console import err as console
 from nightlake.cli.console import out
-from nightlake.lake import control, rucio_server
+from nightlake import BadInput
+from nightlake.lake import control, faults, rucio_server
 from nightlake.lake.layout import Layout
 
 _dir = click.option("--dir", "root", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -55,7 +56,7 @@ def down(root: Path | None, purge: bool) -> None:
 @lake.command()
 @_dir
 def status(root: Path | None) -> None:
-    """Each component, its address and health; exit 1 when something is down."""
+    """Each component, its address, health and fault; exit 1 when something is down that should not be."""
     layout = _layout(root)
     table = Table()
     for column in ("component", "address", "pid", "state"):
@@ -64,12 +65,14 @@ def status(root: Path | None) -> None:
     for row in rows:
         state = ("[green]up[/]" if row.healthy else "[yellow]running, not answering[/]") if row.running \
             else "[red]down[/]"
+        if row.fault:
+            state = f"[magenta]fault: {row.fault}[/] ({state})"
         table.add_row(row.name, row.address, str(row.pid or "-"), state)
     out.print(f"local lake {layout.root}", markup=False)
     out.print(table)
     if version := rucio_server.ping(layout) if layout.ca_cert.exists() else None:
         out.print(f"Rucio server: {version}")
-    if not all(row.healthy for row in rows):
+    if not all(row.healthy for row in rows if row.fault != "down"):
         raise click.exceptions.Exit(1)
 
 
@@ -92,3 +95,27 @@ def install(root: Path | None) -> None:
     system.check_packages()
     rucio_server.install(_layout(root), echo=console.print)
     console.print("lake software installed")
+
+
+@lake.command()
+@_dir
+@click.argument("rse")
+@click.argument("mode", required=False)
+@click.option("--clear", is_flag=True, help="End the RSE's fault: it is started as `lake up` makes it.")
+def fault(root: Path | None, rse: str, mode: str | None, clear: bool) -> None:
+    """Put an RSE in a fault MODE on purpose (down, readonly, full, slow, error), or --clear it.
+
+    The storage's own behaviour, not a mock: down stops its XRootD; readonly makes the export
+    read-only; full lets nothing new be created (an overlay, root only); slow throttles it to 256 kB/s;
+    error refuses every request. `lake down` ends every fault."""
+    layout = _layout(root)
+    if not layout.state_file.exists():
+        raise BadInput(f"no lake in {layout.root}: run `nightlake lake up` first")
+    if clear == bool(mode):
+        raise BadInput(f"give a fault mode ({', '.join(faults.MODES)}) or --clear, not both or neither")
+    if clear:
+        faults.clear(layout, rse)
+        console.print(f"{rse}: fault cleared")
+    else:
+        faults.inject(layout, rse, mode)
+        console.print(f"{rse}: fault {mode}")

@@ -50,6 +50,8 @@ class Tally:
         elif event.kind in MOVED:
             self.moved += fields.get("files", 1)
             self.bytes += fields.get("bytes", 0)
+        elif event.kind == Kind.RECONCILE_CATALOG and fields.get("adopted"):
+            self.moved_before += fields["adopted"]  # an earlier run's uploads, found in the catalog
         elif event.kind == Kind.DONE_BATCH:
             self.done += fields.get("files", 0)
         elif event.kind == Kind.FILE_FAILED:

@@ -6,10 +6,13 @@ from pathlib import Path
 
 import click
 
+from nightlake.cli.common import directory_to_make
+
 
 @click.command("report")
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              callback=directory_to_make,
               help="Directory for index.html, the PNGs, report.json, throughput.csv and datasets.csv.")
 @click.option("--retrieve", "retrieves", multiple=True, type=click.Path(file_okay=False, path_type=Path),
               help="The --run directory of a retrieve of this night's data, to report with it. Repeatable.")

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from nightlake.cli.common import (
+    directory_to_make,
     done_rows,
     finish_run,
     metrics_port,
@@ -22,10 +23,12 @@ from nightlake.cli.common import (
               help="Select files by DID metadata (repeatable, ANDed); needs --scope.")
 @click.option("--scope", help="Scope searched by --filter.")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              callback=directory_to_make,
               help="Download directory: files land in OUT/<scope>/<name>, as with `rucio download`.")
 @click.option("--rse", help="Only use replicas on RSEs matching this RSE expression.")
 @click.option("--from-rse", help="Prefer this RSE when it holds a replica; otherwise any.")
 @click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              callback=directory_to_make,
               help="Run directory: journal, events, summary. Re-running the same command resumes.")
 @click.option("--workers", type=click.IntRange(1, 256), default=8, show_default=True, help="Parallel downloads.")
 @click.option("--batch", type=click.IntRange(1, 1000), default=1000, show_default=True,

@@ -35,6 +35,11 @@ def status_cmd(run_dir: Path, as_json: bool) -> None:
     table.add_row("[bold]total", str(summary["files"]["total"]), human_bytes(summary["bytes"]["total"]))
     out.print(f"{run_dir}: {title}", markup=False)
     out.print(table)
+    if unknown := summary.get("unknown_states"):
+        out.print(f"states this nightlake does not know: {', '.join(unknown)} (written by a newer nightlake?)",
+                  markup=False)
+    for entry in summary.get("skipped", []):
+        out.print(f"skipped in the source: {entry['files']} {entry['reason']}", markup=False)
     if "datasets" in summary:
         out.print("datasets: " + ", ".join(f"{k} {v}" for k, v in summary["datasets"].items() if v))
     for rule in summary.get("rules", []):

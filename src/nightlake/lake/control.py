@@ -17,19 +17,12 @@ from pathlib import Path
 from typing import Callable
 
 from nightlake import BadInput
-from nightlake.lake import (
-    certs,
-    objects,
-    postgres,
-    processes,
-    rucio_server,
-    system,
-    xrootd,
-)
+from nightlake.lake import certs, faults, objects, postgres, processes, rucio_server, system, transfer_service, xrootd
 from nightlake.lake.layout import HOST, RSES, Layout
 
 Echo = Callable[[str], None]
 CATALOG_READY = "catalog.ready"
+CATALOG_CONTENT = "scope, RSEs, protocols, quotas, distances, fts\n"
 
 
 @dataclass(frozen=True)
@@ -41,15 +34,18 @@ class Component:
     pid: int | None
     running: bool
     healthy: bool
+    fault: str | None = None
 
 
 def components(layout: Layout) -> list[str]:
     """Process names in start order (`down` walks it backwards)."""
-    return ["postgresql", *(f"xrootd-{rse.name}" for rse in RSES), "rucio-server", *rucio_server.DAEMONS]
+    return ["postgresql", *(f"xrootd-{rse.name}" for rse in RSES), transfer_service.NAME, "rucio-server",
+            *rucio_server.DAEMONS]
 
 
 def is_up(layout: Layout) -> bool:
-    return all(c.running and c.healthy for c in status(layout))
+    """Every component answers, except an RSE that is down on purpose (`lake fault RSE down`)."""
+    return all(c.running and c.healthy for c in status(layout) if c.fault != "down")
 
 
 def up(layout: Layout, echo: Echo = print) -> bool:
@@ -64,13 +60,21 @@ def up(layout: Layout, echo: Echo = print) -> bool:
     certs.ensure(layout.certs)
     rucio_server.write_configs(layout)
     _start_catalog_db(layout, echo)
+    in_force = faults.current(layout)
     for rse in RSES:
-        _ensure_running(layout, f"xrootd-{rse.name}", lambda rse=rse: _start_rse(layout, rse), echo)
+        if in_force.get(rse.name) != "down":
+            _ensure_running(layout, f"xrootd-{rse.name}", lambda rse=rse: _start_rse(layout, rse, in_force), echo)
+    _ensure_running(layout, transfer_service.NAME, lambda: transfer_service.start(layout), echo)
     _ensure_running(layout, "rucio-server", lambda: rucio_server.start_server(layout), echo)
-    if not (layout.etc / CATALOG_READY).exists():
+    ready = layout.etc / CATALOG_READY
+    if not ready.exists():
         objects.create(layout, client(layout))
-        (layout.etc / CATALOG_READY).write_text("scope, RSEs, protocols, quotas, distances\n")
-        echo("catalog ready: scope, 3 RSEs, quotas, distances")
+        ready.write_text(CATALOG_CONTENT)
+        echo("catalog ready: scope, 3 RSEs, quotas, distances, fts")
+    elif ready.read_text() != CATALOG_CONTENT:
+        objects.add_fts(layout, client(layout))
+        ready.write_text(CATALOG_CONTENT)
+        echo("catalog: the RSEs' fts attribute added (the lake now replicates)")
     for daemon in rucio_server.DAEMONS:
         _ensure_running(layout, daemon, lambda d=daemon: rucio_server.start_daemon(layout, d), echo)
     return True
@@ -98,8 +102,8 @@ def _start_catalog_db(layout: Layout, echo: Echo) -> None:
     echo("Rucio schema and root account created")
 
 
-def _start_rse(layout: Layout, rse) -> processes.Proc:
-    xrootd.prepare(layout, rse)
+def _start_rse(layout: Layout, rse, in_force: dict[str, str]) -> processes.Proc:
+    xrootd.prepare(layout, rse, fault=in_force.get(rse.name))
     return xrootd.start(layout, rse)
 
 
@@ -109,8 +113,8 @@ def _check_ports(layout: Layout) -> None:
     running = {c.name for c in status(layout) if c.running} if layout.state_file.exists() else set()
     needed = {}
     for component, port in ports.items():
-        owner = "postgresql" if component == "postgresql" else (
-            "rucio-server" if component == "rucio-server" else f"xrootd-{component.split()[1]}")
+        owner = component if component in ("postgresql", "rucio-server", transfer_service.NAME) \
+            else f"xrootd-{component.split()[1]}"
         if owner not in running:
             needed[component] = port
     system.check_ports(needed)
@@ -129,7 +133,8 @@ def _check_reachable(root: Path) -> None:
 
 
 def down(layout: Layout, purge: bool = False, echo: Echo = print) -> list[processes.Proc]:
-    """Stop the lake's own processes by PID, newest first; with `purge`, delete all its state."""
+    """Stop the lake's own processes by PID, newest first; with `purge`, delete all its state.
+    Faults end with the lake: the next `up` starts every RSE as it should be."""
     stopped = []
     for name in reversed(components(layout)):
         proc = processes.read(layout.pids, name)
@@ -141,6 +146,7 @@ def down(layout: Layout, purge: bool = False, echo: Echo = print) -> list[proces
         if was_alive:
             stopped.append(proc)
             echo(f"stopped {name} (pid {proc.pid})")
+    faults.clear_all(layout)
     if purge and layout.root.exists():
         shutil.rmtree(layout.root, onerror=_ignore_vanished)
         echo(f"deleted {layout.root}")
@@ -156,11 +162,13 @@ def _ignore_vanished(function, path, exc_info) -> None:
 def status(layout: Layout) -> list[Component]:
     """Each component with its address, PID, and whether it answers."""
     rows = []
+    in_force = faults.current(layout)
     for name in components(layout):
         proc = processes.read(layout.pids, name)
         running = bool(proc and proc.alive())
         address, healthy = _probe(layout, name, running)
-        rows.append(Component(name, address, proc.pid if proc else None, running, healthy))
+        fault = in_force.get(name.removeprefix("xrootd-")) if name.startswith("xrootd-") else None
+        rows.append(Component(name, address, proc.pid if proc else None, running, healthy, fault))
     return rows
 
 
@@ -169,6 +177,8 @@ def _probe(layout: Layout, name: str, running: bool) -> tuple[str, bool]:
         return f"{HOST}:{layout.pg_port}", running and postgres.healthy(layout)
     if name == "rucio-server":
         return layout.rucio_url, running and rucio_server.healthy(layout)
+    if name == transfer_service.NAME:
+        return layout.transfers_url, running and transfer_service.healthy(layout)
     if name.startswith("xrootd-"):
         rse = next(r for r in RSES if f"xrootd-{r.name}" == name)
         address = f"root://{HOST}:{layout.root_port(rse)}  https://{HOST}:{layout.https_port(rse)}"

@@ -76,6 +76,11 @@ class Layout:
     def pg_port(self) -> int:
         return self.port_base + 1
 
+    @property
+    def transfers_port(self) -> int:
+        """The transfer service (FTS3 REST subset), the RSEs' `fts` attribute."""
+        return self.port_base + 2
+
     def root_port(self, rse: RSESpec) -> int:
         return self.port_base + 10 + rse.index
 
@@ -84,7 +89,7 @@ class Layout:
 
     def ports(self) -> dict[str, int]:
         """Every port the lake listens on, named by its component."""
-        ports = {"rucio-server": self.rucio_port, "postgresql": self.pg_port}
+        ports = {"rucio-server": self.rucio_port, "postgresql": self.pg_port, "transfers": self.transfers_port}
         for rse in RSES:
             ports[f"xrootd {rse.name} root://"] = self.root_port(rse)
             ports[f"xrootd {rse.name} https://"] = self.https_port(rse)
@@ -93,6 +98,10 @@ class Layout:
     @property
     def rucio_url(self) -> str:
         return f"https://{HOST}:{self.rucio_port}"
+
+    @property
+    def transfers_url(self) -> str:
+        return f"https://{HOST}:{self.transfers_port}"
 
     # directories
     etc = property(lambda self: self.root / "etc")

@@ -1,5 +1,8 @@
 """The lake's catalog content: the night's scope, the RSEs with their protocols, attributes,
 distances and quotas. Made once, right after the schema, through the stock Rucio client API.
+
+Every RSE's `fts` attribute names the lake's transfer service: Rucio's FTS3 transfertool sends each
+transfer to the `fts` of its destination, so pointing it at a real FTS is a change of that value.
 """
 
 from __future__ import annotations
@@ -46,3 +49,11 @@ def create(layout: Layout, client) -> None:
         client.set_local_account_limit(ACCOUNT, rse.name, -1)  # -1: unlimited
     for (src, dst), distance in DISTANCES.items():
         client.add_distance(src, dst, {"distance": distance})
+    add_fts(layout, client)
+
+
+def add_fts(layout: Layout, client) -> None:
+    """Every RSE's `fts`: also run on a catalog made before the lake replicated, so that an
+    existing lake starts replicating at its next `up`."""
+    for rse in RSES:
+        client.add_rse_attribute(rse.name, "fts", layout.transfers_url)

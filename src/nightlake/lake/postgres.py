@@ -9,6 +9,7 @@ the PID we record is the postmaster's own). It listens on 127.0.0.1 only, trusts
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
 import time
@@ -28,7 +29,24 @@ def run_as() -> str | None:
 
 
 def url(layout: Layout) -> str:
-    return f"postgresql+psycopg://{DB_USER}@{HOST}:{layout.pg_port}/{DB_NAME}"
+    """The Rucio server's database URL: the `rucio` role with its password (only in server.cfg,
+    which only the lake's owner can read)."""
+    return f"postgresql+psycopg://{DB_USER}:{password(layout, DB_USER)}@{HOST}:{layout.pg_port}/{DB_NAME}"
+
+
+def password(layout: Layout, role: str) -> str:
+    """The role's password, made once per lake and kept in a file only the lake's owner reads."""
+    secret = layout.etc / f"pg-{role}.password"
+    if not secret.exists():
+        secret.parent.mkdir(parents=True, exist_ok=True)
+        secret.touch(mode=0o600)
+        secret.write_text(secrets.token_urlsafe(24))
+    return secret.read_text().strip()
+
+
+def socket_dir(layout: Layout) -> Path:
+    """PostgreSQL's Unix socket, in a directory only its own user may enter."""
+    return layout.pgdata.parent / "socket"
 
 
 def initdb(layout: Layout) -> bool:
@@ -37,13 +55,20 @@ def initdb(layout: Layout) -> bool:
         return False
     user = run_as()
     layout.pgdata.parent.mkdir(parents=True, exist_ok=True)
+    pwfile = layout.pgdata.parent / "superuser.pw"  # initdb reads it, as the postgres user
+    pwfile.touch(mode=0o600)
+    pwfile.write_text(password(layout, "postgres") + "\n")
     if user:
         shutil.chown(layout.pgdata.parent, user, user)
-    result = subprocess.run(
-        [str(PG_BIN / "initdb"), "-D", str(layout.pgdata), "-U", "postgres", "--auth=trust",
-         "-E", "UTF8", "--locale=C.UTF-8"],
-        user=user, group=user, extra_groups=[] if user else None, cwd=layout.pgdata.parent,
-        capture_output=True, text=True)
+        shutil.chown(pwfile, user, user)
+    try:
+        result = subprocess.run(
+            [str(PG_BIN / "initdb"), "-D", str(layout.pgdata), "-U", "postgres", f"--pwfile={pwfile}",
+             "--auth-local=peer", "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8"],
+            user=user, group=user, extra_groups=[] if user else None, cwd=layout.pgdata.parent,
+            capture_output=True, text=True)
+    finally:
+        pwfile.unlink(missing_ok=True)
     if result.returncode:
         raise BadInput(f"initdb failed: {_last_line(result.stderr or result.stdout)}")
     return True
@@ -52,9 +77,10 @@ def initdb(layout: Layout) -> bool:
 def start(layout: Layout) -> processes.Proc:
     """Start the postmaster and wait until it accepts connections."""
     log = layout.logs / "postgresql.log"
+    _private_socket_dir(layout)
     argv = [str(PG_BIN / "postgres"), "-D", str(layout.pgdata),
             "-c", f"listen_addresses={HOST}", "-c", f"port={layout.pg_port}",
-            "-c", f"unix_socket_directories={layout.pgdata.parent}",
+            "-c", f"unix_socket_directories={socket_dir(layout)}", "-c", "unix_socket_permissions=0700",
             "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
             "-c", "max_connections=200"]
     user = run_as()
@@ -71,6 +97,14 @@ def start(layout: Layout) -> processes.Proc:
     raise BadInput(f"PostgreSQL did not accept connections within 30 s (log: {log})")
 
 
+def _private_socket_dir(layout: Layout) -> None:
+    directory = socket_dir(layout)
+    directory.mkdir(mode=0o700, exist_ok=True)
+    directory.chmod(0o700)
+    if user := run_as():
+        shutil.chown(directory, user, user)
+
+
 def _ready(layout: Layout) -> bool:
     result = subprocess.run([str(PG_BIN / "pg_isready"), "-q", "-h", HOST, "-p", str(layout.pg_port)],
                             capture_output=True)
@@ -80,13 +114,15 @@ def _ready(layout: Layout) -> bool:
 def create_database(layout: Layout) -> None:
     """Create the `rucio` role and database (a fresh, empty catalog)."""
     sql = [f"DROP DATABASE IF EXISTS {DB_NAME}", f"DROP ROLE IF EXISTS {DB_USER}",
-           f"CREATE ROLE {DB_USER} LOGIN", f"CREATE DATABASE {DB_NAME} OWNER {DB_USER}"]
+           f"CREATE ROLE {DB_USER} LOGIN PASSWORD '{password(layout, DB_USER)}'",
+           f"CREATE DATABASE {DB_NAME} OWNER {DB_USER}"]
     argv = [str(PG_BIN / "psql"), "-h", HOST, "-p", str(layout.pg_port), "-U", "postgres",
             "-v", "ON_ERROR_STOP=1", "-qAt"]
     for statement in sql:
         argv += ["-c", statement]
     result = subprocess.run(argv, capture_output=True, text=True,
-                            env={**os.environ, "PGOPTIONS": "-c client_min_messages=warning"})
+                            env={**os.environ, "PGOPTIONS": "-c client_min_messages=warning",
+                                 "PGPASSWORD": password(layout, "postgres")})
     if result.returncode:
         raise BadInput(f"could not create the catalog database: {_last_line(result.stderr)}")
 

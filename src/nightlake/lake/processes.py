@@ -14,6 +14,9 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
+
+from nightlake import BadInput
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,19 @@ def start(pids: Path, name: str, argv: list[str], log: Path, *, env: dict | None
     proc = Proc(name, popen.pid, argv[0])
     pid_file(pids, name).write_text(json.dumps({"pid": proc.pid, "exe": proc.exe, "argv": argv}))
     return proc
+
+
+def wait_ready(proc: Proc, ready: Callable[[], bool], *, what: str, log: Path, timeout: float,
+               interval: float = 0.1) -> Proc:
+    """Wait until a process just started answers; one line naming its log when it dies or stays mute."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise BadInput(f"{what} exited at start (log: {log})")
+        if ready():
+            return proc
+        time.sleep(interval)
+    raise BadInput(f"{what} did not answer within {timeout:g} s (log: {log})")
 
 
 def stop(pids: Path, proc: Proc, sig: int = signal.SIGTERM, timeout: float = 20.0) -> bool:

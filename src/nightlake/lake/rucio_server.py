@@ -13,7 +13,6 @@ import secrets
 import ssl
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -24,11 +23,20 @@ from nightlake.lake.layout import RUCIO_VERSION, Layout
 REQUIREMENTS = [f"rucio[postgresql]=={RUCIO_VERSION}", "gunicorn==27.0.1"]
 ACCOUNT = "root"
 IDENTITY = "nightlake"
-# Daemons that keep the lake's promises: dataset rule locks, rule lifetimes, deletion.
+# Daemons that keep the lake's promises: dataset rule locks, rule lifetimes, deletion, and
+# replication: the conveyor submits requests to the RSEs' `fts` (the lake's transfer service), polls
+# it and finishes what it reports; the repairer re-evaluates STUCK rules (a chained rule whose source
+# replicas were not there yet). Sleep times are short so a rule is OK in seconds. A sleep time of 2 s
+# (not 1) also bounds how long a killed conveyor daemon's heartbeat counts: Rucio ignores heartbeats
+# older than 10 x (sleep - 1) s, or 600 s when that is 0, and until then splits the work with the dead.
 DAEMONS = {
     "judge-evaluator": ["--threads", "1", "--sleep-time", "2", "--did-limit", "1000"],
     "judge-cleaner": ["--threads", "1", "--sleep-time", "10"],
     "reaper": ["--threads", "1", "--sleep-time", "10", "--greedy", "--delay-seconds", "30"],
+    "conveyor-submitter": ["--sleep-time", "2", "--bulk", "1000", "--group-bulk", "200"],
+    "conveyor-poller": ["--sleep-time", "2"],  # run by poller_loop.py: see there why
+    "conveyor-finisher": ["--sleep-time", "2"],
+    "judge-repairer": ["--threads", "1", "--sleep-time", "5"],
 }
 
 
@@ -64,7 +72,7 @@ def write_configs(layout: Layout) -> None:
     db = postgres.url(layout)
     _write(layout.alembic_ini, ALEMBIC.format(script=f"{site_packages}/db/sqla/migrate_repo", db=db))
     _write(layout.server_cfg, SERVER.format(logs=layout.logs, db=db, identity=IDENTITY, password=password,
-                                            alembic=layout.alembic_ini))
+                                            alembic=layout.alembic_ini, proxy=layout.proxy))
     _write(layout.client_cfg, CLIENT.format(url=layout.rucio_url, identity=IDENTITY, password=password,
                                             account=ACCOUNT, ca=layout.ca_cert,
                                             token=layout.root / "tokens"))
@@ -110,14 +118,8 @@ def start_server(layout: Layout, workers: int = 2, threads: int = 4) -> processe
             "rucio.web.rest.flaskapi.v1.main:application"]
     proc = processes.start(layout.pids, "rucio-server", argv, layout.logs / "rucio-server.out",
                            env=server_env(layout), cwd=layout.root)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if not proc.alive():
-            raise BadInput(f"the Rucio server exited at start (log: {layout.logs / 'rucio-server.log'})")
-        if healthy(layout):
-            return proc
-        time.sleep(0.2)
-    raise BadInput(f"the Rucio server did not answer /ping within 60 s (log: {layout.logs / 'rucio-server.log'})")
+    return processes.wait_ready(proc, lambda: healthy(layout), what="the Rucio server (/ping)",
+                                log=layout.logs / "rucio-server.log", timeout=60, interval=0.2)
 
 
 def ping(layout: Layout) -> str | None:
@@ -134,8 +136,15 @@ def healthy(layout: Layout) -> bool:
     return ping(layout) is not None
 
 
+def daemon_argv(layout: Layout, name: str) -> list[str]:
+    """The stock `rucio-NAME` daemon; the poller as run-once passes in a loop (poller_loop.py)."""
+    if name == "conveyor-poller":
+        return [str(venv_python(layout)), str(Path(__file__).with_name("poller_loop.py")), *DAEMONS[name]]
+    return [str(layout.server_venv / "bin" / f"rucio-{name}"), *DAEMONS[name]]
+
+
 def start_daemon(layout: Layout, name: str) -> processes.Proc:
-    argv = [str(layout.server_venv / "bin" / f"rucio-{name}"), *DAEMONS[name]]
+    argv = daemon_argv(layout, name)
     return processes.start(layout.pids, name, argv, layout.logs / f"{name}.log",
                            env=server_env(layout), cwd=layout.root)
 
@@ -155,6 +164,10 @@ echo = 0
 userpass_identity = {identity}
 userpass_pwd = {password}
 userpass_email = {identity}@localhost
+# Rucio's default x509, GSS and SSH identities of root (their keys are public): none.
+x509_identity =
+gss_identity =
+ssh_identity =
 
 [alembic]
 cfg = {alembic}
@@ -166,6 +179,23 @@ lfn2pfn_algorithm_default = hash
 
 [monitor]
 enable_metrics = False
+
+# Rucio's stock FTS3 transfertool: it presents `usercert` (certificate and key in one PEM) to the
+# RSEs' `fts`; it does not verify the FTS host (fts3.py hard-codes verify=False).
+[conveyor]
+transfertool = fts3
+scheme = https,root
+usercert = {proxy}
+
+# No multihop: the lake's RSEs copy directly (distances), and the default expression
+# `available_for_multihop=true`, matching no RSE, makes the submitter warn every pass.
+[transfers]
+multihop_rse_expression =
+
+# judge-repairer leaves alone STUCK rules updated in the last `updated_at_delta` seconds (1800 by
+# default): a chained rule, STUCK until its source copy exists, would wait half an hour.
+[repairer]
+updated_at_delta = 10
 """
 
 CLIENT = """\

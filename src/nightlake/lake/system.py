@@ -6,6 +6,7 @@ for a missing package, the port and the process holding it.
 
 from __future__ import annotations
 
+import glob
 import os
 import pwd
 import shutil
@@ -16,20 +17,27 @@ from nightlake import BadInput
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
-# executable -> Debian package that provides it
+# executable or file (a glob where the path names the architecture) -> Debian package that provides it
 REQUIRED = {
     str(PG_BIN / "initdb"): "postgresql-15",
     str(PG_BIN / "postgres"): "postgresql-15",
     "xrootd": "xrootd-server",
     "xrdcp": "xrootd-client",
     "xrdfs": "xrootd-client",
+    "openssl": "openssl",
+    # the transfer service: gfal2 with its Python bindings (for /usr/bin/python3) and plugins
+    "/usr/lib/*/libgfal2.so.2": "gfal2",
+    "/usr/lib/python3/dist-packages/gfal2.cpython-*.so": "python3-gfal2",
+    "/usr/lib/*/gfal2-plugins/libgfal_plugin_http.so": "gfal2-plugin-http",
+    "/usr/lib/*/gfal2-plugins/libgfal_plugin_xrootd.so": "gfal2-plugin-xrootd",
+    "/usr/lib/*/gfal2-plugins/libgfal_plugin_file.so": "gfal2-plugin-file",
 }
 
 
 def missing_packages(required: dict[str, str] = REQUIRED) -> list[str]:
     """Debian packages whose executables are not found, in a stable order."""
     missing = {pkg for exe, pkg in required.items()
-               if not (Path(exe).is_file() if os.sep in exe else shutil.which(exe))}
+               if not (any(Path(p).is_file() for p in glob.glob(exe)) if os.sep in exe else shutil.which(exe))}
     return sorted(missing)
 
 

@@ -2,7 +2,9 @@
 
 TLS is configured because XrdHttp only loads its extension handlers (HTTP-TPC) with it, and adler32
 is enabled so that `Want-Digest: adler32` and `xrdfs query checksum` answer, for up to 64 files at
-once (XRootD's default of 4 makes the fifth concurrent request wait 30 s). XRootD binds every
+once (XRootD's default of 4 makes the fifth concurrent request wait 30 s). `ofs.tpc` turns on
+root:// third-party copy (without it a TPC open fails with `[3013] ... tpc not supported`): the
+destination server pulls with its own `xrdcp --server`, up to 8 at once. XRootD binds every
 interface and has no bind-address option, so `xrd.allow host` admits connections from loopback only.
 When started by root it runs as the `xrootd` user (`-R`), which owns the storage.
 """
@@ -10,11 +12,10 @@ When started by root it runs as the `xrootd` user (`-R`), which owns the storage
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import socket
-import time
 
-from nightlake import BadInput
 from nightlake.lake import processes
 from nightlake.lake.layout import Layout, RSESpec
 from nightlake.lake.system import service_user
@@ -22,7 +23,7 @@ from nightlake.lake.system import service_user
 EXPORT = "/rucio"
 
 CONFIG = """\
-all.export {export}
+all.export {export}{export_options}
 oss.localroot {localroot}
 all.adminpath {admin}
 all.pidpath {run}
@@ -30,11 +31,19 @@ xrd.port {root_port}
 xrootd.chksum max 64 adler32
 xrd.protocol http:{https_port} libXrdHttp.so
 http.exthandler xrdtpc libXrdHttpTPC.so
+ofs.tpc ttl 60 120 xfr 8 pgm /usr/bin/xrdcp --server
 xrd.tls {tls}/host.pem {tls}/host.key
 xrd.tlsca certfile {tls}/ca.pem
 xrd.allow host localhost
 xrd.allow host 127.0.0.1
-"""
+{fault}"""
+
+# What an RSE's fault (faults.py) adds to its config: the export option, and further directives.
+FAULT_CONFIG = {
+    "readonly": (" r/o", ""),
+    "slow": ("", "xrootd.fslib throttle default\nthrottle.throttle data 262144\n"),
+    "error": ("", "ofs.authorize\nacc.authdb {home}/authdb\n"),
+}
 
 
 def run_as() -> str | None:
@@ -42,9 +51,10 @@ def run_as() -> str | None:
     return service_user("xrootd", "xrootd-server")
 
 
-def prepare(layout: Layout, rse: RSESpec) -> None:
-    """Directories, TLS material and config of one RSE's server; the export root must exist
-    because Rucio's WebDAV client checks the prefix before the first upload."""
+def prepare(layout: Layout, rse: RSESpec, fault: str | None = None) -> None:
+    """Directories, TLS material and config of one RSE's server (with its fault's directives, if
+    any); the export root must exist because Rucio's WebDAV client checks the prefix before the
+    first upload."""
     home = layout.rse_dir(rse)
     for sub in ("admin", "run", "tls"):
         (home / sub).mkdir(parents=True, exist_ok=True)
@@ -52,13 +62,18 @@ def prepare(layout: Layout, rse: RSESpec) -> None:
     for name in ("host.pem", "host.key", "ca.pem"):
         shutil.copy(layout.certs / name, home / "tls" / name)
     os.chmod(home / "tls" / "host.key", 0o400)
+    (home / "authdb").write_text("")  # no privileges for anyone: the `error` fault's database
+    export_options, directives = FAULT_CONFIG.get(fault, ("", ""))
     (home / "xrootd.cfg").write_text(CONFIG.format(
-        export=EXPORT, localroot=layout.rse_data(rse), admin=home / "admin", run=home / "run",
-        root_port=layout.root_port(rse), https_port=layout.https_port(rse), tls=home / "tls"))
+        export=EXPORT, export_options=export_options, localroot=layout.rse_data(rse), admin=home / "admin",
+        run=home / "run", root_port=layout.root_port(rse), https_port=layout.https_port(rse), tls=home / "tls",
+        fault=directives.format(home=home)))
     if user := run_as():
+        uid = pwd.getpwnam(user).pw_uid
         for path in (home, home / "admin", home / "run", home / "tls", *(home / "tls").iterdir(),
                      layout.rse_data(rse), layout.rse_data(rse) / EXPORT.strip("/")):
-            shutil.chown(path, user, user)
+            if path.stat().st_uid != uid:  # a chown on a `full` RSE's overlay would need space
+                shutil.chown(path, user, user)
 
 
 def start(layout: Layout, rse: RSESpec) -> processes.Proc:
@@ -69,14 +84,8 @@ def start(layout: Layout, rse: RSESpec) -> processes.Proc:
         argv += ["-R", user]
     proc = processes.start(layout.pids, f"xrootd-{rse.name}", argv, layout.logs / f"xrootd-{rse.name}.log",
                            cwd=home)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if not proc.alive():
-            raise BadInput(f"XRootD for {rse.name} exited at start (log: {layout.logs / f'xrootd-{rse.name}.log'})")
-        if healthy(layout, rse):
-            return proc
-        time.sleep(0.05)
-    raise BadInput(f"XRootD for {rse.name} did not open its ports within 20 s")
+    return processes.wait_ready(proc, lambda: healthy(layout, rse), what=f"XRootD for {rse.name}",
+                                log=layout.logs / f"xrootd-{rse.name}.log", timeout=20, interval=0.05)
 
 
 def healthy(layout: Layout, rse: RSESpec) -> bool:

@@ -10,27 +10,21 @@ from __future__ import annotations
 
 import json
 import os
-import re
+import stat
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from nightlake import BadInput
+from nightlake.night import names
 from nightlake.night.fits import header as fitsheader
 from nightlake.night.plan import Plan, PlannedFile
-
-# Rucio's generic naming rules, copied from rucio/common/schema/generic.py (rucio-clients 41.5.1:
-# SCOPE, SCOPE_LENGTH, NAME, NAME_LENGTH). Importing rucio.common.schema reads the Rucio config at
-# import time (and needs rucio.db, absent from rucio-clients), so the patterns are copied here.
-SCOPE_RE = re.compile(r"^[a-zA-Z_\-.0-9]+$")
-SCOPE_LENGTH = 25
-NAME_RE = re.compile(r"^[/A-Za-z0-9][/A-Za-z0-9\.\-_]*$")
-NAME_LENGTH = 250
 
 SIDECAR = ".meta.json"
 TEMPORARY = (".part", ".nightlake-part")
 PAYLOAD = "payload:"
+CHUNK = 8 << 20  # bytes per read of a local source, as the storage layer reads
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,17 +38,47 @@ class SourceFile:
     bytes: int
     adler32: str | None  # None: computed while uploading
     meta: dict
+    mtime_ns: int | None = None  # a local file's, when walked: `read_unchanged` compares it
 
 
-def from_directory(root: Path, scope: str, dataset: str | None = None) -> Iterator[SourceFile]:
+class Skipped:
+    """Entries of a directory source that are not ingested, counted by reason with a few sample
+    paths: an ingest says what it left out (a warning, an event, the summary), never silently."""
+
+    SAMPLES = 3
+
+    def __init__(self) -> None:
+        self._by_reason: dict[str, tuple[int, list[str]]] = {}
+
+    def add(self, reason: str, path: Path) -> None:
+        count, sample = self._by_reason.get(reason, (0, []))
+        self._by_reason[reason] = (count + 1, sample + [str(path)] if len(sample) < self.SAMPLES else sample)
+
+    def as_list(self) -> list[dict[str, Any]]:
+        """[{reason, files, sample}], as the event, run metadata and summary carry them."""
+        return [{"reason": reason, "files": count, "sample": sample}
+                for reason, (count, sample) in self._by_reason.items()]
+
+
+FILE, DIRECTORY = "file", "directory"
+SPECIAL = "not a regular file (FIFO, socket or device)"
+LINK_OUT = "link out of the source tree (--follow-links follows it)"
+LINK_TO_DIRECTORY = "link to a directory (not followed)"
+BROKEN_LINK = "broken link"
+
+
+def from_directory(root: Path, scope: str, dataset: str | None = None, follow_links: bool = False,
+                   skipped: Skipped | None = None) -> Iterator[SourceFile]:
     """Every regular file under `root`, in a deterministic order (sorted, a directory's files before
     its sub-directories, so each dataset's files come together).
 
     A sub-directory is a dataset named after its relative path with `/` -> `.`; files directly in
     `root` join a dataset named after `root`. `dataset` puts every file in that one dataset instead.
-    Hidden entries, `*.part`/`*.nightlake-part` temporaries and `*.meta.json` sidecars are skipped;
-    directory symlinks are not followed (no loops). Metadata: the FITS header's Rucio keys, then the
-    file's sidecar, whose keys win.
+    Hidden entries, `*.part`/`*.nightlake-part` temporaries and `*.meta.json` sidecars are skipped.
+    So are, counted in `skipped`: FIFOs, sockets and devices (opening a FIFO would wait forever),
+    links to directories (no loops), and links to files out of the tree unless `follow_links`
+    (a night's directory should not ingest whatever a link reaches). Metadata: the FITS header's
+    Rucio keys, then the file's sidecar, whose keys win.
 
     A file's DID name is its basename, so two files with one basename would be one DID: the walk
     keeps every name seen (a dict of name -> directory: ~70 MB for 500,000 names) to fail on the
@@ -66,13 +90,14 @@ def from_directory(root: Path, scope: str, dataset: str | None = None) -> Iterat
     _check_scope(scope)
     if dataset is not None:
         _check_name(dataset, "--dataset")
+    skipped = skipped if skipped is not None else Skipped()
     seen: dict[str, str] = {}  # values share one string per directory
-    for directory, names in _walk(root):
+    for directory, files in _walk(root, follow_links, skipped):
         rel, where = directory.relative_to(root).as_posix(), str(directory)
         ds = dataset or (root.name if rel == "." else rel.replace("/", "."))
         _check_name(ds, f"{directory}: dataset name")
-        sidecars = {n for n in names if n.endswith(SIDECAR)}
-        for name in names:
+        sidecars = {n for n in files if n.endswith(SIDECAR)}
+        for name in files:
             if name.endswith(SIDECAR):
                 continue
             path = directory / name
@@ -80,10 +105,13 @@ def from_directory(root: Path, scope: str, dataset: str | None = None) -> Iterat
             if (first := seen.setdefault(name, where)) != where:
                 raise BadInput(f"{path} and {Path(first) / name}: same file name, so the same DID "
                                f"{scope}:{name}; rename one")
-            yield _source_file(path, scope, ds, name + SIDECAR in sidecars)
+            if (record := _source_file(path, scope, ds, name + SIDECAR in sidecars)) is None:
+                skipped.add(SPECIAL, path)  # replaced by a FIFO or device since it was listed
+            else:
+                yield record
 
 
-def _walk(root: Path) -> Iterator[tuple[Path, list[str]]]:
+def _walk(root: Path, follow_links: bool, skipped: Skipped) -> Iterator[tuple[Path, list[str]]]:
     """(directory, sorted names of its files to consider), depth first, sub-directories sorted."""
     stack = [root]
     while stack:
@@ -94,10 +122,13 @@ def _walk(root: Path) -> Iterator[tuple[Path, list[str]]]:
                 for entry in entries:
                     if entry.name.startswith(".") or entry.name.endswith(TEMPORARY):
                         continue
-                    if entry.is_dir(follow_symlinks=False):
-                        dirs.append(entry.name)
-                    elif entry.is_file():
+                    kind = _kind(entry, root, follow_links)
+                    if kind is FILE:
                         files.append(entry.name)
+                    elif kind is DIRECTORY:
+                        dirs.append(entry.name)
+                    else:
+                        skipped.add(kind, directory / entry.name)
         except OSError as exc:
             raise BadInput(f"{directory}: cannot list ({exc.strerror})") from None
         files.sort()
@@ -105,9 +136,32 @@ def _walk(root: Path) -> Iterator[tuple[Path, list[str]]]:
         stack.extend(directory / d for d in sorted(dirs, reverse=True))
 
 
-def _source_file(path: Path, scope: str, dataset: str, has_sidecar: bool) -> SourceFile:
+def _kind(entry: os.DirEntry, root: Path, follow_links: bool) -> str:
+    """FILE, DIRECTORY, or why the entry is skipped; from the listing's own types where it can,
+    so a plain file costs no extra stat."""
+    if entry.is_symlink():
+        try:
+            target = Path(entry.path).resolve()
+        except RuntimeError:  # a loop of links (Python 3.11 raises RuntimeError for it)
+            return BROKEN_LINK
+        if not target.exists():
+            return BROKEN_LINK
+        if target.is_dir():
+            return LINK_TO_DIRECTORY
+        if not (follow_links or target.is_relative_to(root)):
+            return LINK_OUT
+    if entry.is_dir(follow_symlinks=False):
+        return DIRECTORY
+    return FILE if entry.is_file() else SPECIAL
+
+
+def _source_file(path: Path, scope: str, dataset: str, has_sidecar: bool) -> SourceFile | None:
+    """The record of a regular file, or None when `path` is no longer one."""
     try:
-        size = path.stat().st_size
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            return None
+        size = info.st_size
         meta = fitsheader.rucio_metadata(fitsheader.read_header(path)) if fitsheader.is_fits(path) else {}
     except fitsheader.BadHeader:
         meta = {}  # not valid FITS after all: ingested as bytes; required metadata decides
@@ -115,7 +169,36 @@ def _source_file(path: Path, scope: str, dataset: str, has_sidecar: bool) -> Sou
         raise BadInput(f"{path}: cannot read ({exc.strerror})") from None
     if has_sidecar:
         meta.update(_sidecar(path.with_name(path.name + SIDECAR)))
-    return SourceFile(scope, path.name, dataset, str(path), size, None, meta)
+    return SourceFile(scope, path.name, dataset, str(path), size, None, meta, info.st_mtime_ns)
+
+
+class SourceChanged(OSError):
+    """A local source is not the file that was planned (changed, replaced or deleted since): its
+    bytes are not uploaded. An OSError, so the file fails PERMANENT, with this message."""
+
+
+def read_unchanged(path: str | Path, size: int, mtime_ns: int | None, chunk_size: int = CHUNK) -> Iterator[bytes]:
+    """The bytes of a planned local file, refused unless it still is the regular file of `size`
+    bytes and `mtime_ns` that was walked, before the first byte and again after the last: a
+    same-size rewrite would otherwise be uploaded, and registered, undetected. Opened without
+    blocking, so a FIFO put in its place cannot hang the upload."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise SourceChanged(f"{path}: deleted since it was planned") from None
+    with os.fdopen(fd, "rb", buffering=0) as f:
+        _check_unchanged(path, os.fstat(fd), size, mtime_ns, "since it was planned")
+        while chunk := f.read(chunk_size):
+            yield chunk
+        _check_unchanged(path, os.fstat(fd), size, mtime_ns, "while it was read")
+
+
+def _check_unchanged(path: str | Path, now: os.stat_result, size: int, mtime_ns: int | None, when: str) -> None:
+    if not stat.S_ISREG(now.st_mode):
+        raise SourceChanged(f"{path}: no longer a regular file ({when})")
+    if now.st_size != size or (mtime_ns is not None and now.st_mtime_ns != mtime_ns):
+        raise SourceChanged(f"{path}: changed {when} (size {size} -> {now.st_size}, "
+                            f"mtime_ns {mtime_ns} -> {now.st_mtime_ns}); re-plan it in a new run")
 
 
 def _sidecar(path: Path) -> dict[str, Any]:
@@ -131,15 +214,13 @@ def _sidecar(path: Path) -> dict[str, Any]:
 
 def _check_scope(scope: str) -> None:
     """Rucio would refuse a bad DID only at registration, after the upload: refuse it up front."""
-    if len(scope) > SCOPE_LENGTH or not SCOPE_RE.match(scope):
-        raise BadInput(f"--scope {scope}: not a valid Rucio scope ({SCOPE_RE.pattern}, "
-                       f"at most {SCOPE_LENGTH} characters)")
+    if problem := names.scope_problem(scope):
+        raise BadInput(f"--scope {scope}: {problem}")
 
 
 def _check_name(name: str, where: str) -> None:
-    if len(name) > NAME_LENGTH or not NAME_RE.match(name):
-        raise BadInput(f"{where}: {name!r} is not a valid Rucio DID name ({NAME_RE.pattern}, "
-                       f"at most {NAME_LENGTH} characters)")
+    if problem := names.name_problem(name):
+        raise BadInput(f"{where}: {name!r}: {problem}")
 
 
 def from_spec(plan: Plan) -> Iterator[SourceFile]:

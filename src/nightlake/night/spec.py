@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import stat
 import string
 import tomllib
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
@@ -24,6 +26,7 @@ from pydantic import (
 )
 
 from nightlake import BadInput
+from nightlake.night import names
 
 # Allowed ranges. Wider than the data-challenge ranges (files/dataset 5-2000, datasets 10-200,
 # sizes 1 MB-2 GB) so that one site night (500,000 files) and stress tests are expressible too.
@@ -212,7 +215,9 @@ class Naming(_Model):
 def _fields(template: str, what: str) -> set[str]:
     """Placeholders of a template; unknown ones or bad format specs are refused here, not mid-night."""
     try:
-        names = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+        fields = [(f, spec) for _, f, spec, _ in string.Formatter().parse(template) if f is not None]
+        _check_widths(fields)
+        names = {f for f, _ in fields}
         unknown = names - set(PLACEHOLDERS)
         if not unknown:
             template.format(site="S", date="20000101", scope="s", obs_id=1, run=1, telescope="T",
@@ -223,6 +228,17 @@ def _fields(template: str, what: str) -> set[str]:
         raise ValueError(f"{what} template has unknown placeholder(s) {sorted(unknown)}; "
                          f"allowed: {', '.join(PLACEHOLDERS)}")
     return names
+
+
+def _check_widths(fields: list[tuple[str, str]]) -> None:
+    """A width or precision beyond a DID name's length can only make names Rucio refuses, and a
+    huge one would allocate gigabytes when rendered; a nested field ({run:{index}}) would make
+    the width data, so format specs are literal."""
+    for name, spec in fields:
+        if "{" in (spec or ""):
+            raise ValueError(f"{{{name}:{spec}}}: nested fields in a format spec are not allowed")
+        if any(int(n) > names.NAME_LENGTH for n in re.findall(r"\d+", spec or "")):
+            raise ValueError(f"{{{name}:{spec}}}: a width beyond {names.NAME_LENGTH}, Rucio's limit on a DID name")
 
 
 class Rule(_Model):
@@ -241,11 +257,44 @@ class NightSpec(_Model):
     naming: Naming = Naming()
     rules: list[Rule] = []
 
+    @model_validator(mode="after")
+    def _rucio_names(self) -> NightSpec:
+        """Every name the templates render must be a DID name Rucio takes, checked here, once, on
+        the renders that are worst for each rule: every telescope, with every number at its
+        smallest (most padding) and at its largest (most digits, separators, length). A
+        500,000-file night is checked in ~2 x telescopes renders, not 500,000."""
+        for what, name in worst_case_names(self):
+            if problem := names.name_problem(name):
+                raise ValueError(f"naming.{what}: renders {name[:60]!r}{'...' if len(name) > 60 else ''}: {problem}")
+        return self
+
+
+def worst_case_names(spec: NightSpec) -> Iterator[tuple[str, str]]:
+    """("dataset" | "file", name) rendered with each number at both ends of its range; the
+    numbers' ranges are those of `plan.Plan` (obs_id and run per dataset, subrun and index per
+    file), strings as given."""
+    night, naming, files = spec.night, spec.naming, spec.datasets.files.max
+    n_tel, last = len(night.telescopes), spec.datasets.count - 1
+    common = {"site": night.site, "date": night.date.strftime("%Y%m%d"), "scope": night.scope,
+              "data_level": night.data_level}
+    for at in (0, 1):
+        numbers = {"obs_id": naming.first_obs_id + at * last, "run": naming.first_run + at * last}
+        yield "dataset", naming.dataset.format(**common, **numbers, telescope="", tel_id=0, subrun=0, index=0)
+        for tel_id, telescope in enumerate(night.telescopes, start=1):
+            yield "file", naming.file.format(**common, **numbers, telescope=telescope, tel_id=tel_id,
+                                             subrun=at * (-(-files // n_tel) - 1), index=at * (files - 1))
+
 
 def load_spec(path: str | Path) -> NightSpec:
-    """Read and validate a spec file; any problem becomes one `BadInput` line naming the field."""
+    """Read and validate a spec file; any problem becomes one `BadInput` line naming the field.
+
+    Only a regular file is read: reading a FIFO (or a device) would wait for a writer forever.
+    tomllib parses nested arrays and tables recursively, so a deeply nested document ends in
+    RecursionError, which is the spec's fault, not a crash."""
     path = Path(path)
     try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise BadInput(f"{path}: not a regular file; a night spec is a TOML file")
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise BadInput(f"{path}: no such spec file") from None
@@ -253,6 +302,8 @@ def load_spec(path: str | Path) -> NightSpec:
         raise BadInput(f"{path}: cannot read spec ({exc})") from None
     except tomllib.TOMLDecodeError as exc:
         raise BadInput(f"{path}: not valid TOML ({exc})") from None
+    except RecursionError:
+        raise BadInput(f"{path}: arrays or tables nested too deeply to be a night spec") from None
     return parse_spec(raw, source=str(path))
 
 
@@ -267,7 +318,10 @@ def _one_line(exc: ValidationError) -> str:
     """The first error as `field.path: message`, without pydantic's type-union noise."""
     err = exc.errors(include_url=False)[0]
     kinds = {"fixed", "uniform", "log-uniform", "log-normal"}
-    loc = ".".join(str(p) for p in err["loc"] if p not in kinds) or "(top level)"
+    loc = ".".join(str(p) for p in err["loc"] if p not in kinds)
+    if not loc and err["type"] == "value_error":  # a check of the whole spec names its own fields
+        return err["msg"].removeprefix("Value error, ")
+    loc = loc or "(top level)"
     if err["type"] == "extra_forbidden":
         return f"{loc}: unknown field (see docs/night-spec.md for the allowed fields)"
     if err["type"] == "missing":

@@ -33,7 +33,7 @@ class Kind(enum.StrEnum):
     RUN_REQUEUED = "run.requeued"  # files: failed files given another go
     RUN_END = "run.end"  # complete, failed
     RECONCILE_STORAGE = "reconcile.storage"  # uploaded, replanned, changed: uncertain uploads settled
-    RECONCILE_CATALOG = "reconcile.catalog"  # registered, uploaded: uncertain registrations settled
+    RECONCILE_CATALOG = "reconcile.catalog"  # registered, uploaded, adopted: registrations found in Rucio
     RECONCILE_LOCAL = "reconcile.local"  # done, replanned: uncertain downloads settled
     RECONCILE_MISSING = "reconcile.missing"  # replanned: downloaded files gone from disk
     DATASETS_CREATED = "datasets.created"  # datasets
@@ -44,6 +44,7 @@ class Kind(enum.StrEnum):
     DONE_BATCH = "done.batch"  # files, bytes: metadata set, the files are done
     DOWNLOAD_DONE = "download.done"  # files, bytes, rse: one file retrieved (live only)
     RETRIEVE_BATCH = "retrieve.batch"  # files, bytes: a batch of downloads journaled
+    SOURCE_SKIPPED = "source.skipped"  # reason, files, sample: entries of a directory source not ingested
     QUARANTINE = "quarantine"  # files, reason: files set aside (missing metadata), never ingested
     FILE_FAILED = "file.failed"  # files, error_class, message
     RETRY = "retry"  # target, error_class, attempt, delay, message

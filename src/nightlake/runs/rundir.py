@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sqlite3
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,14 @@ INGEST = RunKind("ingest", "journal.sqlite", IngestJournal,
                  ("command", "source", "rse", "scope", "dataset", "in_place"))
 RETRIEVE = RunKind("retrieve", "retrieve.sqlite", DownloadJournal, None)
 KINDS = (INGEST, RETRIEVE)
+
+
+DAMAGED = ("SQLITE_CORRUPT", "SQLITE_NOTADB")  # what SQLite says of a file that is no (intact) database
+
+
+def _unreadable(path: Path, exc: Exception) -> str:
+    reason = str(exc).removeprefix(f"{path}: ")
+    return f"{path}: not a journal this nightlake can read ({reason})"
 
 
 @dataclass(frozen=True)
@@ -77,13 +87,29 @@ class RunDir:
             raise BadInput(f"{self.path} holds no nightlake run (no {' or '.join(k.journal_name for k in KINDS)})")
         return found
 
-    def load(self, kind: RunKind | None = None, writable: bool = False) -> Any:
-        """An existing run's journal: read-only for status and report, which never write;
-        `writable` for commands that add to a finished run (`rules add`)."""
+    @contextlib.contextmanager
+    def load(self, kind: RunKind | None = None, writable: bool = False) -> Iterator[Any]:
+        """An existing run's journal for the block: read-only for status and report, which never
+        write; `writable` for commands that add to a finished run (`rules add`).
+
+        A file that is no journal this nightlake reads (empty, truncated, garbled, another SQLite
+        database, another schema) is one line naming it, whether opening it or a later query
+        finds out: SQLite reads pages lazily, so a truncated journal may open and fail later."""
         kind = kind or self.kind()
-        if not self.journal(kind).exists():
+        path = self.journal(kind)
+        if not path.exists():
             raise BadInput(f"{self.path} holds no {kind.command} run (no {kind.journal_name})")
-        return kind.journal_class.open(self.journal(kind), read_only=not writable)
+        try:
+            journal = kind.journal_class.open(path, read_only=not writable)
+        except (sqlite3.DatabaseError, ValueError) as exc:
+            raise BadInput(_unreadable(path, exc)) from None
+        try:
+            with journal:
+                yield journal
+        except sqlite3.DatabaseError as exc:
+            if exc.sqlite_errorname not in DAMAGED:
+                raise
+            raise BadInput(_unreadable(path, exc)) from None
 
     def discard(self, kind: RunKind, keep_directory: bool) -> None:
         """Remove what `open` made for a run that turned out to have nothing to do."""

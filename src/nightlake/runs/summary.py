@@ -18,13 +18,15 @@ from nightlake.runs.journal.ingest import DatasetState, FileState, IngestJournal
 
 def ingest_summary(journal: IngestJournal, started: float | None = None,
                    failed_limit: int | None = None) -> dict[str, Any]:
-    """Counts and bytes per state, datasets, rules, and the failed or quarantined files."""
+    """Counts and bytes per state, datasets, rules, the failed or quarantined files, and what a
+    directory source left out (`sources.Skipped`)."""
     datasets = journal.datasets()
     problems = _problems(journal, (FileState.FAILED, FileState.QUARANTINED), failed_limit,
                          lambda r: {"failed_in": r.failed_from.value if r.failed_from else None})
     return {**_states(journal, FileState.DONE),
             "datasets": {state.value: sum(1 for *_, s in datasets if s is state) for state in DatasetState},
-            "rules": journal.rules(), "problems": problems, **_timing(started)}
+            "rules": journal.rules(), "problems": problems,
+            "skipped": journal.run_meta().get("skipped", []), **_timing(started)}
 
 
 def retrieve_summary(journal: DownloadJournal, out: Path, started: float | None = None,
@@ -35,13 +37,21 @@ def retrieve_summary(journal: DownloadJournal, out: Path, started: float | None 
             "problems": problems, **_timing(started)}
 
 
-def _states(journal: SQLiteJournal, done: Any) -> dict[str, Any]:
+def state_totals(journal: SQLiteJournal) -> dict[str, Any]:
+    """Files and bytes per state, every known state present and any state this nightlake does not
+    know added (and listed in `unknown_states`), so that no file drops out of a total."""
     counts, sizes = journal.counts(), journal.bytes_by_state()
-    total = sum(counts.values())
-    return {"files": {"total": total, **{s.value: n for s, n in counts.items()}},
-            "bytes": {"total": sum(sizes.values()), **{s.value: n for s, n in sizes.items()}},
-            "complete": total > 0 and counts[done] == total,
-            **({"unknown_states": unknown} if (unknown := journal.unknown_states()) else {})}
+    unknown = journal.unknown_states()
+    files = {s.value: n for s, n in counts.items()} | {state: n for state, (n, _) in unknown.items()}
+    size = {s.value: n for s, n in sizes.items()} | {state: b for state, (_, b) in unknown.items()}
+    return {"files": {"total": sum(files.values()), **files}, "bytes": {"total": sum(size.values()), **size},
+            **({"unknown_states": sorted(unknown)} if unknown else {})}
+
+
+def _states(journal: SQLiteJournal, done: Any) -> dict[str, Any]:
+    totals = state_totals(journal)
+    total = totals["files"]["total"]
+    return {**totals, "complete": total > 0 and totals["files"][done.value] == total}
 
 
 def _problems(journal: SQLiteJournal, states: tuple, limit: int | None, extra) -> list[dict[str, Any]]:

@@ -6,10 +6,12 @@ rclone lesson). Every backend shares one `put` algorithm, `TwoPhaseStorage.put`,
 
 1. stream the bytes to `<pfn>.nightlake-part`, counting them and computing adler32 on the way;
 2. check the byte count, the caller's adler32 (if given) and the storage's own adler32 of the part;
-   any mismatch deletes the part and raises `ChecksumMismatch`;
+   any mismatch raises `ChecksumMismatch`;
 3. rename the part to the final PFN. XRootD's MOVE / mv *overwrite* silently (XrdHttp ignores
    `Overwrite: F`), so the final name is checked first: same size and adler32 → success (a re-run),
    other content → `ExistsWithDifferentContent` (PERMANENT for `failures.classify`).
+
+Any failure on the way (a mismatch, a transport error, a source that breaks) deletes the part.
 
 Transport errors propagate untouched (requests exceptions, `XRootDError` carrying the
 `XRootDStatus`): retrying is `RetryPolicy`'s job, never the storage layer's. Storage objects are
@@ -130,33 +132,42 @@ class TwoPhaseStorage:
 
     # --- the algorithm ------------------------------------------------------------------------------
     def put(self, pfn: str, data: Source, *, size: int, adler32: str | None = None) -> Stored:
-        """Stream, verify, rename; see the module docstring."""
+        """Stream, verify, rename; see the module docstring. Whatever fails once the part may
+        exist, the part is deleted, quietly (the failure raised is the one that matters), so a
+        failed upload leaves no dark data behind."""
         part = pfn + PART_SUFFIX
+        try:
+            stored = self._send_verified(pfn, part, data, size, adler32)
+            existing = self._final_stat(pfn)
+            if existing is None:
+                self._rename(part, pfn)
+                return stored
+        except Exception:
+            self._discard(part)
+            raise
+        self.delete(part)
+        if existing.size == stored.size and existing.adler32 == stored.adler32:
+            return stored  # an earlier run already stored exactly these bytes
+        raise ExistsWithDifferentContent(pfn, existing, stored)
 
+    def _send_verified(self, pfn: str, part: str, data: Source, size: int, adler32: str | None) -> Stored:
+        """Steps 1 and 2: the bytes at `part`, their count and adler32 checked three ways."""
         def wrong_size(actual: int) -> None:
             raise SizeMismatch(f"source for {pfn}", size, actual)
 
         body = Adler32Counter(chunks_of(data), limit=size, on_wrong_size=wrong_size)
-        try:
-            self._send(part, body, size)
-            stored = Stored(body.size, body.adler32)
-            if adler32 is not None and normalise(adler32) != stored.adler32:
-                raise ChecksumMismatch(f"source for {pfn}", normalise(adler32), stored.adler32)
-            remote = self._checksum(part)
-            if remote is not None and remote != stored.adler32:
-                raise ChecksumMismatch(f"{part} on storage", stored.adler32, remote)
-        except ChecksumMismatch:
-            with contextlib.suppress(Exception):
-                self.delete(part)
-            raise
-        existing = self._final_stat(pfn)
-        if existing is not None:
-            self.delete(part)
-            if existing.size == stored.size and existing.adler32 == stored.adler32:
-                return stored  # an earlier run already stored exactly these bytes
-            raise ExistsWithDifferentContent(pfn, existing, stored)
-        self._rename(part, pfn)
+        self._send(part, body, size)
+        stored = Stored(body.size, body.adler32)
+        if adler32 is not None and normalise(adler32) != stored.adler32:
+            raise ChecksumMismatch(f"source for {pfn}", normalise(adler32), stored.adler32)
+        remote = self._checksum(part)
+        if remote is not None and remote != stored.adler32:
+            raise ChecksumMismatch(f"{part} on storage", stored.adler32, remote)
         return stored
+
+    def _discard(self, part: str) -> None:
+        with contextlib.suppress(Exception):
+            self.delete(part)
 
     def get(self, pfn: str, dest: Path, *, expected: Stat | None = None) -> Stored:
         """Stream `pfn` to `dest` (via a temporary name); only verified bytes reach `dest`.

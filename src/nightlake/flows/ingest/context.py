@@ -12,7 +12,6 @@ import contextlib
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from nightlake.catalog.client import Catalog
@@ -20,7 +19,7 @@ from nightlake.catalog.retry import RetryPolicy
 from nightlake.flows.failing import record_failure
 from nightlake.observe.events import EventBus
 from nightlake.runs.journal.ingest import FileRecord, IngestJournal
-from nightlake.storage import PART_SUFFIX, Stat, Storage, adler
+from nightlake.storage import PART_SUFFIX, Stat, Storage, adler, chunks_of
 
 
 @dataclass(frozen=True)
@@ -46,7 +45,7 @@ class IngestOptions:
 
 
 PfnResolver = Callable[[list[FileRecord]], dict[str, str]]
-SourceOpener = Callable[[FileRecord], Any]  # a Path, or a factory of the payload's chunks
+SourceOpener = Callable[[FileRecord], Any]  # a storage.Source: a Path, or a factory of chunks
 
 
 @dataclass(frozen=True)
@@ -86,10 +85,7 @@ class Context:
     def source_adler32(self, record: FileRecord) -> str:
         """The adler32 of the source's bytes: read from a local file, computed for a payload;
         raises OSError when the source cannot be read."""
-        source = self.open_source(record)
-        if isinstance(source, Path):
-            return adler.file_adler32(source)[1]
-        counter = adler.Adler32Counter(source())
+        counter = adler.Adler32Counter(chunks_of(self.open_source(record)))
         for _ in counter:
             pass
         return counter.adler32

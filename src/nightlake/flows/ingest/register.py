@@ -17,6 +17,7 @@ from collections import defaultdict
 from nightlake.catalog.bulk import Rejected
 from nightlake.catalog.client import Catalog
 from nightlake.catalog.rules import RulePolicy
+from nightlake.flows.ingest import adopt
 from nightlake.flows.ingest.context import Context
 from nightlake.observe.events import Kind
 from nightlake.runs.journal.ingest import DatasetState, FileRecord, FileState, RuleState
@@ -29,14 +30,23 @@ class Registrar:
         self.ctx, self.catalog = ctx, catalog
 
     def create_datasets(self) -> None:
-        """Each dataset is created once per run, in bulk, before any file is attached."""
-        planned = [(scope, name) for scope, name, _ in self.ctx.journal.datasets(DatasetState.PLANNED)]
+        """Each dataset is created once per run, in bulk, before any file is attached. Datasets
+        that already exist were made by an earlier run whose journal is gone: `adopt` takes over."""
+        journal = self.ctx.journal
+        planned = [(scope, name) for scope, name, _ in journal.datasets(DatasetState.PLANNED)]
         if not planned:
             return
-        if rejected := self.catalog.add_datasets(planned):
+        known = self.catalog.existing(planned)
+        closed = {did for did, meta in known.items() if meta.get("is_open") is False}
+        for dataset in sorted(closed):
+            adopt.check_closed(self.ctx, self.catalog, dataset)
+        if rejected := self.catalog.add_datasets([did for did in planned if did not in known]):
             raise rejected[0].failure
-        self.ctx.journal.mark_datasets(planned, DatasetState.CREATED)
-        self.ctx.bus.emit(Kind.DATASETS_CREATED, datasets=len(planned))
+        journal.mark_datasets([did for did in planned if did not in closed], DatasetState.CREATED)
+        journal.mark_datasets(closed, DatasetState.CLOSED)
+        self.ctx.bus.emit(Kind.DATASETS_CREATED, datasets=len(planned) - len(known), existing=len(known))
+        if known:
+            adopt.adopt_registered(self.ctx, self.catalog, closed)
 
     def leftovers(self) -> None:
         """Files a previous run left between upload and done continue where they stopped."""

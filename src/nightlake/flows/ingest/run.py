@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from nightlake import BadInput
+from nightlake.catalog.client import Catalog
 from nightlake.catalog.rules import RulePolicy
 from nightlake.flows.ingest.context import IngestOptions
 from nightlake.flows.ingest.pipeline import Ingest
@@ -46,6 +47,7 @@ class IngestRequest:
     dataset: str | None = None
     scheme: str | None = None
     rules: tuple[RulePolicy, ...] = field(default_factory=tuple)
+    follow_links: bool = False  # a directory source's links to files out of its tree are ingested
     patience: float = DEFAULT_PATIENCE  # seconds an outage of the catalog or the RSE is ridden through
 
     @property
@@ -55,36 +57,55 @@ class IngestRequest:
     def description(self) -> dict[str, Any]:
         return {"command": "ingest", "source": str(self.source.absolute()), "rse": self.options.rse,
                 "scope": self.scope, "dataset": self.dataset, "in_place": self.options.in_place,
-                "scheme": self.scheme, "options": asdict(self.options),
+                "scheme": self.scheme, "follow_links": self.follow_links, "options": asdict(self.options),
                 "rules": [asdict(r) for r in self.rules]}
 
 
 def run_ingest(request: IngestRequest, bus: EventBus) -> dict[str, Any]:
-    """Run (or resume) an ingest; return its summary (also written to RUNDIR/summary.json)."""
+    """Run (or resume) an ingest; return its summary (also written to RUNDIR/summary.json).
+
+    Everything that can be refused is checked before RUNDIR is made: the source, then the scope,
+    the rules' RSE expressions and the RSE against the catalog; a source that turns out bad while
+    it is journaled leaves no run behind. So a corrected command is a new run, not "another run"."""
     _check_source(request)
+    scope, rules = _scope(request), _rules(request)  # a bad spec is said before Rucio is asked
+    catalog = open_catalog(bus, request.patience)
+    catalog.check_scopes([scope])
+    catalog.check_expressions(rule.rse_expression for rule in rules)
+    rse_info = catalog.rse_info(request.options.rse)
+    protocol = _protocol(rse_info, request.scheme)
     run = RunDir(request.run)
-    started = time.time()
-    with run.open(INGEST, request.description()) as journal, logged(run, bus):
-        if not journal.run_meta().get("planned"):
-            _journal_plan(journal, request, bus)
-        catalog = open_catalog(bus, request.patience)
-        journal.set_meta(**catalog.provenance())
-        catalog.check_expressions(rule["rse_expression"] for rule in journal.rules())
-        rse_info = catalog.rse_info(request.options.rse)
-        protocol = _protocol(rse_info, request.scheme)
-        ca_cert, client_cert = tls_from_rucio_config()
-        storage = open_storage(protocol, ca_cert=ca_cert, client_cert=client_cert,
-                               pool_size=request.options.workers, rse_info=rse_info)
-        _emit_start(bus, journal, request.options.rse, protocol["scheme"])
-        pfn_of = _pfn_resolver(rse_info, protocol["scheme"])
-        storage_policy = retry_policy(bus, request.options.rse, request.patience,
-                                      probe=_storage_probe(storage, rse_info, protocol["scheme"]))
-        ingest = Ingest(journal, catalog, storage, pfn_of, _source_opener, request.options, bus, storage_policy,
-                        catalog.twin())
-        try:
-            return concluded(run, bus, ingest.run, lambda: ingest_summary(journal, started))
-        finally:
-            storage.close()
+    started, existed, planning = time.time(), run.path.exists(), False
+    try:
+        with run.open(INGEST, request.description()) as journal, logged(run, bus):
+            planning = not journal.run_meta().get("planned")
+            if planning:
+                _journal_plan(journal, request, bus)
+            planning = False
+            return _ingest(journal, run, request, catalog, rse_info, protocol, started, bus)
+    except BadInput:
+        if planning:
+            run.discard(INGEST, keep_directory=existed)
+        raise
+
+
+def _ingest(journal: IngestJournal, run: RunDir, request: IngestRequest, catalog: Catalog, rse_info: dict,
+            protocol: dict, started: float, bus: EventBus) -> dict[str, Any]:
+    """The journaled run: storage opened, the pipeline run, the summary written whatever happens."""
+    journal.set_meta(**catalog.provenance())
+    ca_cert, client_cert = tls_from_rucio_config()
+    storage = open_storage(protocol, ca_cert=ca_cert, client_cert=client_cert,
+                           pool_size=request.options.workers, rse_info=rse_info)
+    _emit_start(bus, journal, request.options.rse, protocol["scheme"])
+    pfn_of = _pfn_resolver(rse_info, protocol["scheme"])
+    storage_policy = retry_policy(bus, request.options.rse, request.patience,
+                                  probe=_storage_probe(storage, rse_info, protocol["scheme"]))
+    ingest = Ingest(journal, catalog, storage, pfn_of, _source_opener, request.options, bus, storage_policy,
+                    catalog.twin())
+    try:
+        return concluded(run, bus, ingest.run, lambda: ingest_summary(journal, started))
+    finally:
+        storage.close()
 
 
 def _emit_start(bus: EventBus, journal: IngestJournal, rse: str, scheme: str) -> None:
@@ -106,12 +127,17 @@ def _check_source(request: IngestRequest) -> None:
         raise BadInput("a directory source needs --scope SCOPE")
 
 
-def _records(request: IngestRequest) -> Iterator[sources.SourceFile]:
+def _scope(request: IngestRequest) -> str:
+    """The scope of the run's files: --scope for a directory, the spec's own for a spec."""
+    return load_spec(request.source).night.scope if request.is_spec else request.scope
+
+
+def _records(request: IngestRequest, skipped: sources.Skipped) -> Iterator[sources.SourceFile]:
     if request.is_spec:
         from nightlake.night.plan import Plan
 
         return sources.from_spec(Plan(load_spec(request.source)))
-    return sources.from_directory(request.source, request.scope, request.dataset)
+    return sources.from_directory(request.source, request.scope, request.dataset, request.follow_links, skipped)
 
 
 def _rules(request: IngestRequest) -> tuple[RulePolicy, ...]:
@@ -130,7 +156,11 @@ def _journal_plan(journal: IngestJournal, request: IngestRequest, bus: EventBus)
             datasets.add((record.scope, record.dataset))
             yield record
 
-    added = journal.add_files(noting_datasets(_records(request)))
+    skipped = sources.Skipped()
+    added = journal.add_files(noting_datasets(_records(request, skipped)))
+    for entry in skipped.as_list():
+        bus.emit(Kind.SOURCE_SKIPPED, **entry)
+    journal.set_meta(skipped=skipped.as_list())
     if not datasets:
         raise BadInput(f"{request.source}: no files to ingest")
     journal.add_datasets(sorted(datasets))
@@ -168,8 +198,9 @@ def _storage_probe(storage: Storage, rse_info: dict, scheme: str) -> Callable[[]
 
 
 def _source_opener(record: FileRecord):
-    """A local file's path, or a factory of the streamed payload's chunks (fresh on each attempt)."""
+    """A factory of the source's chunks, fresh on each attempt: the streamed payload's, or the
+    local file's, refused if it is no longer the file that was planned."""
     if record.source.startswith(sources.PAYLOAD):
         planned = sources.planned_file(record)
         return lambda: open_stream(planned).iter_chunks()
-    return Path(record.source)
+    return lambda: sources.read_unchanged(record.source, record.bytes, record.mtime_ns)

@@ -82,6 +82,8 @@ def run_retrieve(request: RetrieveRequest, bus: EventBus) -> dict[str, Any]:
     run = RunDir(request.run)
     started = time.time()
     catalog = open_catalog(bus, request.patience)
+    catalog.check_scopes([request.scope])
+    catalog.check_expressions([request.rse, request.from_rse])
     types = did_types(catalog, [parse_did(d) for d in request.dids])
     created, existed = False, run.path.exists()
     try:

@@ -26,6 +26,7 @@ from nightlake.runs.journal.ingest import (
     RuleState,
 )
 from nightlake.runs.rundir import INGEST, RETRIEVE, RunDir
+from nightlake.runs.summary import state_totals
 
 STATES = [s.value for s in FileState]
 SAMPLE_CHARS = 300
@@ -40,7 +41,7 @@ def collect(run_path: Path | str, retrieve_paths: Iterable[Path | str] = ()) -> 
         raise BadInput(f"{run.path} holds a {run.kind().command} run: report the ingest run, with this one "
                        f"as --retrieve")
     with run.load(INGEST) as journal:
-        meta, counts, sizes = journal.run_meta(), journal.counts(), journal.bytes_by_state()
+        meta, totals = journal.run_meta(), state_totals(journal)
         dataset_states = {(s, n): st.value for s, n, st in journal.datasets()}
         rules = journal.rules()
         datasets = _per_dataset(journal, dataset_states)
@@ -53,8 +54,7 @@ def collect(run_path: Path | str, retrieve_paths: Iterable[Path | str] = ()) -> 
     data = {
         "generated": {"at": time.time(), "nightlake": __version__},
         "run": _provenance(run, meta, events, rules),
-        "files": {"total": sum(counts.values()), **{s.value: n for s, n in counts.items()}},
-        "bytes": {"total": sum(sizes.values()), **{s.value: n for s, n in sizes.items()}},
+        **totals,
         "datasets": datasets,
         "rses": [{"rse": key[0] or "(not placed yet)", **value} for key, value in rses.items()],
         "rules": _rules_with_progress(rules, progress),
@@ -77,7 +77,7 @@ def headline(data: dict[str, Any]) -> str:
     created = sum(r["state"] == RuleState.CREATED.value for r in data["rules"])
     parts = [f"{files['done']:,} of {files['total']:,} files done", human_bytes(size["done"]),
              f"{closed:,} of {len(data['datasets']):,} datasets closed", f"{created:,} rules"]
-    parts += [f"{files[s]:,} {s}" for s in ("failed", "quarantined") if files[s]]
+    parts += [f"{files[s]:,} {s}" for s in ("failed", "quarantined", *data.get("unknown_states", ())) if files[s]]
     if data.get("retrievals"):
         back = sum(r["files"]["done"] for r in data["retrievals"])
         parts.append(f"{back:,} retrieved and verified")
@@ -117,15 +117,14 @@ def _retrieval(path: Path) -> dict[str, Any]:
         raise BadInput(f"--retrieve {path}: holds no retrieve run (no {RETRIEVE.journal_name})")
     with run.load(RETRIEVE) as journal:
         description = journal.run_meta().get("description", {})
-        counts, sizes = journal.counts(), journal.bytes_by_state()
+        totals = state_totals(journal)
         rows = journal.error_groups((DownloadState.FAILED,))
-    files, size = {s.value: n for s, n in counts.items()}, {s.value: n for s, n in sizes.items()}
     errors = [{"source": "retrieve", "error_class": cls or "unclassified", "state": "failed", "stage": "download",
                "files": n, "bytes": total, "sample": (sample or "")[:SAMPLE_CHARS]} for cls, n, total, sample in rows]
     events = [e for e in timeline.read_events(run.events) if e["kind"] in RETRIEVAL_KINDS]
     return {"path": str(path.absolute()), "selection": {k: description.get(k) for k in ("dids", "filters", "scope")},
             "out": description.get("out"), "from_rse": description.get("from_rse"),
-            "files": {"total": sum(files.values()), **files}, "bytes": {"total": sum(size.values()), **size},
+            **totals,
             "errors": errors, "events": events}
 
 

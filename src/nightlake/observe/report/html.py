@@ -92,7 +92,8 @@ def _used_states(rows: list[dict]) -> list[str]:
 
 
 def _files_section(data: dict[str, Any]) -> str:
-    rows = [(s, data["files"][s], human_bytes(data["bytes"][s])) for s in STATES if data["files"][s]]
+    states = [*STATES, *data.get("unknown_states", ())]  # a newer nightlake's states are shown, not dropped
+    rows = [(s, data["files"][s], human_bytes(data["bytes"][s])) for s in states if data["files"][s]]
     rows.append(("total", data["files"]["total"], human_bytes(data["bytes"]["total"])))
     return "<h2>Files</h2>" + _table(["state", "files", "bytes"], rows)
 

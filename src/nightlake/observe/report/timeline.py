@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from nightlake import BadInput
 from nightlake.observe.events import Kind
 
 # Batch events with a rate, and the phase whose batches each one waits for (see `_batch_starts`).
@@ -25,18 +26,22 @@ SAMPLE_CHARS = 300
 
 
 def read_events(path: Path) -> list[dict[str, Any]]:
-    """The event log, in time order; a torn last line (crash mid-write) is skipped."""
+    """The event log, in time order; a torn last line (crash mid-write) is skipped. The log is
+    ASCII JSON lines, so bytes that are not UTF-8 mean the file is not (only) an event log."""
     if not path.exists():
         return []
     events = []
-    with open(path, encoding="utf-8") as lines:
-        for line in lines:
-            try:
-                event = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(event, dict) and "ts" in event and "kind" in event:
-                events.append(event)
+    try:
+        with open(path, encoding="utf-8") as lines:
+            for line in lines:
+                try:
+                    event = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(event, dict) and "ts" in event and "kind" in event:
+                    events.append(event)
+    except UnicodeDecodeError as exc:
+        raise BadInput(f"{path}: not a nightlake event log (bytes that are not UTF-8: {exc.reason})") from None
     events.sort(key=lambda e: e["ts"])
     return events
 

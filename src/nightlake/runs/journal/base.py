@@ -76,7 +76,14 @@ class SQLiteJournal(StateMachine):
         if not path.exists():
             raise FileNotFoundError(f"no journal at {path}")
         journal = cls(path, read_only)
-        version = journal.run_meta().get("schema_version")
+        try:
+            version = journal.run_meta().get("schema_version")
+        except sqlite3.DatabaseError:
+            journal.close()
+            raise
+        if version is None:
+            journal.close()
+            raise ValueError(f"{path}: no schema version, so not a nightlake journal")
         if not read_only and version in cls.MIGRATIONS:
             version = journal._migrate(version)
         if version != cls.SCHEMA_VERSION:

@@ -47,7 +47,8 @@ from typing import Any
 from nightlake.runs.journal.base import SQLiteJournal
 from nightlake.runs.journal.states import SQLITE_MAX_VARS
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+MIGRATIONS = {1: "ALTER TABLE files ADD COLUMN mtime_ns INTEGER"}  # 2: the source's mtime when planned
 
 
 class FileState(enum.Enum):
@@ -108,10 +109,11 @@ class FileRecord:
     error_message: str | None
     failed_from: FileState | None
     updated_at: float
+    mtime_ns: int | None = None  # a local source's modification time when it was planned
 
 
 _FILE_COLUMNS = ", ".join(FileRecord.__dataclass_fields__)
-_NEW_FILE_KEYS = ("scope", "name", "dataset", "source", "bytes", "adler32", "meta")
+_NEW_FILE_KEYS = ("scope", "name", "dataset", "source", "bytes", "adler32", "meta", "mtime_ns")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -121,7 +123,7 @@ CREATE TABLE IF NOT EXISTS files (
     source TEXT NOT NULL, bytes INTEGER NOT NULL, adler32 TEXT, meta TEXT NOT NULL DEFAULT '{}',
     state TEXT NOT NULL DEFAULT 'planned', rse TEXT, pfn TEXT,
     attempts INTEGER NOT NULL DEFAULT 0, error_class TEXT, error_message TEXT, failed_from TEXT,
-    updated_at REAL NOT NULL,
+    updated_at REAL NOT NULL, mtime_ns INTEGER,
     UNIQUE (scope, name));
 CREATE INDEX IF NOT EXISTS files_by_state ON files (state, id);
 CREATE INDEX IF NOT EXISTS files_by_dataset ON files (scope, dataset, state);
@@ -141,6 +143,7 @@ class IngestJournal(SQLiteJournal):
 
     SCHEMA = _SCHEMA
     SCHEMA_VERSION = SCHEMA_VERSION
+    MIGRATIONS = MIGRATIONS
     State = FileState
     ALLOWED_FROM = ALLOWED_FROM
     FAILABLE = FAILABLE
@@ -159,8 +162,8 @@ class IngestJournal(SQLiteJournal):
         were new. Idempotent: a (scope, name) already journaled is skipped, whatever its state,
         so re-planning a resumed run adds nothing twice. Streams: commits in chunks.
         """
-        sql = ("INSERT OR IGNORE INTO files (scope, name, dataset, source, bytes, adler32, meta, "
-               "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+        sql = ("INSERT OR IGNORE INTO files (scope, name, dataset, source, bytes, adler32, meta, mtime_ns, "
+               "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
         return self._insert(sql, (_new_file_row(r) for r in records))
 
     def uncertain(self, size: int = SQLITE_MAX_VARS) -> Iterator[list[FileRecord]]:
@@ -188,6 +191,11 @@ class IngestJournal(SQLiteJournal):
                "AND state NOT IN ('done', 'quarantined') LIMIT 1")
         with self._lock:
             return {did for did in dids if self._db.execute(sql, did).fetchone() is None}
+
+    def dataset_files(self, scope: str, dataset: str) -> list[FileRecord]:
+        """The files a dataset of the run should hold (a dataset has thousands at most)."""
+        return [self.row(r) for r in self._query(f"SELECT {self.COLUMNS} FROM files WHERE scope = ? AND dataset = ? "
+                                                 f"ORDER BY id", (scope, dataset))]
 
     def mark_datasets(self, dids: Iterable[tuple[str, str]], state: DatasetState) -> None:
         now = time.time()
@@ -234,14 +242,14 @@ class IngestJournal(SQLiteJournal):
 
 def _new_file_row(record: Mapping[str, Any] | Any) -> tuple[Any, ...]:
     get = record.get if isinstance(record, Mapping) else lambda k: getattr(record, k, None)
-    scope, name, dataset, source, size, adler32, meta = (get(k) for k in _NEW_FILE_KEYS)
-    return (scope, name, dataset, str(source), int(size), adler32, json.dumps(meta or {}),
+    scope, name, dataset, source, size, adler32, meta, mtime_ns = (get(k) for k in _NEW_FILE_KEYS)
+    return (scope, name, dataset, str(source), int(size), adler32, json.dumps(meta or {}), mtime_ns,
             time.time())
 
 
 def _file_record(row: tuple[Any, ...]) -> FileRecord:
     (id_, scope, name, dataset, source, size, adler32, meta, state, rse, pfn, attempts,
-     error_class, error_message, failed_from, updated_at) = row
+     error_class, error_message, failed_from, updated_at, mtime_ns) = row
     return FileRecord(id_, scope, name, dataset, source, size, adler32, json.loads(meta),
                       FileState(state), rse, pfn, attempts, error_class, error_message,
-                      FileState(failed_from) if failed_from else None, updated_at)
+                      FileState(failed_from) if failed_from else None, updated_at, mtime_ns)

@@ -104,11 +104,12 @@ class StateMachine:
     def bytes_by_state(self) -> dict[Any, int]:
         return self._per_state("COALESCE(SUM(bytes), 0)")
 
-    def unknown_states(self) -> list[str]:
-        """States in the journal that this nightlake does not know (a newer or damaged journal):
-        readers report them instead of dropping their files."""
+    def unknown_states(self) -> dict[str, tuple[int, int]]:
+        """(files, bytes) per state in the journal that this nightlake does not know (a newer or
+        damaged journal): readers report them instead of dropping their files."""
         known = {s.value for s in self.State}
-        return [state for (state,) in self._query("SELECT DISTINCT state FROM files") if state not in known]
+        rows = self._query("SELECT state, COUNT(*), COALESCE(SUM(bytes), 0) FROM files GROUP BY state")
+        return {state: (files, size) for state, files, size in rows if state not in known}
 
     def _per_state(self, aggregate: str) -> dict[Any, int]:
         rows = dict(self._query(f"SELECT state, {aggregate} FROM files GROUP BY state"))

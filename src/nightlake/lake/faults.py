@@ -1,0 +1,134 @@
+"""Faults an RSE of the lake can be put in on purpose, so that ingest, rules and retrieval can be
+tried against a failing storage element. Each fault is the storage's own behaviour, not a mock:
+the clients see XRootD's real errors.
+
+- `down`: the RSE's XRootD is stopped (connections refused); `lake up` leaves it stopped.
+- `readonly`: the export is read-only: writes fail with `[3005] ... file path marked read/only`.
+- `full`: the storage directory is overlaid (overlayfs) with a tmpfs that has no inode left: the
+  files already there are read as before, and creating any file or directory fails with
+  `No space left on device` before a byte is written. (A byte limit alone is not enough: XRootD
+  5.5.3 acknowledges a write the disk cut short, and the file would be stored truncated.)
+- `slow`: XrdThrottle limits the server's data rate to 256 kB/s.
+- `error`: authorisation is switched on with an empty authorisation database: every request fails
+  with `[3010] ... permission denied` (https: 403).
+
+The faults in force are kept in `faults.json`, so `lake up` starts each XRootD as its fault says.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+
+from nightlake import BadInput
+from nightlake.lake import processes, xrootd
+from nightlake.lake.layout import RSES, Layout, RSESpec
+
+MODES = ("down", "readonly", "full", "slow", "error")
+
+
+def current(layout: Layout) -> dict[str, str]:
+    """{RSE name: mode} of the faults in force."""
+    path = layout.root / "faults.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _save(layout: Layout, faults: dict[str, str]) -> None:
+    (layout.root / "faults.json").write_text(json.dumps(faults, indent=2, sort_keys=True) + "\n")
+
+
+def rse_named(name: str) -> RSESpec:
+    for rse in RSES:
+        if rse.name == name:
+            return rse
+    raise BadInput(f"unknown RSE {name!r}; the lake's RSEs are {', '.join(r.name for r in RSES)}")
+
+
+def inject(layout: Layout, name: str, mode: str) -> None:
+    """Put the RSE in `mode` (replacing any fault it had) and restart its XRootD accordingly."""
+    rse = rse_named(name)
+    if mode not in MODES:
+        raise BadInput(f"unknown fault mode {mode!r}; choose one of {', '.join(MODES)}")
+    _undo(layout, rse)
+    _save(layout, {**current(layout), rse.name: mode})
+    if mode == "full":
+        _mount_full(layout, rse)
+    if mode != "down":
+        _restart(layout, rse, mode)
+
+
+def clear(layout: Layout, name: str) -> None:
+    """The RSE as `lake up` makes it, whatever fault it had."""
+    rse = rse_named(name)
+    _undo(layout, rse)
+    _save(layout, {k: v for k, v in current(layout).items() if k != rse.name})
+    _restart(layout, rse, None)
+
+
+def clear_all(layout: Layout) -> None:
+    """Forget every fault and unmount every `full` overlay (`lake down`: its processes are
+    stopped already, and `--purge` must not delete through a mount)."""
+    for rse in RSES:
+        _unmount_full(layout, rse)
+    (layout.root / "faults.json").unlink(missing_ok=True)
+
+
+def _undo(layout: Layout, rse: RSESpec) -> None:
+    _stop(layout, rse)
+    _unmount_full(layout, rse)
+
+
+def _stop(layout: Layout, rse: RSESpec) -> None:
+    if (proc := processes.read(layout.pids, f"xrootd-{rse.name}")) is not None:
+        processes.stop(layout.pids, proc, signal.SIGTERM)
+
+
+def _restart(layout: Layout, rse: RSESpec, mode: str | None) -> None:
+    _stop(layout, rse)
+    xrootd.prepare(layout, rse, fault=mode)
+    xrootd.start(layout, rse)
+
+
+def _full_dirs(layout: Layout, rse: RSESpec):
+    base = layout.root / "faults" / rse.name
+    return base, base / "upper", base / "work"
+
+
+def _mount_full(layout: Layout, rse: RSESpec) -> None:
+    """A tmpfs takes new data over the storage directory (overlayfs), so the files already there
+    are read from below; once the overlay is set up, the tmpfs is left exactly the inodes it
+    uses, so whatever is created next meets ENOSPC."""
+    base, upper, work = _full_dirs(layout, rse)
+    base.mkdir(parents=True, exist_ok=True)
+    _run(["mount", "-t", "tmpfs", "-o", "size=4k,nr_inodes=64,mode=0755", "tmpfs", str(base)])
+    upper.mkdir()
+    work.mkdir()
+    if user := xrootd.run_as():
+        shutil.chown(upper, user, user)
+    data = layout.rse_data(rse)
+    _run(["mount", "-t", "overlay", "overlay", "-o",
+          f"lowerdir={data},upperdir={upper},workdir={work}", str(data)])
+    usage = os.statvfs(base)
+    _run(["mount", "-o", f"remount,nr_inodes={usage.f_files - usage.f_ffree}", str(base)])
+
+
+def _unmount_full(layout: Layout, rse: RSESpec) -> None:
+    base, _, _ = _full_dirs(layout, rse)
+    for target in (layout.rse_data(rse), base):
+        if _mounted(target):
+            _run(["umount", str(target)])
+
+
+def _mounted(path) -> bool:
+    mounts = open("/proc/self/mounts").read().split("\n")
+    return any(line.split(" ")[1:2] == [str(path)] for line in mounts if line)
+
+
+def _run(argv: list[str]) -> None:
+    result = subprocess.run(argv, capture_output=True, text=True)
+    if result.returncode:
+        raise BadInput(f"{' '.join(argv[:3])} failed: {result.stderr.strip() or result.returncode} "
+                       f"(the full fault needs root and overlayfs)")
