@@ -74,6 +74,19 @@ def watch_cmd(run_dir: Path, timeout: float, interval: float, patience: float, m
     raise click.exceptions.Exit(result.exit_code)
 
 
+@rules.command("retry")
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+def retry_cmd(run_dir: Path) -> None:
+    """Have Rucio retry the run's STUCK rules now (once the cause is fixed), not hours later."""
+    from nightlake.flows.rules import retry_stuck, run_rules
+
+    run = RunDir(run_dir)
+    with run.load(INGEST) as journal:
+        tracked = run_rules(journal)
+    for rule_id in retry_stuck(open_catalog(EventBus()), tracked):
+        out.print(f"retrying STUCK rule {rule_id}")
+
+
 def progress_table(seen: Poll, rates: ReplicationRates) -> Table:
     """Per destination (RSE expression): files and bytes replicated, rate, requests, ETA."""
     rates.update(seen.destinations)

@@ -8,7 +8,8 @@ one streamed `list_replication_rules` (this account's rules created since the ru
 whole night's rules in one call; a rule it does not list is looked up alone, and is GONE when
 Rucio no longer has it) and one `list_requests` per pair of RSEs into a destination of the run's
 rules (queued, active and failed transfers): a number of calls that grows with the RSEs, never
-with the files or the datasets. A rule is *settled* when OK, STUCK or GONE. When the watch ends,
+with the files or the datasets. A rule is *settled* when OK, GONE, or STUCK with no lock left
+replicating. When the watch ends,
 `rule_errors.harvest` explains the stuck locks file by file.
 """
 
@@ -48,6 +49,15 @@ def add_rules(journal: IngestJournal, catalog: Catalog, policies: Sequence[RuleP
     return journal.rules()
 
 
+def retry_stuck(catalog: Catalog, rules: Sequence[dict]) -> list[str]:
+    """The run's STUCK rules boosted, so the judge-repairer retries their locks on its next pass;
+    returns their ids."""
+    stuck = [r["rule_id"] for r in rules if (catalog.rule(r["rule_id"]) or {}).get("state") == "STUCK"]
+    for rule_id in stuck:
+        catalog.boost_rule(rule_id)
+    return stuck
+
+
 # --- watch ----------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -67,7 +77,8 @@ class RuleStatus:
 
     @property
     def settled(self) -> bool:
-        return self.state in SETTLED
+        """Rucio calls a rule STUCK at its first stuck lock; it is settled once none is replicating."""
+        return self.state in SETTLED and not (self.state == "STUCK" and self.replicating)
 
     @property
     def bytes_ok(self) -> int:
