@@ -331,3 +331,38 @@ def test_the_lakes_own_failures_fall_in_their_groups(message, group):
     from nightlake.catalog.failures import replication_error_group
 
     assert replication_error_group(message) == group
+
+
+# --- the watch's display -----------------------------------------------------------------------------
+
+def destination(ok, bytes_ok, files=100, stuck=0):
+    from nightlake.flows.rules import Destination
+
+    return Destination("OFFSITE-A", 2, files, ok, files - ok - stuck, stuck, 100_000_000, bytes_ok, queued=3,
+                       active=2)
+
+
+def test_rates_and_eta_count_from_the_first_poll_of_this_watch():
+    from nightlake.cli.progress import ReplicationRates
+
+    clock = Clock()
+    rates = ReplicationRates(clock)
+    rates.update([destination(40, 40_000_000)])  # replicated before this watch: not a rate
+    clock.sleep(10)
+    latest = destination(60, 60_000_000, stuck=10)
+    rates.update([latest])
+    assert rates.of(latest) == (2.0, 2.0, 15.0)  # 30 files left (100 - 60 - 10 stuck) at 2 files/s
+
+
+def test_the_terminal_table_shows_each_destination():
+    from rich.console import Console
+
+    from nightlake.cli.progress import ReplicationRates
+    from nightlake.cli.rules import progress_table
+    from nightlake.flows.rules import Poll
+
+    console = Console(width=200, record=True)
+    console.print(progress_table(Poll([], [destination(60, 60_000_000)]), ReplicationRates(Clock())))
+    row = next(line for line in console.export_text().splitlines() if "OFFSITE-A" in line)
+    assert [cell.strip() for cell in row.split("│")[1:-1]] == \
+        ["OFFSITE-A", "2", "60/100", "60 MB/100 MB", "0.0", "0.0", "3", "2", "0", "0", "-"]

@@ -3,14 +3,13 @@
 `add_rules` puts one rule per (dataset, policy) on a run's datasets, journaled the way the ingest
 journals them, and through the catalog's idempotent `ensure_rule`, so running it twice adds none.
 
-`watch` follows the run's rules until every one is OK or STUCK, or the time is up. A poll costs
+`watch` follows the run's rules until every one is settled, or the time is up. A poll costs
 one streamed `list_replication_rules` (this account's rules created since the run began: a
 whole night's rules in one call; a rule it does not list is looked up alone, and is GONE when
 Rucio no longer has it) and one `list_requests` per pair of RSEs into a destination of the run's
 rules (queued, active and failed transfers): a number of calls that grows with the RSEs, never
 with the files or the datasets. A rule is *settled* when OK, GONE, or STUCK with no lock left
-replicating. When the watch ends,
-`rule_errors.harvest` explains the stuck locks file by file.
+replicating. When the watch ends, `rule_errors.harvest` explains the stuck locks file by file.
 """
 
 from __future__ import annotations
