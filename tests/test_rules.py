@@ -257,6 +257,7 @@ def test_a_stuck_rule_ends_the_watch_with_its_errors_grouped():
     result = watch(catalog(client), tracked("r1"), bus, 60, 5, SINCE)
     assert result.exit_code == 1 and [s.rule_id for s in result.stuck] == ["r1"]
     assert [(g.group, g.count, g.rses) for g in result.errors] == [("no-sources", 2, ("OFFSITE-A",))]
+    assert "list_requests_history" not in client.calls  # no source ever: no request to look for
     assert [e.fields for e in events if e.kind == "replication.error"] == \
         [{"group": "no-sources", "count": 2, "rses": ["OFFSITE-A"],
           "sample": f"{NO_SOURCES}; no source replica available"}]
@@ -296,7 +297,7 @@ def test_the_history_is_read_page_by_page():
     client = FakeClient(analysis={"r1": stuck_locks("f2499")}, history={("ONSITE", "OFFSITE-A"): rows})
     (lock,) = harvest(catalog(client), [status("r1", "STUCK", 0, 0, 1)])
     assert lock.message == OOM
-    assert client.calls.count("list_requests_history") == 3 + 1  # 3 pages from ONSITE, 1 from OFFSITE-B
+    assert client.calls.count("list_requests_history") == 3  # 3 pages from ONSITE, the file's only source
 
 
 def test_harvest_counts_each_stuck_lock_once_and_the_unlisted_ones_with_the_rules_error():

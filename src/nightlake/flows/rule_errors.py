@@ -6,13 +6,16 @@ message (gfal2's, through the transfer tool and Rucio's poller) is kept on the r
 table until the finisher archives it, then in the request history. So the harvest is:
 
 1. one `examine_replication_rule` per rule with stuck locks: which files are stuck, where;
-2. the failed requests between every pair of RSEs that ends at one of those destinations, live
-   (`list_requests`, one streamed call) and archived (`list_requests_history`, paged; root or
-   admin), kept only for the stuck locks: the latest message of each file;
+2. the failed requests of each (source, destination) pair those locks can have used (the last
+   source Rucio recorded, the RSEs holding the file), live (`list_requests`, one streamed call)
+   and archived (`list_requests_history`, paged; root or admin), kept only for the stuck locks:
+   the latest message of each file;
 3. a stuck lock no request explains (no source was ever found, so the request had no source RSE)
    falls back to the rule's error and the lock's last request state.
 
-The calls grow with the number of RSEs and of rules with stuck locks, never with the files. Each
+The calls grow with the pairs of RSEs and the rules with stuck locks, and the history's pages with
+the failed requests of those pairs (all accounts: Rucio filters it by RSEs and state only), never
+with the files that went well. Each
 stuck lock counts once, under the group `failures.replication_error_group` gives its message.
 """
 
@@ -51,34 +54,43 @@ def harvest(catalog: Catalog, statuses: Iterable[Any]) -> list[StuckLock]:
     """Every stuck lock of the rules in `statuses` (RuleStatus), with its own latest message."""
     stuck = [s for s in statuses if s.stuck]
     examined = {s.rule_id: (s, catalog.examine_rule(s.rule_id).get("transfers") or []) for s in stuck}
-    wanted = {(s.rule_id, t["name"], t["rse"]) for s, transfers in examined.values() for t in transfers}
-    messages = request_messages(catalog, {rse for _, _, rse in wanted}, wanted)
+    transfers = [(s.rule_id, t) for s, ts in examined.values() for t in ts]
+    messages = request_messages(catalog, links(t for _, t in transfers),
+                                {(rule_id, t["name"], t["rse"]) for rule_id, t in transfers})
     locks = []
-    for s, transfers in examined.values():
-        for t in transfers:
+    for s, ts in examined.values():
+        for t in ts:
             key = (s.rule_id, t["name"], t["rse"])
             locks.append(StuckLock(*key, messages.get(key) or lock_message(s.error, t)))
         locks += [StuckLock(s.rule_id, "?", s.rse_expression, s.error or NO_ERROR_RECORDED)] \
-            * max(0, s.stuck - len(transfers))  # locks Rucio counted but did not list
+            * max(0, s.stuck - len(ts))  # locks Rucio counted but did not list
     return locks
 
 
-def request_messages(catalog: Catalog, destinations: set[str],
+def links(transfers: Iterable[dict[str, Any]]) -> set[tuple[str, str]]:
+    """(source, destination) pairs the stuck locks' requests can have used: the last source Rucio
+    recorded, and the RSEs holding the file now. A lock that never had a source adds none."""
+    found = set()
+    for t in transfers:
+        sources = {t.get("last_source")} | {rse for rse, _ in t.get("sources") or []}
+        found |= {(source, t["rse"]) for source in sources if source and source != t["rse"]}
+    return found
+
+
+def request_messages(catalog: Catalog, pairs: set[tuple[str, str]],
                      wanted: set[tuple[str, str, str]]) -> dict[tuple[str, str, str], str]:
     """{(rule id, file name, destination): the latest failed request's message}, from the live
-    requests and the request history between every RSE and each destination."""
-    latest: dict[tuple[str, str, str], tuple[Any, str]] = {}
-    sources = catalog.rse_names() if destinations else []
-    for destination in sorted(destinations):
-        for source in (s for s in sources if s != destination):
-            rows = [*catalog.transfer_requests(source, destination, FAILED_STATES),
-                    *catalog.request_history(source, destination, FAILED_STATES)]
-            for row in rows:
-                key = (row.get("rule_id"), row.get("name"), destination)
-                if key in wanted and row.get("err_msg"):
-                    when = str(row.get("updated_at") or "")
-                    if key not in latest or when >= latest[key][0]:
-                        latest[key] = (when, row["err_msg"])
+    requests and the request history of each (source, destination) pair."""
+    latest: dict[tuple[str, str, str], tuple[str, str]] = {}
+    for source, destination in sorted(pairs):
+        rows = [*catalog.transfer_requests(source, destination, FAILED_STATES),
+                *catalog.request_history(source, destination, FAILED_STATES)]
+        for row in rows:
+            key = (row.get("rule_id"), row.get("name"), destination)
+            if key in wanted and row.get("err_msg"):
+                when = str(row.get("updated_at") or "")
+                if key not in latest or when >= latest[key][0]:
+                    latest[key] = (when, row["err_msg"])
     return {key: message for key, (_, message) in latest.items()}
 
 
