@@ -82,7 +82,7 @@ class RuleCalls:
     def account_rules(self, created_after: datetime) -> dict[str, dict[str, Any]]:
         """Every rule of this account created since `created_after`, by id, in one streamed
         `list_replication_rules` call: a whole night's rules for the price of one, where
-        `get_replication_rule` costs a call per rule. Each carries its DID's `bytes`."""
+        `get_replication_rule` costs a call per rule."""
         filters = {"account": self.client.account, "created_after": created_after.strftime(RUCIO_DATE)}
         return {r["id"]: r for r in self.call(lambda: list(self.client.list_replication_rules(filters)))}
 
