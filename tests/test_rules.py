@@ -367,3 +367,26 @@ def test_the_terminal_table_shows_each_destination():
     row = next(line for line in console.export_text().splitlines() if "OFFSITE-A" in line)
     assert [cell.strip() for cell in row.split("│")[1:-1]] == \
         ["OFFSITE-A", "2", "60/100", "60 MB/100 MB", "0.0", "0.0", "3", "2", "0", "0", "-"]
+
+
+def test_without_a_terminal_a_line_per_destination_every_30_s_and_one_when_a_rule_settles(monkeypatch):
+    from rich.console import Console
+
+    import nightlake.cli.rules as cli
+    from nightlake.cli.progress import ReplicationRates
+    from nightlake.flows.rules import Poll
+
+    console = Console(width=300, record=True)
+    monkeypatch.setattr(cli, "console", console)
+    clock = Clock()
+    show = cli.PlainProgress(ReplicationRates(clock))
+    for now, ok, state in ((0, 40, "REPLICATING"), (10, 50, "REPLICATING"), (31, 70, "OK")):
+        clock.now = now
+        show(Poll([status("r1", state, ok, 100 - ok, 0)], [destination(ok, ok * 1_000_000)]))
+    lines = console.export_text().splitlines()
+    assert [line.split(" ", 1)[1] for line in lines if "OFFSITE-A:" in line and "files," in line] == [
+        "OFFSITE-A: 40/100 files, 40 MB/100 MB; 0.0 files/s, 0.0 MB/s; requests queued 3, active 2, failed 0; "
+        "stuck 0; ETA -",
+        "OFFSITE-A: 70/100 files, 70 MB/100 MB; 1.0 files/s, 1.0 MB/s; requests queued 3, active 2, failed 0; "
+        "stuck 0; ETA 31 s"]  # 30 files left at 30/31 files/s
+    assert "rule r1 cta:ds-r1 → OFFSITE-A: OK" in lines

@@ -18,6 +18,7 @@ by `lake up` after it (test_transfers_lake.py covers replication itself).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -134,6 +135,20 @@ def test_a_rule_whose_source_expression_holds_no_replica_is_stuck_at_once(run):
                      "sample": "MissingSourceReplica"}
 
 
+def each_files_own_message(rule_id: str, names: list[str]) -> bool:
+    """The harvest found each stuck file's own message in Rucio's requests, not the rule's one
+    error: gfal2 names the directory it could not make, which Rucio's lfn2pfn derives from the file."""
+    from nightlake.catalog.client import Catalog
+    from nightlake.flows.rule_errors import harvest
+    from nightlake.flows.rules import RuleStatus
+
+    stuck = RuleStatus(rule_id, "cta:?", "OFFSITE-A", "STUCK", 0, 0, len(names), "the rule's error")
+    messages = {lock.name: lock.message for lock in harvest(Catalog(), [stuck])}
+    digests = {name: hashlib.md5(f"cta:{name}".encode()).hexdigest() for name in names}
+    assert sorted(messages) == sorted(names)
+    return all(messages[n].endswith(f"/rucio/cta/{d[:2]}/{d[2:4]}") for n, d in digests.items())
+
+
 def repaired(rule_id: str) -> bool:
     """the judge-repairer taking the boosted rule up again (it leaves STUCK)"""
     from rucio.client import Client
@@ -163,6 +178,7 @@ def test_a_rule_to_a_faulted_rse_is_stuck_with_each_files_error_then_ok_once_it_
            "MAKE_PARENT HTTP 500" in stuck.stdout
     (error,) = events(run, "replication.error")
     assert (error["group"], error["count"], error["rses"]) == ("destination-refused", 3, ["OFFSITE-A"])
+    assert each_files_own_message(rule_id, dataset_files(run))
 
     faulted()
     retried = rules_cmd("retry", run)
