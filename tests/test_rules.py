@@ -244,6 +244,26 @@ def test_a_rule_rucio_no_longer_has_is_gone_and_not_ok():
     assert [(s.rule_id, s.state) for s in result.gone] == [("deleted", "GONE")]
 
 
+def test_a_chained_rule_stuck_for_want_of_its_source_waits_while_the_first_copy_is_made():
+    first = [rule_state("REPLICATING", 0, 3), rule_state("OK", 3), rule_state("OK", 3)]
+    second = {**rule_state("STUCK", 0, 0, 3, "MissingSourceReplica"), "source_replica_expression": "OFFSITE"}
+    chained = [second, second, {**rule_state("OK", 3), "source_replica_expression": "OFFSITE"}]
+    client = FakeClient(states={"first": first, "second": chained})
+    rules = [{**tracked("first")[0], "dataset": "ds"}, {**tracked("second")[0], "dataset": "ds"}]
+    clock = Clock()
+    result = watch(catalog(client), rules, EventBus(), 60, 5, SINCE, clock=clock, sleep=clock.sleep)
+    assert result.exit_code == 0 and clock.now == 10
+
+
+def test_a_chained_rule_whose_source_rule_is_stuck_too_is_stuck_for_good():
+    second = {**rule_state("STUCK", 0, 0, 3, "MissingSourceReplica"), "source_replica_expression": "OFFSITE"}
+    client = FakeClient(states={"first": [rule_state("STUCK", 0, 0, 3, OOM)], "second": [second]},
+                        analysis={"first": stuck_locks(), "second": stuck_locks()})
+    rules = [{**tracked("first")[0], "dataset": "ds"}, {**tracked("second")[0], "dataset": "ds"}]
+    result = watch(catalog(client), rules, EventBus(), 60, 5, SINCE)
+    assert not result.timed_out and [s.rule_id for s in result.stuck] == ["first", "second"]
+
+
 def stuck_locks(*names, rse="OFFSITE-A", last_error="RequestState.FAILED", sources=(("ONSITE", True),)):
     return {"transfers": [{"scope": "cta", "name": n, "rse": rse, "attempts": 1, "last_error": last_error,
                            "sources": list(sources)} for n in names]}

@@ -190,3 +190,15 @@ def test_a_rule_to_a_faulted_rse_is_stuck_with_each_files_error_then_ok_once_it_
     final = events(run, "replication.progress")[-1]
     assert (final["rse_expression"], final["ok"], final["files"], final["stuck"]) == ("OFFSITE-A", 3, 3, 0)
     assert final["bytes_ok"] == final["bytes"] == sum(2000 + i for i in range(3))
+
+
+def test_ctaos_chained_pair_added_together_is_watched_through_its_first_stuck(run):
+    """One copy to OFFSITE-A and two off-site read off-site, added at once: the second is STUCK
+    (no off-site source yet) until the judge-repairer retries it; the watch waits for it."""
+    added = rules_cmd("add", run, "--rule", "OFFSITE-A", "--rule", "OFFSITE,copies=2,source=OFFSITE")
+    assert added.returncode == 0, added.stderr
+    watched = rules_cmd("watch", run, "--timeout", 180, "--interval", 1)
+    assert watched.returncode == 0, watched.stdout + watched.stderr
+    assert "2 of 2 rules OK" in watched.stdout
+    states = [e["state"] for e in events(run, "rules.progress") if e["rse_expression"] == "OFFSITE"]
+    assert states[0] == "STUCK" and states[-1] == "OK"

@@ -142,7 +142,8 @@ def print_result(result: WatchResult) -> None:
         out.print(f"GONE {s.rule_id} {s.dataset} → {s.rse_expression}: {s.error}", markup=False)
     for s in result.unsettled:
         out.print(f"still {s.state} {s.rule_id} {s.dataset} → {s.rse_expression}: "
-                  f"ok={s.ok} replicating={s.replicating} stuck={s.stuck}")
+                  f"ok={s.ok} replicating={s.replicating} stuck={s.stuck}"
+                  f"{' (waiting for its source copy)' if s.waiting else ''}")
     for error in result.errors:
         out.print(f"error [{error.group}] × {error.count} at {', '.join(error.rses)}: {error.sample}", markup=False)
 

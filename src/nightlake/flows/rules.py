@@ -9,7 +9,7 @@ whole night's rules in one call; a rule it does not list is looked up alone, and
 Rucio no longer has it) and one `list_requests` per pair of RSEs into a destination of the run's
 rules (queued, active and failed transfers): a number of calls that grows with the RSEs, never
 with the files or the datasets. A rule is *settled* when OK, GONE, or STUCK with no lock left
-replicating. When the watch ends, `rule_errors.harvest` explains the stuck locks file by file.
+replicating and no source copy on its way (`chained`). When the watch ends, `rule_errors.harvest` explains the stuck locks file by file.
 """
 
 from __future__ import annotations
@@ -73,11 +73,13 @@ class RuleStatus:
     stuck: int
     error: str | None = None
     bytes: int = 0
+    waiting: bool = False  # STUCK for want of its source copy, which another rule is making
 
     @property
     def settled(self) -> bool:
-        """Rucio calls a rule STUCK at its first stuck lock; it is settled once none is replicating."""
-        return self.state in SETTLED and not (self.state == "STUCK" and self.replicating)
+        """Rucio calls a rule STUCK at its first stuck lock; it is settled once none is replicating,
+        and not while it waits for its source copy (the judge-repairer will take it up)."""
+        return self.state in SETTLED and not (self.state == "STUCK" and (self.replicating or self.waiting))
 
     @property
     def bytes_ok(self) -> int:
@@ -120,7 +122,7 @@ class WatchResult:
 
     @property
     def stuck(self) -> list[RuleStatus]:
-        return [s for s in self.statuses if s.state == "STUCK"]
+        return [s for s in self.statuses if s.state == "STUCK" and s.settled]
 
     @property
     def unsettled(self) -> list[RuleStatus]:
@@ -164,8 +166,17 @@ def poll(catalog: Catalog, rules: Iterable[dict], since: datetime) -> list[RuleS
             statuses.append(RuleStatus(*where, GONE, 0, 0, 0, "Rucio has no rule with this id any more"))
             continue
         statuses.append(RuleStatus(*where, info["state"], info["locks_ok_cnt"], info["locks_replicating_cnt"],
-                                   info["locks_stuck_cnt"], info.get("error"), rule.get("bytes", 0)))
-    return statuses
+                                   info["locks_stuck_cnt"], info.get("error"), rule.get("bytes", 0),
+                                   waiting=bool(info.get("source_replica_expression"))))
+    return chained(statuses)
+
+
+def chained(statuses: list[RuleStatus]) -> list[RuleStatus]:
+    """CTAO's second rule (more copies, `source=` off-site) is STUCK until the first rule's copy
+    exists and the judge-repairer retries it: it waits while another rule of its dataset is OK or
+    replicating, and is stuck for good when none is."""
+    making = {s.dataset for s in statuses if s.state in ("OK", "REPLICATING")}
+    return [replace(s, waiting=s.waiting and s.state == "STUCK" and s.dataset in making) for s in statuses]
 
 
 def request_counts(catalog: Catalog, statuses: Sequence[RuleStatus],
