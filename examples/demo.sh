@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The `make demo` night, end to end against the local lake: plan -> generate -> ingest with a
-# rule to an off-site RSE -> status -> replication watch -> retrieve one dataset -> report. Safe to run again: every step
-# resumes or skips what is done. Its files live in the lake directory and go with `lake down --purge`.
+# rule to an off-site RSE -> status -> replication watch -> more copies off-site, sourced off-site ->
+# watch -> the stock client downloads from each off-site RSE -> retrieve one dataset -> report.
+# Safe to run again: every step resumes or skips what is done. Its files live in the lake directory and go with `lake down --purge`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 eval "$(nightlake lake env)"
 work="$NIGHTLAKE_LAKE_DIR/demo"
 spec=examples/demo.toml
+dataset=cta:CTAO-North_20260314_obs000001_run000001
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
@@ -26,11 +28,23 @@ step "the stock rucio client sees it"
 rucio did list 'cta:*' --short | head -5
 rucio did list 'cta:*' --short --filter telescope=LST-2 | wc -l | xargs echo "files with telescope=LST-2:"
 
-step "rules watch: OFFSITE-A replicated by Rucio's conveyor through the lake's transfer service (gfal2)"
-nightlake rules watch "$work/run" --timeout 180 || echo "(watch exits 1: a rule was not OK within 3 minutes)"
+step "rules watch: the first off-site copy (OFFSITE-A), by Rucio's conveyor through the lake's transfer service (gfal2)"
+nightlake rules watch "$work/run" --timeout 180
+
+step "rules add: two copies off-site, sourced from off-site (CTAO's chained policy: the site's uplink is crossed once)"
+nightlake rules add "$work/run" --rule 'OFFSITE,copies=2,source=OFFSITE'
+nightlake rules watch "$work/run" --timeout 180
+
+step "the stock rucio client downloads a dataset from each off-site RSE (adler32 verified)"
+for rse in OFFSITE-A OFFSITE-B; do
+  rm -rf "$work/check-$rse"
+  rucio download --rses "$rse" --dir "$work/check-$rse" "$dataset" > "$work/check-$rse.log" 2>&1 \
+    || { tail -5 "$work/check-$rse.log"; exit 1; }
+  echo "$(find "$work/check-$rse" -type f -name '*.fits' | wc -l) files of $dataset downloaded from $rse"
+done
 
 step "retrieve: one dataset back from the lake, every file verified against Rucio's adler32"
-nightlake retrieve cta:CTAO-North_20260314_obs000001_run000001 --out "$work/retrieved" --run "$work/retrieve"
+nightlake retrieve "$dataset" --out "$work/retrieved" --run "$work/retrieve"
 
 step "report"
 nightlake report "$work/run" --retrieve "$work/retrieve" --out "$work/report"

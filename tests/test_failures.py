@@ -145,7 +145,12 @@ def test_classification_keeps_the_original_message():
     ("NO_SOURCES:NO_SOURCES", "no-sources"),
     ("RSE excluded; not enough quota: insufficient quota on OFFSITE", "quota"),
     ("TRANSFER [110] Operation timed out", "transfer-timeout"),
-    ("DESTINATION MAKE_PARENT HTTP 403 : Permission refused", "auth"),
+    ("DESTINATION MAKE_PARENT HTTP 403 : Permission refused", "permission"),
+    ("TRANSFER_FAILED:DESTINATION [28] Failed to create file: No space left on device", "no-space"),
+    ("TRANSFER_FAILED:DESTINATION OVERWRITE [17] Destination file exists and overwrite is not enabled",
+     "destination-exists"),
+    ("TRANSFER_FAILED:SOURCE [2] HTTP 404 : File not found", "source-missing"),
+    ("proxy certificate expired", "auth"),
     ("TRANSFER [111] Connection refused", "storage-unavailable"),
     ("A brand new kind of failure", "other"),
 ])

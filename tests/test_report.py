@@ -261,3 +261,25 @@ def test_a_retrieve_directory_without_a_retrieve_run_is_bad_input(run, tmp_path)
     with pytest.raises(BadInput, match="holds no retrieve run"):
         write_report(run, tmp_path / "out", [tmp_path])
     assert not (tmp_path / "out").exists()
+
+
+def test_replication_per_destination_and_its_latency_come_from_the_watchs_polls(run, tmp_path):
+    append_events(run / "events.jsonl",
+                  {"ts": T0 + 60, "kind": "rule.added", "rule_id": "rule-ds0", "rse_expression": "OFFSITE-A"},
+                  {"ts": T0 + 70, "kind": "rules.progress", "rule_id": "rule-ds0", "ok": 10, "replicating": 10},
+                  {"ts": T0 + 70, "kind": "replication.progress", "rse_expression": "OFFSITE-A", "files": 20,
+                   "ok": 10, "bytes": 20_000_000, "bytes_ok": 10_000_000, "stuck": 0},
+                  {"ts": T0 + 160, "kind": "rules.progress", "rule_id": "rule-ds0", "ok": 19, "stuck": 1},
+                  {"ts": T0 + 160, "kind": "replication.progress", "rse_expression": "OFFSITE-A", "files": 20,
+                   "ok": 19, "bytes": 20_000_000, "bytes_ok": 19_000_000, "stuck": 1},
+                  {"ts": T0 + 161, "kind": "replication.error", "group": "destination-refused", "count": 1,
+                   "rses": ["OFFSITE-A"], "sample": "DESTINATION MAKE_PARENT HTTP 500"})
+    data = write_report(run, tmp_path / "out")
+    assert data["destinations"]["OFFSITE-A"]["ok"] == [10, 19]
+    assert data["destinations"]["OFFSITE-A"]["bytes_ok"] == [10_000_000, 19_000_000]
+    # 10 replicas 10 s after the rule, 9 more after 100 s
+    assert data["replication_latency"] == {"replicas": 19, "p50_s": 10.0, "p90_s": 100.0, "p99_s": 100.0,
+                                           "p100_s": 100.0}
+    assert (tmp_path / "out" / "destinations.png").exists()
+    page = (tmp_path / "out" / "index.html").read_text()
+    assert "transfer to OFFSITE-A" in page and "DESTINATION MAKE_PARENT HTTP 500" in page

@@ -8,6 +8,9 @@ STUCK is produced two ways, both real Rucio behaviour (see docs/rules.md):
   with the error "RequestErrMsg.NO_SOURCES:RequestState.NO_SOURCES";
 - a rule whose `source=` (source_replica_expression) holds no replica is STUCK at creation with
   "MissingSourceReplica".
+A rule towards an RSE put in a fault (`lake fault OFFSITE-A readonly`) goes STUCK through the
+conveyor with gfal2's message for each file, harvested from Rucio's request history and grouped;
+once the fault is cleared, `rules retry` boosts it and the judge-repairer brings it to OK.
 Each test ingests its own dataset, so the rules it watches are its own. The lake's own
 conveyor-submitter is stopped (by PID) while a test needs requests to stay QUEUED, and started again
 by `lake up` after it (test_transfers_lake.py covers replication itself).
@@ -15,6 +18,7 @@ by `lake up` after it (test_transfers_lake.py covers replication itself).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -23,7 +27,7 @@ from pathlib import Path
 
 import pytest
 from ingest_helpers import nightlake
-from lake_daemons import stopped
+from lake_daemons import stopped, wait_for
 
 from nightlake.catalog.failures import replication_error_group
 from nightlake.lake.rucio_server import server_env
@@ -115,7 +119,7 @@ def test_a_rule_with_no_source_left_goes_stuck_through_the_conveyor(lake, run):
     watched = rules_cmd("watch", run, "--timeout", 30, "--interval", 1)
     assert watched.returncode == 1, watched.stdout + watched.stderr
     assert "1 STUCK" in watched.stdout
-    assert "error [no-sources] × 3: RequestErrMsg.NO_SOURCES:RequestState.NO_SOURCES" in watched.stdout
+    assert "error [no-sources] × 3 at OFFSITE-B: RequestErrMsg.NO_SOURCES:RequestState.NO_SOURCES" in watched.stdout
     (error,) = events(run, "replication.error")
     assert (error["group"], error["count"]) == ("no-sources", 3)
 
@@ -129,3 +133,72 @@ def test_a_rule_whose_source_expression_holds_no_replica_is_stuck_at_once(run):
     (error,) = events(run, "replication.error")
     assert error == {**error, "group": replication_error_group("MissingSourceReplica"), "count": 3,
                      "sample": "MissingSourceReplica"}
+
+
+def each_files_own_message(rule_id: str, names: list[str]) -> bool:
+    """The harvest found each stuck file's own message in Rucio's requests, not the rule's one
+    error: gfal2 names the directory it could not make, which Rucio's lfn2pfn derives from the file."""
+    from nightlake.catalog.client import Catalog
+    from nightlake.flows.rule_errors import harvest
+    from nightlake.flows.rules import RuleStatus
+
+    stuck = RuleStatus(rule_id, "cta:?", "OFFSITE-A", "STUCK", 0, 0, len(names), "the rule's error")
+    messages = {lock.name: lock.message for lock in harvest(Catalog(), [stuck])}
+    digests = {name: hashlib.md5(f"cta:{name}".encode()).hexdigest() for name in names}
+    assert sorted(messages) == sorted(names)
+    return all(messages[n].endswith(f"/rucio/cta/{d[:2]}/{d[2:4]}") for n, d in digests.items())
+
+
+def repaired(rule_id: str) -> bool:
+    """the judge-repairer taking the boosted rule up again (it leaves STUCK)"""
+    from rucio.client import Client
+
+    return Client().get_replication_rule(rule_id)["state"] != "STUCK"
+
+
+@pytest.fixture
+def faulted(lake):
+    """OFFSITE-A read-only for the test, cleared after it whatever happened."""
+    def clear():
+        result = nightlake("lake", "fault", "--dir", str(lake.root), "OFFSITE-A", "--clear")
+        assert result.returncode == 0, result.stderr
+
+    result = nightlake("lake", "fault", "--dir", str(lake.root), "OFFSITE-A", "readonly")
+    assert result.returncode == 0, result.stderr
+    yield clear
+    clear()
+
+
+def test_a_rule_to_a_faulted_rse_is_stuck_with_each_files_error_then_ok_once_it_is_cleared(run, faulted):
+    rule_id = rules_cmd("add", run, "--rule", "OFFSITE-A").stdout.split()[2].rstrip(":")
+    stuck = rules_cmd("watch", run, "--timeout", 180, "--interval", 1)
+    assert stuck.returncode == 1, stuck.stdout + stuck.stderr
+    assert f"STUCK {rule_id}" in stuck.stdout
+    assert "error [destination-refused] × 3 at OFFSITE-A: RequestErrMsg.TRANSFER_FAILED:DESTINATION " \
+           "MAKE_PARENT HTTP 500" in stuck.stdout
+    (error,) = events(run, "replication.error")
+    assert (error["group"], error["count"], error["rses"]) == ("destination-refused", 3, ["OFFSITE-A"])
+    assert each_files_own_message(rule_id, dataset_files(run))
+
+    faulted()
+    retried = rules_cmd("retry", run)
+    assert retried.stdout.strip() == f"retrying STUCK rule {rule_id}", retried.stdout + retried.stderr
+    wait_for(lambda: repaired(rule_id), 180)
+    ok = rules_cmd("watch", run, "--timeout", 180, "--interval", 1)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "1 of 1 rules OK" in ok.stdout
+    final = events(run, "replication.progress")[-1]
+    assert (final["rse_expression"], final["ok"], final["files"], final["stuck"]) == ("OFFSITE-A", 3, 3, 0)
+    assert final["bytes_ok"] == final["bytes"] == sum(2000 + i for i in range(3))
+
+
+def test_ctaos_chained_pair_added_together_is_watched_through_its_first_stuck(run):
+    """One copy to OFFSITE-A and two off-site read off-site, added at once: the second is STUCK
+    (no off-site source yet) until the judge-repairer retries it; the watch waits for it."""
+    added = rules_cmd("add", run, "--rule", "OFFSITE-A", "--rule", "OFFSITE,copies=2,source=OFFSITE")
+    assert added.returncode == 0, added.stderr
+    watched = rules_cmd("watch", run, "--timeout", 180, "--interval", 1)
+    assert watched.returncode == 0, watched.stdout + watched.stderr
+    assert "2 of 2 rules OK" in watched.stdout
+    states = [e["state"] for e in events(run, "rules.progress") if e["rse_expression"] == "OFFSITE"]
+    assert states[0] == "STUCK" and states[-1] == "OK"

@@ -171,13 +171,19 @@ def _message(exc: BaseException) -> str:
 REPLICATION_ERROR_GROUPS: list[tuple[str, re.Pattern[str]]] = [
     (group, re.compile(pattern, re.I)) for group, pattern in (
         ("storage-out-of-memory", r"OutOfDirectMemoryError|out of (direct )?memory"),
-        ("no-write-pools", r"No write pools online"),
+        ("no-write-pools", r"No write pools online|read[-/ ]?only|marked read/only"),
+        ("no-space", r"No space left|ENOSPC|\[3009\]|insufficient space|no free space"),
+        # XRootD refusing the directory of a new file (MKCOL): a read-only or full export does this
+        ("destination-refused", r"DESTINATION MAKE_PARENT HTTP 5\d\d"),
         ("http-500-copy", r"HTTP 500\b.*Copy failed|Copy failed with mode streamed"),
-        ("checksum-mismatch", r"(checksum|adler32).{0,40}(mismatch|do(es)? not match|differ)"),
+        ("checksum-mismatch", r"(checksum|adler32).{0,60}(mismatch|do(es)? not match|differ)"),
+        ("source-missing", r"SOURCE\b.{0,80}(HTTP 404|File not found|No such file)"),
+        ("destination-exists", r"DESTINATION\b.{0,80}(exists|HTTP 409)|destination file exists"),
         ("no-sources", r"NO_SOURCES|no sources?\b|no source replica|MissingSourceReplica"),
         ("quota", r"insufficient quota|quota exceeded|over ?quota"),
         ("transfer-timeout", r"timed? ?out|timeout|operation expired"),
-        ("auth", r"permission denied|(token|proxy).{0,20}expired|authentication failed|" + _HTTP_AUTH),
+        ("permission", r"permission (denied|refused)|\[3010\]|not authori[sz]ed|HTTP 403"),
+        ("auth", r"(token|proxy).{0,20}expired|authentication failed|" + _HTTP_AUTH),
         ("storage-unavailable", r"connection refused|could not connect|no route to host"
                                 r"|service unavailable|connection reset"),
     )

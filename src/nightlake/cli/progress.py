@@ -150,3 +150,30 @@ class ProgressLog:
         when = time.strftime("%H:%M:%S")
         waiting = f"; {t.waiting_line()}" if t.waiting else ""
         return f"{when} " + ", ".join(parts) + (f"; ETA {eta / 60:.0f} min" if eta is not None else "") + waiting
+
+
+class ReplicationRates:
+    """Files/s, MB/s and ETA per destination of `rules watch`, from the first poll of this session
+    to the latest: rates a resumed watch does not inflate with what was replicated before it."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._first: dict[str, tuple[float, int, int]] = {}  # expression -> (time, ok, bytes_ok)
+        self._latest: dict[str, tuple[float, int, int]] = {}
+
+    def update(self, destinations) -> None:
+        now = self.clock()
+        for d in destinations:
+            self._first.setdefault(d.rse_expression, (now, d.ok, d.bytes_ok))
+            self._latest[d.rse_expression] = (now, d.ok, d.bytes_ok)
+
+    def of(self, destination) -> tuple[float, float, float | None]:
+        """(files/s, MB/s, ETA in s or None) of one destination (a `flows.rules.Destination`)."""
+        start, ok0, bytes0 = self._first.get(destination.rse_expression, (0.0, 0, 0))
+        now, ok, size = self._latest.get(destination.rse_expression, (start, ok0, bytes0))
+        elapsed = now - start
+        if elapsed <= 0:
+            return 0.0, 0.0, None
+        files_per_s, mb_per_s = (ok - ok0) / elapsed, (size - bytes0) / 1e6 / elapsed
+        left = destination.files - destination.ok - destination.stuck
+        return files_per_s, mb_per_s, (left / files_per_s if files_per_s > 0 else None)

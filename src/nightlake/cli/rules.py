@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import click
@@ -11,8 +12,10 @@ from rich.table import Table
 from nightlake.cli.common import metrics_port, parse_policy, patience
 from nightlake.cli.console import err as console
 from nightlake.cli.console import out
-from nightlake.flows.rules import RuleStatus, WatchResult, by_expression
+from nightlake.cli.progress import ReplicationRates
+from nightlake.flows.rules import Poll, WatchResult
 from nightlake.flows.session import open_catalog
+from nightlake.night.spec import human_bytes
 from nightlake.observe import metrics
 from nightlake.observe.events import EventBus, EventLog, Kind
 from nightlake.runs.rundir import INGEST, RunDir
@@ -51,52 +54,79 @@ def add_cmd(run_dir: Path, texts: tuple[str, ...]) -> None:
 @metrics_port
 def watch_cmd(run_dir: Path, timeout: float, interval: float, patience: float, metrics_port: int | None) -> None:
     """Follow the run's rules until all are OK or STUCK (exit 0 if all OK, 1 otherwise)."""
-    from nightlake.flows.rules import run_rules, watch
+    from nightlake.flows.rules import listed_since, run_rules, watch
 
     run = RunDir(run_dir)
     with run.load(INGEST) as journal:
-        tracked = run_rules(journal)
+        tracked, since = run_rules(journal), listed_since(journal)
     bus = EventBus()
     with EventLog(run.events) as log, metrics.serving(metrics_port, bus):
         bus.subscribe(log)
         catalog = open_catalog(bus, patience)
+        rates = ReplicationRates()
         if console.is_terminal:
-            with Live(progress_table([]), console=console, auto_refresh=False) as live:
-                result = watch(catalog, tracked, bus, timeout, interval,
-                               on_poll=lambda s: live.update(progress_table(s), refresh=True))
+            with Live(progress_table(Poll([]), rates), console=console, auto_refresh=False) as live:
+                result = watch(catalog, tracked, bus, timeout, interval, since,
+                               on_poll=lambda seen: live.update(progress_table(seen, rates), refresh=True))
         else:
-            result = watch(catalog, tracked, bus, timeout, interval, on_poll=PlainProgress())
+            result = watch(catalog, tracked, bus, timeout, interval, since, on_poll=PlainProgress(rates))
     print_result(result)
     raise click.exceptions.Exit(result.exit_code)
 
 
-def progress_table(statuses: list[RuleStatus]) -> Table:
-    """Per rule, then per RSE expression: locks OK / replicating / stuck."""
-    table = Table(title="replication rules")
-    for column in ("rule", "dataset", "RSE expression", "state", "ok", "replicating", "stuck"):
-        table.add_column(column, justify="right" if column in ("ok", "replicating", "stuck") else "left")
-    for s in statuses:
-        table.add_row(s.rule_id[:8], s.dataset, s.rse_expression, _state(s.state), str(s.ok),
-                      str(s.replicating), str(s.stuck))
-    for expression, (ok, replicating, stuck) in by_expression(statuses).items():
-        table.add_row("[bold]all", f"{sum(1 for s in statuses if s.rse_expression == expression)} rule(s)",
-                      expression, "", str(ok), str(replicating), str(stuck), style="bold")
+@rules.command("retry")
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+def retry_cmd(run_dir: Path) -> None:
+    """Have Rucio retry the run's STUCK rules now (once the cause is fixed), not hours later."""
+    from nightlake.flows.rules import retry_stuck, run_rules
+
+    run = RunDir(run_dir)
+    with run.load(INGEST) as journal:
+        tracked = run_rules(journal)
+    for rule_id in retry_stuck(open_catalog(EventBus()), tracked):
+        out.print(f"retrying STUCK rule {rule_id}")
+
+
+def progress_table(seen: Poll, rates: ReplicationRates) -> Table:
+    """Per destination (RSE expression): files and bytes replicated, rate, requests, ETA."""
+    rates.update(seen.destinations)
+    table = Table(title="replication, per destination")
+    columns = ("RSE expression", "rules", "files ok", "bytes ok", "files/s", "MB/s", "queued", "active",
+               "failed", "stuck", "ETA")
+    for column in columns:
+        table.add_column(column, justify="left" if column == "RSE expression" else "right")
+    for d in seen.destinations:
+        files_per_s, mb_per_s, eta = rates.of(d)
+        table.add_row(d.rse_expression, str(d.rules), f"{d.ok:,}/{d.files:,}",
+                      f"{human_bytes(d.bytes_ok)}/{human_bytes(d.bytes)}", f"{files_per_s:.1f}", f"{mb_per_s:.1f}",
+                      str(d.queued), str(d.active), str(d.failed), _stuck(d.stuck), _eta(eta))
     return table
 
 
 class PlainProgress:
-    """Without a terminal: one line per rule whenever its state or counts change."""
+    """Without a terminal: one line per destination every 30 s, and at once when a rule settles."""
 
-    def __init__(self) -> None:
-        self._seen: dict[str, tuple] = {}
+    def __init__(self, rates: ReplicationRates, every: float = 30.0) -> None:
+        self.rates, self.every = rates, every
+        self._last = float("-inf")
+        self._settled: set[str] = set()
 
-    def __call__(self, statuses: list[RuleStatus]) -> None:
-        for s in statuses:
-            key = (s.state, s.ok, s.replicating, s.stuck)
-            if self._seen.get(s.rule_id) != key:
-                self._seen[s.rule_id] = key
-                console.print(f"rule {s.rule_id} {s.dataset} → {s.rse_expression}: {s.state} "
-                              f"ok={s.ok} replicating={s.replicating} stuck={s.stuck}", markup=False)
+    def __call__(self, seen: Poll) -> None:
+        self.rates.update(seen.destinations)
+        newly = [s for s in seen.statuses if s.settled and s.rule_id not in self._settled]
+        self._settled |= {s.rule_id for s in newly}
+        for s in newly:
+            console.print(f"rule {s.rule_id} {s.dataset} → {s.rse_expression}: {s.state}", markup=False)
+        now = self.rates.clock()
+        if now - self._last < self.every:
+            return
+        self._last = now
+        for d in seen.destinations:
+            files_per_s, mb_per_s, eta = self.rates.of(d)
+            console.print(f"{time.strftime('%H:%M:%S')} {d.rse_expression}: {d.ok:,}/{d.files:,} files, "
+                          f"{human_bytes(d.bytes_ok)}/{human_bytes(d.bytes)}; {files_per_s:.1f} files/s, "
+                          f"{mb_per_s:.1f} MB/s; requests queued {d.queued}, active {d.active}, failed "
+                          f"{d.failed}; stuck {d.stuck}; ETA {_eta(eta)}", markup=False)
 
 
 def print_result(result: WatchResult) -> None:
@@ -112,11 +142,17 @@ def print_result(result: WatchResult) -> None:
         out.print(f"GONE {s.rule_id} {s.dataset} → {s.rse_expression}: {s.error}", markup=False)
     for s in result.unsettled:
         out.print(f"still {s.state} {s.rule_id} {s.dataset} → {s.rse_expression}: "
-                  f"ok={s.ok} replicating={s.replicating} stuck={s.stuck}")
+                  f"ok={s.ok} replicating={s.replicating} stuck={s.stuck}"
+                  f"{' (waiting for its source copy)' if s.waiting else ''}")
     for error in result.errors:
-        out.print(f"error [{error.group}] × {error.count}: {error.sample}", markup=False)
+        out.print(f"error [{error.group}] × {error.count} at {', '.join(error.rses)}: {error.sample}", markup=False)
 
 
-def _state(state: str) -> str:
-    color = {"OK": "green", "STUCK": "red"}.get(state, "yellow")
-    return f"[{color}]{state}[/]"
+def _stuck(count: int) -> str:
+    return f"[red]{count}[/]" if count else "0"
+
+
+def _eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"

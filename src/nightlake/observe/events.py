@@ -54,7 +54,9 @@ class Kind(enum.StrEnum):
     DATASET_CLOSED = "dataset.closed"  # dataset
     QUEUE_DEPTH = "queue.depth"  # stage, depth: batches waiting for a catalog stage (live only)
     RULES_PROGRESS = "rules.progress"  # rule_id, dataset, rse_expression, state, ok, replicating, stuck
-    REPLICATION_ERROR = "replication.error"  # group, count, sample
+    REPLICATION_PROGRESS = "replication.progress"  # rse_expression, rules, files, ok, replicating, stuck,
+    #   bytes, bytes_ok, queued, active, failed: one destination at one poll of `rules watch`
+    REPLICATION_ERROR = "replication.error"  # group, count, rses, sample
 
 
 LIVE_ONLY = frozenset({Kind.UPLOAD_DONE, Kind.DOWNLOAD_DONE, Kind.QUEUE_DEPTH})

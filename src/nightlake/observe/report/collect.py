@@ -63,6 +63,8 @@ def collect(run_path: Path | str, retrieve_paths: Iterable[Path | str] = ()) -> 
         "throughput": timeline.throughput(merged, progress["series"]),
         "progress": timeline.cumulative(merged),
         "replication": progress["series"],
+        "destinations": timeline.destinations(events),
+        "replication_latency": timeline.replication_latency(events),
         "retrievals": retrievals,
         "span": {"first": merged[0]["ts"], "last": merged[-1]["ts"]} if merged else None,
     }

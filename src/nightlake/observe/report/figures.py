@@ -21,7 +21,8 @@ COLOURS = {"planned": "#b0b0b0", "uploading": "#9ecae1", "uploaded": "#6baed6", 
 def figures(data: dict[str, Any]) -> dict[str, bytes]:
     """The report's PNGs by file name; a figure without data is left out."""
     makers = {"throughput.png": _throughput_figure, "progress.png": _progress_figure,
-              "replication.png": _replication_figure, "datasets.png": _datasets_figure}
+              "replication.png": _replication_figure, "destinations.png": _destinations_figure,
+              "datasets.png": _datasets_figure}
     out = {}
     for name, make in makers.items():
         figure = make(data)
@@ -108,6 +109,30 @@ def _replication_figure(data: dict[str, Any]):
            xlabel=f"time since the first poll of the rules ({unit})")
     ax.legend(loc="upper left")
     ax.grid(alpha=0.3)
+    return figure
+
+
+def _destinations_figure(data: dict[str, Any]):
+    """Files and bytes replicated per destination, as `rules watch` polled them."""
+    destinations = data["destinations"]
+    if not destinations:
+        return None
+    start = min(series["ts"][0] for series in destinations.values())
+    end = max(max(series["ts"][-1] for series in destinations.values()), data["span"]["last"])
+    scale, unit = _time_axis(end - start)
+    figure, (files_ax, bytes_ax) = _new_figure(2)
+    for expression, series in destinations.items():
+        ts = (np.asarray([*series["ts"], end]) - start) / scale
+        line = files_ax.step(ts, [*series["ok"], series["ok"][-1]], where="post", label=expression, lw=1.8)[0]
+        files_ax.axhline(series["files"][-1], color=line.get_color(), ls=":", lw=1)
+        bytes_ax.step(ts, np.asarray([*series["bytes_ok"], series["bytes_ok"][-1]]) / 1e6, where="post",
+                      color=line.get_color(), label=expression, lw=1.8)
+    files_ax.set(title="Replicated per destination (dotted: files to replicate)", ylabel="files (locks OK)")
+    bytes_ax.set(ylabel="MB", xlabel=f"time since the first poll ({unit})")
+    for ax in (files_ax, bytes_ax):
+        ax.grid(alpha=0.3)
+        ax.set_ylim(bottom=0)
+        ax.legend(loc="upper left")
     return figure
 
 

@@ -131,7 +131,26 @@ def _rules_section(data: dict[str, Any], pngs: dict[str, bytes]) -> str:
                     [(f"{r['scope']}:{r['dataset']}", r["rse_expression"], r["copies"], r["rule_id"] or "(planned)",
                       *("-" if r[k] is None else r[k] for k in ("ok", "replicating", "stuck"))) for r in rules],
                     scroll=len(rules) > 15)
-    return "<h2>Replication rules</h2>" + summary + _img(pngs, "replication.png") + detail
+    return ("<h2>Replication rules</h2>" + summary + _img(pngs, "replication.png") + _destinations(data, pngs)
+            + detail)
+
+
+def _destinations(data: dict[str, Any], pngs: dict[str, bytes]) -> str:
+    """The real replication: files and bytes per destination at the last poll, over time, and the
+    upload-to-replica latency."""
+    if not data["destinations"]:
+        return ""
+    rows = [(e, s["ok"][-1], s["files"][-1], human_bytes(s["bytes_ok"][-1]), human_bytes(s["bytes"][-1]),
+             s["stuck"][-1]) for e, s in data["destinations"].items()]
+    out = _table(["destination", "files ok", "files", "bytes ok", "bytes", "stuck"], rows) + \
+        _img(pngs, "destinations.png")
+    if latency := data["replication_latency"]:
+        out += ("<p class=meta>Latency from a dataset's rule being added (its last file uploaded and "
+                "registered) to the poll that saw each replica OK (late by at most one poll interval).</p>" +
+                _table(["replicas", "p50 (s)", "p90 (s)", "p99 (s)", "max (s)"],
+                       [(latency["replicas"], latency["p50_s"], latency["p90_s"], latency["p99_s"],
+                         latency["p100_s"])]))
+    return out
 
 
 def _retrievals_section(data: dict[str, Any]) -> str:

@@ -2,7 +2,9 @@
 
 A batch event is stamped when its batch finishes; `throughput` spreads each batch's files and
 bytes over the time it took (`_batch_starts`), in fixed-width bins, so 500 batches or 500,000
-cost the same. Replication progress comes from `rules.progress` polls, retries from `retry`.
+cost the same. Replication progress comes from `rules.progress` (per rule) and
+`replication.progress` (per destination) polls, its latency from `rule.added` to the poll that saw
+a lock OK; retries from `retry`.
 """
 
 from __future__ import annotations
@@ -118,6 +120,42 @@ def replication_progress(events: list[dict]) -> dict[str, Any]:
     return {"latest": latest, "series": series if series["ts"] else None}
 
 
+def destinations(events: list[dict]) -> dict[str, dict[str, list]]:
+    """Files and bytes replicated per destination (RSE expression) over time, from every
+    `replication.progress` poll of `rules watch`."""
+    out: dict[str, dict[str, list]] = {}
+    for event in (e for e in events if e["kind"] == Kind.REPLICATION_PROGRESS):
+        series = out.setdefault(event.get("rse_expression", "?"), {"ts": [], "ok": [], "files": [], "bytes_ok": [],
+                                                                   "bytes": [], "stuck": []})
+        series["ts"].append(event["ts"])
+        for key in ("ok", "files", "bytes_ok", "bytes", "stuck"):
+            series[key].append(event.get(key, 0))
+    return out
+
+
+LATENCY_PERCENTILES = (50, 90, 99, 100)
+
+
+def replication_latency(events: list[dict]) -> dict[str, Any] | None:
+    """Percentiles of the time from a dataset's rule being added (the ingest adds it once the
+    dataset's last file is uploaded and registered) to the `rules.progress` poll that saw each of
+    its locks OK: the upload-to-replica latency, late by at most one poll interval."""
+    added: dict[str, float] = {}
+    for event in (e for e in events if e["kind"] == Kind.RULE_ADDED):
+        added.setdefault(event.get("rule_id"), event["ts"])
+    seen: dict[str, int] = {}
+    waits: list[float] = []
+    for event in (e for e in events if e["kind"] == Kind.RULES_PROGRESS):
+        rule_id, ok = event.get("rule_id"), event.get("ok", 0)
+        gained, seen[rule_id] = max(0, ok - seen.get(rule_id, 0)), max(ok, seen.get(rule_id, 0))
+        if rule_id in added and gained:
+            waits += [event["ts"] - added[rule_id]] * gained
+    if not waits:
+        return None
+    values = np.percentile(waits, LATENCY_PERCENTILES)
+    return {"replicas": len(waits), **{f"p{p}_s": round(float(v), 1) for p, v in zip(LATENCY_PERCENTILES, values)}}
+
+
 def cumulative(events: list[dict]) -> dict[str, dict[str, list]]:
     """Running totals of files per phase, for the progress figure."""
     out = {}
@@ -133,7 +171,8 @@ def replication_errors(events: list[dict]) -> list[dict[str, Any]]:
     """Replication errors per group from `replication.error`; `count` is the group's running
     total, so the latest event of each group wins."""
     groups = {e.get("group", "unclassified"): e for e in events if e["kind"] == Kind.REPLICATION_ERROR}
-    return [{"source": "replication", "error_class": group, "state": "replicating", "stage": "transfer",
+    return [{"source": "replication", "error_class": group, "state": "stuck",
+             "stage": f"transfer to {', '.join(e.get('rses') or ['?'])}",
              "files": e.get("count", 0), "bytes": None, "sample": str(e.get("sample", ""))[:SAMPLE_CHARS]}
             for group, e in sorted(groups.items(), key=lambda item: -item[1].get("count", 0))]
 
