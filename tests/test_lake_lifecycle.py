@@ -27,13 +27,13 @@ def free_port_base(start: int = TEST_PORT_BASE + 200) -> int:
 
 def test_down_leaves_no_process_of_the_lake_running(scratch):
     root = scratch / "lake"
-    nightlake("lake", "up", "--dir", str(root), "--port-base", str(free_port_base()))
-    layout = Layout.load_or_new(root)
-    started = processes.recorded(layout.pids)
     try:
+        nightlake("lake", "up", "--dir", str(root), "--port-base", str(free_port_base()))
+        layout = Layout.load_or_new(root)
+        started = processes.recorded(layout.pids)
         assert len(started) == len(control.components(layout)) and all(p.alive() for p in started)
-    finally:  # a failed check must not leave this lake running
-        nightlake("lake", "down", "--dir", str(root), "--purge")
+    finally:  # a failed start or check must not leave this lake running
+        nightlake("lake", "down", "--dir", str(root), "--purge", check=False)
     assert not any(p.alive() for p in started)
     assert not root.exists()
 
