@@ -130,6 +130,17 @@ def stored_files(lake, rse) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
 
 
+def journal_counts(journal: Path) -> dict[str, int]:
+    """Files per state of a running run's journal, read from outside (empty while it is being made)."""
+    import sqlite3
+
+    try:
+        with sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=1) as db:
+            return dict(db.execute("SELECT state, COUNT(*) FROM files GROUP BY state").fetchall())
+    except sqlite3.Error:
+        return {}
+
+
 def summary(run: Path) -> dict:
     return json.loads((run / "summary.json").read_text())
 

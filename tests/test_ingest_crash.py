@@ -6,14 +6,20 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 from conftest import NIGHTLAKE
-from ingest_helpers import adler32, nightlake, stored_files, summary, write_spec
+from ingest_helpers import (
+    adler32,
+    journal_counts,
+    nightlake,
+    stored_files,
+    summary,
+    write_spec,
+)
 
 from nightlake.lake.layout import RSES
 from nightlake.night.plan import Plan
@@ -30,21 +36,13 @@ KILL_POINTS = {
 }
 
 
-def _counts(journal: Path) -> dict[str, int]:
-    try:
-        with sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=1) as db:
-            return dict(db.execute("SELECT state, COUNT(*) FROM files GROUP BY state").fetchall())
-    except sqlite3.Error:
-        return {}
-
-
 def _kill_when(args: list[str], journal: Path, condition, timeout: float = 120) -> dict[str, int]:
     """Start an ingest, SIGKILL it as soon as `condition(journal counts)` holds."""
     proc = subprocess.Popen([NIGHTLAKE, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline and proc.poll() is None:
-            counts = _counts(journal)
+            counts = journal_counts(journal)
             if condition(counts):
                 proc.send_signal(signal.SIGKILL)
                 proc.wait()

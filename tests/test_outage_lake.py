@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import NIGHTLAKE, nightlake
-from ingest_helpers import stored_files, summary, write_spec
+from ingest_helpers import journal_counts, stored_files, summary, write_spec
 
 from nightlake.lake import processes
 from nightlake.lake.layout import RSES
@@ -23,18 +23,10 @@ ONSITE = RSES[0]
 DOWN_S = 16  # how long a service stays down: longer than one call's retries, far inside the patience window
 
 
-def _counts(journal: Path) -> dict[str, int]:
-    try:
-        with sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=1) as db:
-            return dict(db.execute("SELECT state, COUNT(*) FROM files GROUP BY state").fetchall())
-    except sqlite3.Error:
-        return {}
-
-
 def _when(journal: Path, condition, proc: subprocess.Popen, timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
-        if condition(_counts(journal)):
+        if condition(journal_counts(journal)):
             return
         time.sleep(0.05)
     proc.kill()

@@ -9,8 +9,8 @@ from collections import Counter
 
 import pytest
 
-from nightlake.lake import transfers
-from nightlake.lake.transfers import BadRequest, Store, job_from_submission, job_state
+from nightlake.lake import transfer_jobs, transfers
+from nightlake.lake.transfer_jobs import BadRequest, Store, job_from_submission, job_state
 
 
 def submission(*sources_per_file: list[str], **params) -> dict:
@@ -52,9 +52,9 @@ def test_a_submission_fts_would_refuse_is_a_bad_request(body, message):
 
 def test_a_deterministic_job_id_is_fts_uuid5_of_base_id_vo_and_sid():
     params = {"id_generator": "deterministic", "sid": "req0"}
-    expected = uuid.uuid5(uuid.uuid5(transfers.BASE_ID, transfers.VO), "req0")
-    assert transfers.job_id(params) == str(expected) == transfers.job_id(params)
-    assert transfers.job_id({}) != transfers.job_id({})
+    expected = uuid.uuid5(uuid.uuid5(transfer_jobs.BASE_ID, transfer_jobs.VO), "req0")
+    assert transfer_jobs.job_id(params) == str(expected) == transfer_jobs.job_id(params)
+    assert transfer_jobs.job_id({}) != transfer_jobs.job_id({})
 
 
 @pytest.mark.parametrize("states, expected", [
@@ -145,7 +145,7 @@ def test_a_job_view_limits_files_to_the_fields_rucio_asks_for(store):
     job, rows = job_from_submission(submission(["https://a/0"]), "/CN=me")
     store.add(job, rows)
     fields = "file_state,dest_surl,finish_time,start_time,staging_start,staging_finished,reason,source_surl,file_metadata"
-    view = transfers.job_view(store.job(job["job_id"]), store.files(job["job_id"]), fields.split(","))
+    view = transfer_jobs.job_view(store.job(job["job_id"]), store.files(job["job_id"]), fields.split(","))
     assert view["http_status"] == "200 Ok" and view["job_metadata"] == {"issuer": "rucio"}
     (file,) = view["files"]
     assert set(file) == set(fields.split(","))
