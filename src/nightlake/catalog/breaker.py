@@ -5,11 +5,13 @@ would fail every call in flight and stop the run. The breaker turns "this call f
 retries" into one decision for the whole target, rclone's pacer way:
 
 - The first call to exhaust its retries on a transient error *opens* the breaker: the target is
-  down, since then. Only a target that answered before can go down: one that never answered (a
-  wrong host, a server not started) fails at once, as before, so a mistake is said in seconds. An `Outage` is reported once (the progress line says what the run waits for).
-- While it is open, no caller burns retries: each one waits. One of them at a time *probes* (tries
-  its own call again) with exponential back-off and full jitter; the others sleep on the breaker.
-- The first call that succeeds *closes* it (reported with how long it lasted) and wakes everyone:
+  down, since then, and an `Outage` is reported once (the progress line says what the run waits
+  for). Only a target that answered before can go down: one that never answered (a wrong host, a
+  server not started) fails at once, as before, so a mistake is said in seconds.
+- While it is open, no caller burns retries: each one waits. One of them at a time *probes* - with
+  the policy's health check (Rucio's whoami, a storage stat), else its own call - with exponential
+  back-off and full jitter; the others sleep on the breaker.
+- The first probe that succeeds *closes* it (reported with how long it lasted) and wakes everyone:
   their calls go again with fresh retries. No file fails because of the outage.
 - A target still down after `patience` seconds raises `ServiceDown` in every waiting caller: the run
   stops as before, with one line naming the service, and a re-run resumes.
