@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from conftest import TEST_PORT_BASE
+
 from nightlake import BadInput
 from nightlake.lake import postgres, system
 from nightlake.lake.layout import Layout
@@ -16,7 +18,7 @@ def test_missing_system_package_names_the_install_command():
 
 
 def test_postgres_refusing_to_start_reports_the_log_line(scratch):
-    layout = Layout(scratch / "lake", 29900, scratch / "unused-venv")
+    layout = Layout(scratch / "lake", TEST_PORT_BASE + 300, scratch / "unused-venv")
     postgres.initdb(layout)
     with open(layout.pgdata / "postgresql.conf", "a") as conf:
         conf.write("shared_buffers = 'lots'\n")
