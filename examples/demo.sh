@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The `make demo` night, end to end against the local lake: plan -> generate -> ingest with a
 # rule to an off-site RSE -> status -> replication watch -> more copies off-site, sourced off-site ->
-# watch -> the stock client downloads from each off-site RSE -> retrieve one dataset -> report.
+# watch -> the stock client downloads from each off-site RSE -> a fault drill (OFFSITE-B read-only: a
+# rule STUCK, its errors classified; fault cleared, rule retried, OK) -> retrieve one dataset -> report.
 # Safe to run again: every step resumes or skips what is done. Its files live in the lake directory and go with `lake down --purge`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,7 +34,7 @@ nightlake rules watch "$work/run" --timeout 180
 
 step "rules add: two copies off-site, sourced from off-site (CTAO's chained policy: the site's uplink is crossed once)"
 nightlake rules add "$work/run" --rule 'OFFSITE,copies=2,source=OFFSITE'
-nightlake rules watch "$work/run" --timeout 180
+nightlake rules watch "$work/run" --timeout 300
 
 step "the stock rucio client downloads a dataset from each off-site RSE (adler32 verified)"
 for rse in OFFSITE-A OFFSITE-B; do
@@ -42,6 +43,26 @@ for rse in OFFSITE-A OFFSITE-B; do
     || { tail -5 "$work/check-$rse.log"; exit 1; }
   echo "$(find "$work/check-$rse" -type f -name '*.fits' | wc -l) files of $dataset downloaded from $rse"
 done
+
+step "a fault drill: OFFSITE-B refuses writes (as dCache's \"No write pools online\" does); lake status shows it"
+nightlake lake fault OFFSITE-B readonly
+nightlake lake status | grep -F OFFSITE-B
+drill="$work/drill-files/fault_drill"
+if [ ! -d "$drill" ]; then
+  mkdir -p "$drill"
+  for i in 1 2 3 4; do head -c $((i * 300000)) /dev/urandom > "$drill/drill_$i.dat"; done
+fi
+nightlake ingest "$work/drill-files" --scope cta --rse ONSITE --rule OFFSITE-B --run "$work/drill" --quiet
+
+step "rules watch: the copies into OFFSITE-B fail, the rule goes STUCK, each file's error classified"
+if nightlake rules watch "$work/drill" --timeout 300; then
+  echo "(already OK: an earlier run of the demo replicated it)"
+fi
+
+step "the fault cleared; rules retry: the judge-repairer takes the STUCK rule up again; watch it to OK"
+nightlake lake fault OFFSITE-B --clear
+nightlake rules retry "$work/drill"
+nightlake rules watch "$work/drill" --timeout 300
 
 step "retrieve: one dataset back from the lake, every file verified against Rucio's adler32"
 nightlake retrieve "$dataset" --out "$work/retrieved" --run "$work/retrieve"

@@ -22,8 +22,12 @@ def demo(lake):
     """examples/demo.sh with the test lake as its lake: plan, generate, ingest, watch, retrieve, report."""
     env = {**os.environ, "NIGHTLAKE_LAKE_DIR": str(lake.root),
            "PATH": f"{Path(NIGHTLAKE).parent}{os.pathsep}{os.environ['PATH']}"}
-    result = subprocess.run(["bash", str(REPO / "examples" / "demo.sh")], capture_output=True, text=True, env=env,
-                            timeout=900)
+    try:
+        result = subprocess.run(["bash", str(REPO / "examples" / "demo.sh")], capture_output=True, text=True,
+                                env=env, timeout=1800)
+    finally:  # the demo's fault drill must not outlive it, whatever happened
+        subprocess.run([NIGHTLAKE, "lake", "fault", "--dir", str(lake.root), "OFFSITE-B", "--clear"],
+                       capture_output=True, check=True)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     work = lake.root / "demo"
     yield result.stdout, work / "run", work / "report", work / "retrieve"
@@ -61,6 +65,17 @@ def test_the_second_offsite_copy_came_from_offsite(lake, demo):
                              (f"%:{lake.https_port(RSES[2])}/%", "%CTAO-North_20260314%")).fetchall()
     assert len(sources) == 180
     assert all(f":{lake.https_port(RSES[1])}/" in surl for (surl,) in sources)
+
+
+def test_the_fault_drill_goes_stuck_with_its_errors_classified_then_ok(demo):
+    stdout = demo[0]
+    drill = stdout[stdout.index("a fault drill"):stdout.index("retrieve: one dataset back")]
+    assert "OFFSITE-B: fault readonly" in drill and "fault: readonly" in drill
+    stuck, cleared = drill.split("OFFSITE-B: fault cleared")
+    assert "0 of 1 rules OK, 1 STUCK" in stuck
+    assert "error [destination-refused] × 4 at OFFSITE-B: RequestErrMsg.TRANSFER_FAILED:DESTINATION" in stuck
+    assert "the judge-repairer has taken up the retried rules" in cleared
+    assert "1 of 1 rules OK, 0 STUCK" in cleared
 
 
 def test_the_report_figures_are_the_journals_counts(demo):

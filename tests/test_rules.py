@@ -11,11 +11,12 @@ from rucio.common import exception as rucio_exc
 
 from nightlake import BadInput
 from nightlake.catalog.client import Catalog
+from nightlake.catalog.failures import replication_error_group
 from nightlake.catalog.retry import RetryPolicy
 from nightlake.catalog.rules import RulePolicy
 from nightlake.cli.common import parse_policy
 from nightlake.flows.rule_errors import NO_ERROR_RECORDED, StuckLock, group_errors, harvest, lock_message
-from nightlake.flows.rules import RuleStatus, add_rules, watch
+from nightlake.flows.rules import RuleStatus, add_rules, await_repairer, watch
 from nightlake.observe.events import EventBus
 from nightlake.runs.journal.ingest import IngestJournal
 
@@ -32,7 +33,8 @@ class FakeClient:
 
     account = "root"
 
-    def __init__(self, rules=(), states=None, analysis=None, invalid=(), requests=None, history=None):
+    def __init__(self, rules=(), states=None, analysis=None, invalid=(), requests=None, history=None,
+                 unlinked=()):
         self.rules = list(rules)  # what list_did_rules returns
         self.states = states or {}  # rule id -> list of answers (listed and get), last one repeats
         self.analysis = analysis or {}
@@ -42,6 +44,7 @@ class FakeClient:
         self.added: list[tuple] = []
         self.calls: list[str] = []
         self.duplicate_once = False
+        self.unlinked = set(unlinked)  # (source, destination) pairs without a distance
 
     def list_rses(self, expression=None):
         if expression in self.invalid:
@@ -85,6 +88,10 @@ class FakeClient:
     def list_requests_history(self, src_rse, dst_rse, request_states, offset=0, limit=100):
         self.calls.append("list_requests_history")
         return iter(self.history.get((src_rse, dst_rse), [])[offset:offset + limit])
+
+    def get_distance(self, source, destination):
+        self.calls.append("get_distance")
+        return [] if (source, destination) in self.unlinked else [{"distance": 1}]
 
     def examine_replication_rule(self, rule_id):
         return self.analysis[rule_id]
@@ -237,6 +244,21 @@ def test_watch_gives_up_at_the_timeout_and_names_the_rules_still_replicating():
     assert [s.rule_id for s in result.unsettled] == ["r1"]
 
 
+def test_retry_waits_for_the_repairer_to_take_each_boosted_rule_up():
+    client = FakeClient(states={"r1": [rule_state("STUCK", 0, 0, 3), rule_state("REPLICATING", 0, 3)],
+                                "r2": [rule_state("STUCK", 0, 0, 3)] * 3 + [rule_state("OK", 3)]})
+    clock = Clock()
+    assert await_repairer(catalog(client), ["r1", "r2"], 60, 2, clock=clock, sleep=clock.sleep) == []
+    assert clock.now == 6  # r1 left STUCK at the second poll, r2 at the fourth
+
+
+def test_retry_names_the_rules_the_repairer_did_not_take_up_in_time():
+    client = FakeClient(states={"r1": [rule_state("STUCK", 0, 0, 3)], "r2": [rule_state("REPLICATING", 0, 3)]})
+    clock = Clock()
+    assert await_repairer(catalog(client), ["r1", "r2"], 10, 2, clock=clock, sleep=clock.sleep) == ["r1"]
+    assert clock.now == 10
+
+
 def test_a_rule_rucio_no_longer_has_is_gone_and_not_ok():
     client = FakeClient(states={"r1": [rule_state("OK", 3)]})
     result = watch(catalog(client), tracked("r1", "deleted"), EventBus(), 60, 5, SINCE)
@@ -280,7 +302,23 @@ def test_a_stuck_rule_ends_the_watch_with_its_errors_grouped():
     assert "list_requests_history" not in client.calls  # no source ever: no request to look for
     assert [e.fields for e in events if e.kind == "replication.error"] == \
         [{"group": "no-sources", "count": 2, "rses": ["OFFSITE-A"],
-          "sample": f"{NO_SOURCES}; no source replica available"}]
+          "sample": f"{NO_SOURCES}; no source replica available", "retrying": False}]
+
+
+def test_a_rule_still_failing_at_the_timeout_reports_each_files_latest_failed_attempt():
+    """Many files to a refusing RSE: the repairer re-queues stuck locks while others copy, so the
+    rule never settles; the watch still says why it fails, from the request history."""
+    history = {("ONSITE", "OFFSITE-A"): [
+        {"rule_id": "r1", "name": "f1", "err_msg": COPY_500, "updated_at": "2026-03-14 01:00:00"},
+        {"rule_id": "r1", "name": "f1", "err_msg": NO_POOLS, "updated_at": "2026-03-14 02:00:00"},
+        {"rule_id": "r1", "name": "f2", "err_msg": NO_POOLS, "updated_at": "2026-03-14 02:00:01"},
+        {"rule_id": "other", "name": "f3", "err_msg": OOM, "updated_at": "2026-03-14 03:00:00"}]}
+    client = FakeClient(states={"r1": [rule_state("REPLICATING", 1, 2, 0, NO_POOLS)]}, history=history)
+    clock = Clock()
+    result = watch(catalog(client), tracked("r1"), EventBus(), 10, 5, SINCE, clock=clock, sleep=clock.sleep)
+    assert result.timed_out and not result.stuck
+    assert [(g.group, g.count, g.rses, g.retrying) for g in result.errors] == \
+        [(replication_error_group(NO_POOLS), 2, ("OFFSITE-A",), True)]
 
 
 # --- harvest and grouping ----------------------------------------------------------------------------
@@ -310,6 +348,19 @@ def test_harvest_takes_each_files_latest_message_from_the_request_history():
     client = FakeClient(analysis={"r1": stuck_locks("f1", "f2")}, history=history)
     found = harvest(catalog(client), [status("r1", "STUCK", 0, 0, 2, "the rule's last error")])
     assert [(lock.name, lock.message) for lock in found] == [("f1", OOM), ("f2", "the rule's last error")]
+
+
+def test_a_no_sources_lock_whose_holders_have_no_distance_to_it_says_so():
+    client = FakeClient(analysis={"r1": stuck_locks("f1", "f2", last_error="RequestState.NO_SOURCES"),
+                                  "r2": stuck_locks("f3", rse="OFFSITE-B", last_error="RequestState.NO_SOURCES")},
+                        unlinked={("ONSITE", "OFFSITE-A")})
+    found = harvest(catalog(client), [status("r1", "STUCK", 0, 0, 2, NO_SOURCES),
+                                      status("r2", "STUCK", 0, 0, 1, NO_SOURCES)])
+    assert [lock.message for lock in found] == \
+        [f"{NO_SOURCES}; no distance from ONSITE to OFFSITE-A: the conveyor has no path "
+         "(rucio rse distance set ONSITE OFFSITE-A --distance 1)"] * 2 \
+        + [NO_SOURCES]
+    assert client.calls.count("get_distance") == 2  # once per (source, destination) pair, not per file
 
 
 def test_the_history_is_read_page_by_page():

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 from ingest_helpers import nightlake
-from lake_daemons import stopped, wait_for
+from lake_daemons import stopped
 
 from nightlake.catalog.failures import replication_error_group
 from nightlake.lake.rucio_server import server_env
@@ -124,6 +124,39 @@ def test_a_rule_with_no_source_left_goes_stuck_through_the_conveyor(lake, run):
     assert (error["group"], error["count"]) == ("no-sources", 3)
 
 
+@pytest.fixture
+def unlinked_rse(lake):
+    """An RSE on OFFSITE-A's storage that no distance links to any other RSE, deleted after the test
+    (its rules first) so that the other tests see the lake's three RSEs."""
+    from rucio.client import Client
+
+    from nightlake.lake.layout import RSES
+    from nightlake.lake.objects import protocols
+
+    client, name = Client(), f"NODIST-{uuid.uuid4().hex[:6].upper()}"
+    client.add_rse(name)
+    for protocol in protocols(lake, RSES[1]):
+        client.add_protocol(name, protocol)
+    client.add_rse_attribute(name, "fts", lake.transfers_url)
+    client.set_local_account_limit("root", name, -1)
+    yield name
+    for rule in client.list_replication_rules({"rse_expression": name}):
+        client.delete_replication_rule(rule["id"], purge_replicas=True)
+    client.delete_rse(name)
+
+
+def test_a_rule_towards_an_rse_without_distance_is_stuck_with_no_source_and_says_why(run, unlinked_rse):
+    rule_id = rules_cmd("add", run, "--rule", unlinked_rse).stdout.split()[2].rstrip(":")
+    watched = rules_cmd("watch", run, "--timeout", 180, "--interval", 1)
+    assert watched.returncode == 1, watched.stdout + watched.stderr
+    assert f"STUCK {rule_id}" in watched.stdout
+    assert f"error [no-sources] × 3 at {unlinked_rse}: RequestErrMsg.NO_SOURCES:RequestState.NO_SOURCES" \
+           in watched.stdout
+    assert f"no distance from ONSITE to {unlinked_rse}: the conveyor has no path" in watched.stdout
+    (error,) = events(run, "replication.error")
+    assert (error["group"], error["count"], error["rses"]) == ("no-sources", 3, [unlinked_rse])
+
+
 def test_a_rule_whose_source_expression_holds_no_replica_is_stuck_at_once(run):
     added = rules_cmd("add", run, "--rule", "OFFSITE-A,source=OFFSITE-B")
     assert added.returncode == 0, added.stderr
@@ -182,8 +215,10 @@ def test_a_rule_to_a_faulted_rse_is_stuck_with_each_files_error_then_ok_once_it_
 
     faulted()
     retried = rules_cmd("retry", run)
-    assert retried.stdout.strip() == f"retrying STUCK rule {rule_id}", retried.stdout + retried.stderr
-    wait_for(lambda: repaired(rule_id), 180)
+    assert retried.returncode == 0, retried.stdout + retried.stderr
+    assert retried.stdout.splitlines() == [f"retrying STUCK rule {rule_id}",
+                                           "the judge-repairer has taken up the retried rules"]
+    assert repaired(rule_id)
     ok = rules_cmd("watch", run, "--timeout", 180, "--interval", 1)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "1 of 1 rules OK" in ok.stdout

@@ -1,5 +1,6 @@
-"""The RSE calls of the `Catalog` (Rucio's RSEClient): an RSE's protocols, and RSE expressions
-checked before anything is touched, so a typo in a rule changes nothing (exit 2)."""
+"""The RSE calls of the `Catalog` (Rucio's RSEClient): an RSE's protocols, RSE expressions
+checked before anything is touched, so a typo in a rule changes nothing (exit 2), and the distances
+the conveyor needs to find a path."""
 
 from __future__ import annotations
 
@@ -37,3 +38,8 @@ class RseCalls:
                 if isinstance(failure.original, rucio_exc.InvalidRSEExpression):
                     raise BadInput(f"invalid RSE expression {expression!r}") from None
                 raise
+
+    def has_distance(self, source: str, destination: str) -> bool:
+        """Whether Rucio has a distance from one RSE to another: without one the conveyor finds no
+        path between them and marks the request NO_SOURCES, however many replicas the source holds."""
+        return bool(self.call(lambda: list(self.client.get_distance(source, destination))))

@@ -76,15 +76,30 @@ def watch_cmd(run_dir: Path, timeout: float, interval: float, patience: float, m
 
 @rules.command("retry")
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
-def retry_cmd(run_dir: Path) -> None:
-    """Have Rucio retry the run's STUCK rules now (once the cause is fixed), not hours later."""
-    from nightlake.flows.rules import retry_stuck, run_rules
+@click.option("--wait", type=click.FloatRange(0), default=300, show_default=True,
+              help="Seconds to wait for the judge-repairer to take the rules up (0: do not wait).")
+def retry_cmd(run_dir: Path, wait: float) -> None:
+    """Have Rucio retry the run's STUCK rules now (once the cause is fixed), not hours later.
+
+    A boosted rule is STUCK until the judge-repairer's next pass, so by default this waits for that
+    pass: a `rules watch` after it follows the retried transfers instead of stopping at once."""
+    from nightlake.flows.rules import await_repairer, retry_stuck, run_rules
 
     run = RunDir(run_dir)
     with run.load(INGEST) as journal:
         tracked = run_rules(journal)
-    for rule_id in retry_stuck(open_catalog(EventBus()), tracked):
+    catalog = open_catalog(EventBus())
+    boosted = retry_stuck(catalog, tracked)
+    for rule_id in boosted:
         out.print(f"retrying STUCK rule {rule_id}")
+    if not boosted or not wait:
+        return
+    still = await_repairer(catalog, boosted, wait)
+    if still:
+        console.print(f"the judge-repairer has not taken up {len(still)} of {len(boosted)} rules in "
+                      f"{wait:g} s (is rucio-judge-repairer running?): {', '.join(still)}", markup=False)
+        raise click.exceptions.Exit(1)
+    out.print("the judge-repairer has taken up the retried rules")
 
 
 def progress_table(seen: Poll, rates: ReplicationRates) -> Table:
@@ -145,7 +160,8 @@ def print_result(result: WatchResult) -> None:
                   f"ok={s.ok} replicating={s.replicating} stuck={s.stuck}"
                   f"{' (waiting for its source copy)' if s.waiting else ''}")
     for error in result.errors:
-        out.print(f"error [{error.group}] × {error.count} at {', '.join(error.rses)}: {error.sample}", markup=False)
+        what = "failing, being retried:" if error.retrying else "error"
+        out.print(f"{what} [{error.group}] × {error.count} at {', '.join(error.rses)}: {error.sample}", markup=False)
 
 
 def _stuck(count: int) -> str:

@@ -13,6 +13,11 @@ table until the finisher archives it, then in the request history. So the harves
 3. a stuck lock no request explains (no source was ever found, so the request had no source RSE)
    falls back to the rule's error and the lock's last request state.
 
+A rule can also fail without ever settling: with many files, the judge-repairer re-queues the stuck
+locks while others still copy, so the rule is never STUCK with nothing replicating. For the rules
+still moving when a watch ends, `failed_attempts` gives each file's latest failed attempt from the
+same requests (a file may have been copied since: these are attempts, not lost files).
+
 The calls grow with the pairs of RSEs and the rules with stuck locks, and the history's pages with
 the failed requests of those pairs (all accounts: Rucio filters it by RSEs and state only), never
 with the files that went well. Each
@@ -21,7 +26,7 @@ stuck lock counts once, under the group `failures.replication_error_group` gives
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,9 +50,10 @@ class StuckLock:
 @dataclass(frozen=True)
 class ErrorGroup:
     group: str
-    count: int  # stuck locks whose error falls in this group
+    count: int  # stuck locks (or files with failed attempts) whose error falls in this group
     rses: tuple[str, ...]  # the destinations they were stuck at
     sample: str
+    retrying: bool = False  # failed attempts of rules still replicating, not stuck locks
 
 
 def harvest(catalog: Catalog, statuses: Iterable[Any]) -> list[StuckLock]:
@@ -55,16 +61,34 @@ def harvest(catalog: Catalog, statuses: Iterable[Any]) -> list[StuckLock]:
     stuck = [s for s in statuses if s.stuck]
     examined = {s.rule_id: (s, catalog.examine_rule(s.rule_id).get("transfers") or []) for s in stuck}
     transfers = [(s.rule_id, t) for s, ts in examined.values() for t in ts]
-    messages = request_messages(catalog, links(t for _, t in transfers),
-                                {(rule_id, t["name"], t["rse"]) for rule_id, t in transfers})
+    keys = {(rule_id, t["name"], t["rse"]) for rule_id, t in transfers}
+    messages = request_messages(catalog, links(t for _, t in transfers), keys.__contains__)
+    unlinked = without_distance(catalog, [t for _, t in transfers])
     locks = []
     for s, ts in examined.values():
         for t in ts:
             key = (s.rule_id, t["name"], t["rse"])
-            locks.append(StuckLock(*key, messages.get(key) or lock_message(s.error, t)))
+            message = messages.get(key) or lock_message(s.error, t)
+            if no_path := sorted(source for source, rse in unlinked if rse == t["rse"] and source in sources_of(t)):
+                message += (f"; no distance from {', '.join(no_path)} to {t['rse']}: the conveyor has no path "
+                            f"(rucio rse distance set {no_path[0]} {t['rse']} --distance 1)")
+            locks.append(StuckLock(*key, message))
         locks += [StuckLock(s.rule_id, "?", s.rse_expression, s.error or NO_ERROR_RECORDED)] \
             * max(0, s.stuck - len(ts))  # locks Rucio counted but did not list
     return locks
+
+
+def sources_of(transfer: dict[str, Any]) -> set[str]:
+    """The RSEs holding an available replica of a stuck lock's file, as `examine` lists them."""
+    return {rse for rse, _ in transfer.get("sources") or []}
+
+
+def without_distance(catalog: Catalog, transfers: Iterable[dict[str, Any]]) -> set[tuple[str, str]]:
+    """(source, destination) pairs of NO_SOURCES locks whose file has replicas but no distance links
+    a holder to the destination: the cause Rucio's message does not name (one call per RSE pair)."""
+    pairs = {(source, t["rse"]) for t in transfers if "NO_SOURCES" in str(t.get("last_error"))
+             for source in sources_of(t) if source != t["rse"]}
+    return {pair for pair in pairs if not catalog.has_distance(*pair)}
 
 
 def links(transfers: Iterable[dict[str, Any]]) -> set[tuple[str, str]]:
@@ -72,22 +96,31 @@ def links(transfers: Iterable[dict[str, Any]]) -> set[tuple[str, str]]:
     recorded, and the RSEs holding the file now. A lock that never had a source adds none."""
     found = set()
     for t in transfers:
-        sources = {t.get("last_source")} | {rse for rse, _ in t.get("sources") or []}
+        sources = {t.get("last_source")} | sources_of(t)
         found |= {(source, t["rse"]) for source in sources if source and source != t["rse"]}
     return found
 
 
+def failed_attempts(catalog: Catalog, rule_ids: set[str], pairs: set[tuple[str, str]]) -> list[StuckLock]:
+    """Each file of these rules whose latest request failed, with that request's message, from the
+    live requests and the history of the (source, destination) pairs the rules can use."""
+    if not rule_ids:
+        return []
+    messages = request_messages(catalog, pairs, lambda key: key[0] in rule_ids)
+    return [StuckLock(*key, message) for key, message in sorted(messages.items())]
+
+
 def request_messages(catalog: Catalog, pairs: set[tuple[str, str]],
-                     wanted: set[tuple[str, str, str]]) -> dict[tuple[str, str, str], str]:
+                     wanted: Callable[[tuple[str, str, str]], bool]) -> dict[tuple[str, str, str], str]:
     """{(rule id, file name, destination): the latest failed request's message}, from the live
-    requests and the request history of each (source, destination) pair."""
+    requests and the request history of each (source, destination) pair, for the keys `wanted`."""
     latest: dict[tuple[str, str, str], tuple[str, str]] = {}
     for source, destination in sorted(pairs):
         rows = [*catalog.transfer_requests(source, destination, FAILED_STATES),
                 *catalog.request_history(source, destination, FAILED_STATES)]
         for row in rows:
             key = (row.get("rule_id"), row.get("name"), destination)
-            if key in wanted and row.get("err_msg"):
+            if wanted(key) and row.get("err_msg"):
                 when = str(row.get("updated_at") or "")
                 if key not in latest or when >= latest[key][0]:
                     latest[key] = (when, row["err_msg"])
@@ -105,7 +138,7 @@ def lock_message(rule_error: str | None, transfer: dict[str, Any]) -> str:
     return message
 
 
-def group_errors(locks: Iterable[StuckLock]) -> list[ErrorGroup]:
+def group_errors(locks: Iterable[StuckLock], retrying: bool = False) -> list[ErrorGroup]:
     """Counts per error group, largest first, each with its RSEs and its first message as the sample."""
     counts: dict[str, int] = {}
     rses: dict[str, set[str]] = {}
@@ -115,5 +148,5 @@ def group_errors(locks: Iterable[StuckLock]) -> list[ErrorGroup]:
         counts[group] = counts.get(group, 0) + 1
         rses.setdefault(group, set()).add(lock.rse)
         samples.setdefault(group, lock.message)
-    return [ErrorGroup(group, count, tuple(sorted(rses[group])), samples[group])
+    return [ErrorGroup(group, count, tuple(sorted(rses[group])), samples[group], retrying)
             for group, count in sorted(counts.items(), key=lambda item: -item[1])]

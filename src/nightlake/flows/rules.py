@@ -9,7 +9,9 @@ whole night's rules in one call; a rule it does not list is looked up alone, and
 Rucio no longer has it) and one `list_requests` per pair of RSEs into a destination of the run's
 rules (queued, active and failed transfers): a number of calls that grows with the RSEs, never
 with the files or the datasets. A rule is *settled* when OK, GONE, or STUCK with no lock left
-replicating and no source copy on its way (`chained`). When the watch ends, `rule_errors.harvest` explains the stuck locks file by file.
+replicating and no source copy on its way (`chained`). When the watch ends, `rule_errors.harvest`
+explains the stuck locks file by file, and `rule_errors.failed_attempts` the failures of the rules
+still moving (their stuck locks re-queued by the judge-repairer).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from datetime import UTC, datetime
 from nightlake import BadInput
 from nightlake.catalog.client import Catalog
 from nightlake.catalog.rules import RulePolicy
-from nightlake.flows.rule_errors import ErrorGroup, group_errors, harvest
+from nightlake.flows.rule_errors import ErrorGroup, failed_attempts, group_errors, harvest
 from nightlake.observe.events import EventBus, Kind
 from nightlake.runs.journal.ingest import IngestJournal
 
@@ -55,6 +57,20 @@ def retry_stuck(catalog: Catalog, rules: Sequence[dict]) -> list[str]:
     for rule_id in stuck:
         catalog.boost_rule(rule_id)
     return stuck
+
+
+def await_repairer(catalog: Catalog, rule_ids: Sequence[str], timeout: float, interval: float = 2.0,
+                   clock=time.monotonic, sleep=time.sleep) -> list[str]:
+    """A boosted rule stays STUCK until the judge-repairer's next pass takes it up, so a `rules watch`
+    started at once would see it settled and stop. Waits (one call per rule per poll; rules are per
+    dataset, not per file) until none is STUCK any more or `timeout` passes; returns those still STUCK."""
+    waiting, deadline = list(rule_ids), clock() + timeout
+    while waiting:
+        waiting = [r for r in waiting if (catalog.rule(r) or {}).get("state") == "STUCK"]
+        if not waiting or clock() >= deadline:
+            break
+        sleep(interval)
+    return waiting
 
 
 # --- watch ----------------------------------------------------------------------------------------
@@ -233,10 +249,14 @@ def watch(catalog: Catalog, rules: Sequence[dict], bus: EventBus, timeout: float
         if settled or clock() >= deadline:
             break
         sleep(max(0.0, min(interval, deadline - clock())))
-    errors = group_errors(harvest(catalog, statuses))
+    moving = [s for s in statuses if not s.settled]
+    pairs = {(source, rse) for s in moving for rse in destinations[s.rse_expression] for source in sources
+             if source != rse}
+    errors = group_errors(harvest(catalog, statuses)) + \
+        group_errors(failed_attempts(catalog, {s.rule_id for s in moving}, pairs), retrying=True)
     for error in errors:
         bus.emit(Kind.REPLICATION_ERROR, group=error.group, count=error.count, rses=list(error.rses),
-                 sample=error.sample)
+                 sample=error.sample, retrying=error.retrying)
     return WatchResult(statuses, errors, timed_out=not settled)
 
 

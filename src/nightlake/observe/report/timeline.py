@@ -168,13 +168,15 @@ def cumulative(events: list[dict]) -> dict[str, dict[str, list]]:
 
 
 def replication_errors(events: list[dict]) -> list[dict[str, Any]]:
-    """Replication errors per group from `replication.error`; `count` is the group's running
-    total, so the latest event of each group wins."""
-    groups = {e.get("group", "unclassified"): e for e in events if e["kind"] == Kind.REPLICATION_ERROR}
-    return [{"source": "replication", "error_class": group, "state": "stuck",
+    """Replication errors per group from `replication.error`, stuck locks apart from the failed
+    attempts of rules still replicating; `count` is the group's running total, so the latest event
+    of each group wins."""
+    groups = {(e.get("group", "unclassified"), bool(e.get("retrying"))): e
+              for e in events if e["kind"] == Kind.REPLICATION_ERROR}
+    return [{"source": "replication", "error_class": group, "state": "failed, retried" if retrying else "stuck",
              "stage": f"transfer to {', '.join(e.get('rses') or ['?'])}",
              "files": e.get("count", 0), "bytes": None, "sample": str(e.get("sample", ""))[:SAMPLE_CHARS]}
-            for group, e in sorted(groups.items(), key=lambda item: -item[1].get("count", 0))]
+            for (group, retrying), e in sorted(groups.items(), key=lambda item: -item[1].get("count", 0))]
 
 
 def retries(events: list[dict]) -> list[dict[str, Any]]:
