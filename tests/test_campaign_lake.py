@@ -103,7 +103,7 @@ def test_a_campaign_killed_in_phase_2_resumes_and_registers_every_file_once(lake
 @pytest.mark.parametrize("change, message", [
     (lambda p: p[:2] + [(*p[2][:2], "NOWHERE", *p[2][3:])], "phase p3-large: RSE 'NOWHERE' is not known"),
     (lambda p: p[:2] + [(*p[2][:4], 'rules = [{ rse_expression = "tier=7" }]')],
-     "phase p3-large: RSE expression 'tier=7' matches no RSE"),
+     "phase p3-large: invalid RSE expression 'tier=7'"),
     (lambda p: [p[0], (*p[1][:4], 'fault = "sluggish"'), p[2]], "phase p2-throttled: unknown fault 'sluggish'"),
 ])
 def test_a_bad_later_phase_is_refused_before_the_first_starts(lake, scratch, change, message):
