@@ -44,7 +44,7 @@ def timeline_png(data: dict[str, Any]) -> bytes | None:
     for ax in (files_ax, bytes_ax, replicated_ax):
         ax.grid(alpha=0.3)
         ax.set_ylim(bottom=0)
-        ax.set_xlim(0, max((end - start) / scale, 1e-9))
+        ax.set_xlim(0, max(1.02 * (end - start) / scale, 1e-9))  # a margin shows the last poll's counts
     if files_ax.get_legend_handles_labels()[0]:
         figure.legend(*files_ax.get_legend_handles_labels(), loc="outside lower center", fontsize=8)
     buffer = io.BytesIO()
@@ -106,16 +106,24 @@ def _phases_section(data: dict[str, Any]) -> str:
     rows = []
     for p in data["phases"]:
         if not p["files"]:
-            rows.append((f"{p['index']} {p['name']}", p["state"], "-", p["rse"], p["fault"] or "-", "-", "-", "-",
-                         "-", "-", "-"))
+            rows.append((f"{p['index']} {p['name']}", p["state"], "-", p["rse"], p["fault"] or "-", *["-"] * 7))
             continue
         rows.append((f"{p['index']} {p['name']}", p["state"], _span(p), p["rse"], p["fault"] or "-", p["sizes"],
                      f"{p['files']['done']:,} / {p['files']['total']:,}", human_bytes(p["bytes"]["done"]),
                      "-" if p["mb_per_s"] is None else f"{p['mb_per_s']:.2f} MB/s",
-                     "-" if p["files_per_s"] is None else f"{p['files_per_s']:.2f}", p["errors_total"]))
+                     "-" if p["files_per_s"] is None else f"{p['files_per_s']:.2f}", _replicated_text(p),
+                     p["errors_total"]))
     return "<h2>Phases</h2>" + _table(
         ["phase", "state", "time span (UTC)", "RSE", "condition", "file sizes", "files done", "bytes done",
-         "mean rate", "files/s", "files with errors"], rows)
+         "mean rate", "files/s", "replicated", "files with errors"], rows)
+
+
+def _replicated_text(phase: dict[str, Any]) -> str:
+    """Locks OK of all the phase's destinations at the last poll, of all its locks."""
+    destinations = phase["replication"].values()
+    if not destinations:
+        return "-"
+    return f"{sum(d['ok'] for d in destinations):,} / {sum(d['files'] for d in destinations):,}"
 
 
 def _replication_section(data: dict[str, Any]) -> str:
