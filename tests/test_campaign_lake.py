@@ -71,6 +71,7 @@ def test_a_campaign_killed_in_phase_2_resumes_and_registers_every_file_once(lake
     assert again.returncode == 0, again.stdout + again.stderr
     assert "cleared the fault slow that the interrupted phase p2-throttled left on OFFSITE-B" in again.stderr
     assert "phase 1 p1-small: finished before, skipped" in again.stderr
+    assert "phase 2 p2-throttled: ingest into OFFSITE-B with the fault slow on it" in again.stderr  # re-applied
     assert faults.current(lake) == {}
 
     client = Client()
