@@ -13,15 +13,20 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import stat
-import tomllib
 from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from nightlake import BadInput
-from nightlake.night.spec import NightSpec, Rule, load_spec, parse_size, parse_spec
+from nightlake.night.spec import (
+    NightSpec,
+    Rule,
+    load_spec,
+    parse_size,
+    parse_spec,
+    read_toml,
+)
 
 PHASES = (1, 50)
 WATCH_S = (0, 86_400)
@@ -84,16 +89,7 @@ def load_campaign(path: str | Path) -> Campaign:
     """Read and validate a campaign file, and every phase's source: one `BadInput` line for the
     first problem, naming the phase."""
     path = Path(path)
-    try:
-        if not stat.S_ISREG(path.stat().st_mode):
-            raise BadInput(f"{path}: not a regular file; a campaign is a TOML file")
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BadInput(f"{path}: no such campaign file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadInput(f"{path}: cannot read campaign ({exc})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise BadInput(f"{path}: not valid TOML ({exc})") from None
+    raw = read_toml(path, "campaign", "a campaign")
     try:
         campaign = Campaign.model_validate({**raw, "base": path.parent})
     except ValidationError as exc:
@@ -143,7 +139,7 @@ def scaled_spec(path: Path, scale: Scale | None) -> tuple[NightSpec, str | None]
     if scale is None:
         return load_spec(path), None
     spec = load_spec(path)  # the original must be valid on its own
-    raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    raw = read_toml(path, "spec", "a night spec")
     datasets = raw.setdefault("datasets", {})
     if scale.datasets is not None:
         datasets["count"] = scale.datasets
