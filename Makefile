@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 APT_PACKAGES := postgresql-15 xrootd-server xrootd-client chromium openssl gfal2 python3-gfal2 gfal2-plugin-http gfal2-plugin-xrootd gfal2-plugin-file
 STAMP := .nightlake/stamps
 
-.PHONY: demo test deps system venv clean bench-quick bench
+.PHONY: demo demo-dr test deps system venv clean bench-quick bench
 
 deps: system venv
 
@@ -35,6 +35,13 @@ test: deps
 demo: deps
 	$(BIN)/nightlake lake up
 	PATH="$(abspath $(BIN)):$$PATH" bash examples/demo.sh
+
+# The 2020 data challenge replayed (examples/dr-2020.toml): three phases on one timeline, a few minutes.
+demo-dr: deps
+	$(BIN)/nightlake lake up
+	eval "$$($(BIN)/nightlake lake env)" && work="$$NIGHTLAKE_LAKE_DIR/dr-2020" && \
+	$(BIN)/nightlake campaign examples/dr-2020.toml --run "$$work/run" && \
+	$(BIN)/nightlake report "$$work/run" --out "$$work/report"
 
 clean:
 	-$(BIN)/nightlake lake down --purge

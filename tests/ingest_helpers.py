@@ -141,6 +141,31 @@ def journal_counts(journal: Path) -> dict[str, int]:
         return {}
 
 
+def kill_when(args: list[str], journal: Path, condition, timeout: float = 120) -> dict[str, int]:
+    """Start `nightlake ARGS`, SIGKILL it (by its PID) as soon as `condition(journal counts)` holds;
+    the counts it was killed at."""
+    import signal
+    import time
+
+    import pytest
+
+    proc = subprocess.Popen([NIGHTLAKE, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            counts = journal_counts(journal)
+            if condition(counts):
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                return counts
+            time.sleep(0.01)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    pytest.fail(f"nightlake {args[0]} ended before the kill point (exit {proc.returncode})")
+
+
 def summary(run: Path) -> dict:
     return json.loads((run / "summary.json").read_text())
 

@@ -5,16 +5,11 @@ bytes are never registered as good."""
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import time
-from pathlib import Path
 
 import pytest
-from conftest import NIGHTLAKE
 from ingest_helpers import (
     adler32,
-    journal_counts,
+    kill_when,
     nightlake,
     stored_files,
     summary,
@@ -36,25 +31,6 @@ KILL_POINTS = {
 }
 
 
-def _kill_when(args: list[str], journal: Path, condition, timeout: float = 120) -> dict[str, int]:
-    """Start an ingest, SIGKILL it as soon as `condition(journal counts)` holds."""
-    proc = subprocess.Popen([NIGHTLAKE, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            counts = journal_counts(journal)
-            if condition(counts):
-                proc.send_signal(signal.SIGKILL)
-                proc.wait()
-                return counts
-            time.sleep(0.01)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    pytest.fail(f"the ingest ended before the kill point (exit {proc.returncode})")
-
-
 @pytest.mark.parametrize("point", KILL_POINTS)
 def test_sigkill_then_resume_registers_every_file_exactly_once(lake, scratch, point):
     from rucio.client import Client
@@ -64,7 +40,7 @@ def test_sigkill_then_resume_registers_every_file_exactly_once(lake, scratch, po
                            rules='[[rules]]\nrse_expression = "ONSITE"')
     run = scratch / "run"
     args = ["ingest", str(spec_path), "--rse", ONSITE.name, "--run", str(run), "--batch", "100", "--quiet"]
-    at_kill = _kill_when(args, run / "journal.sqlite", KILL_POINTS[point])
+    at_kill = kill_when(args, run / "journal.sqlite", KILL_POINTS[point])
     assert sum(at_kill.values()) == 1200 and at_kill.get("done", 0) < 1200
 
     result = nightlake(*args)

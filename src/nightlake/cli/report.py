@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from nightlake import BadInput
 from nightlake.cli.common import directory_to_make
 
 
@@ -17,9 +18,17 @@ from nightlake.cli.common import directory_to_make
 @click.option("--retrieve", "retrieves", multiple=True, type=click.Path(file_okay=False, path_type=Path),
               help="The --run directory of a retrieve of this night's data, to report with it. Repeatable.")
 def report_cmd(run_dir: Path, out: Path, retrieves: tuple[Path, ...]) -> None:
-    """Write the report of RUN_DIR into --out; safe while the run is going on."""
+    """Write the report of RUN_DIR (a run, or a campaign's directory) into --out; safe while it runs."""
     from nightlake.observe.report import write_report
+    from nightlake.runs.campaign import CampaignDir
 
-    data = write_report(run_dir, out, retrieves)
+    if CampaignDir(run_dir).is_campaign():
+        from nightlake.observe.report.campaign import write_campaign_report
+
+        if retrieves:
+            raise BadInput(f"{run_dir} holds a campaign: --retrieve applies to the report of one run")
+        data = write_campaign_report(run_dir, out)
+    else:
+        data = write_report(run_dir, out, retrieves)
     click.echo(data["headline"])
     click.echo(f"report: {(out / 'index.html').absolute()}")

@@ -132,3 +132,29 @@ def _run(argv: list[str]) -> None:
     if result.returncode:
         raise BadInput(f"{' '.join(argv[:3])} failed: {result.stderr.strip() or result.returncode} "
                        f"(the full fault needs root and overlayfs)")
+
+
+class LakeFaults:
+    """The faults of one local lake, for a campaign's phase conditions: only the local lake can be
+    put in a fault, so a fault asked of any other Rucio is refused before anything runs."""
+
+    def __init__(self, layout: Layout, rucio_host: str) -> None:
+        self.layout, self.rucio_host = layout, rucio_host
+
+    def check(self, rse: str, mode: str) -> None:
+        """The fault can be applied: a known mode, the catalog in use is this lake's, the RSE is its."""
+        if mode not in MODES:
+            raise BadInput(f"unknown fault {mode!r}; choose one of {', '.join(MODES)} (`nightlake lake fault`)")
+        if not self.layout.state_file.exists():
+            raise BadInput(f"fault = {mode!r} needs the local lake, and there is none in {self.layout.root} "
+                           "(start it with `nightlake lake up`, or give its --lake-dir)")
+        if self.rucio_host.rstrip("/") != self.layout.rucio_url:
+            raise BadInput(f"fault = {mode!r} works only on the local lake: the Rucio server in use is "
+                           f"{self.rucio_host}, the lake in {self.layout.root} is {self.layout.rucio_url}")
+        rse_named(rse)
+
+    def inject(self, rse: str, mode: str) -> None:
+        inject(self.layout, rse, mode)
+
+    def clear(self, rse: str) -> None:
+        clear(self.layout, rse)

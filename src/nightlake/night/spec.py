@@ -292,19 +292,24 @@ def load_spec(path: str | Path) -> NightSpec:
     tomllib parses nested arrays and tables recursively, so a deeply nested document ends in
     RecursionError, which is the spec's fault, not a crash."""
     path = Path(path)
+    return parse_spec(read_toml(path, "spec", "a night spec"), source=str(path))
+
+
+def read_toml(path: Path, short: str, document: str) -> dict:
+    """A TOML document read from a regular file (a spec, a campaign), any problem one `BadInput`
+    line: "no such {short} file", "cannot read {short}", "... to be {document}"."""
     try:
         if not stat.S_ISREG(path.stat().st_mode):
-            raise BadInput(f"{path}: not a regular file; a night spec is a TOML file")
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+            raise BadInput(f"{path}: not a regular file; {document} is a TOML file")
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise BadInput(f"{path}: no such spec file") from None
+        raise BadInput(f"{path}: no such {short} file") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise BadInput(f"{path}: cannot read spec ({exc})") from None
+        raise BadInput(f"{path}: cannot read {short} ({exc})") from None
     except tomllib.TOMLDecodeError as exc:
         raise BadInput(f"{path}: not valid TOML ({exc})") from None
     except RecursionError:
-        raise BadInput(f"{path}: arrays or tables nested too deeply to be a night spec") from None
-    return parse_spec(raw, source=str(path))
+        raise BadInput(f"{path}: arrays or tables nested too deeply to be {document}") from None
 
 
 def parse_spec(raw: dict, source: str = "spec") -> NightSpec:
