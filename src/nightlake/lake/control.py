@@ -187,9 +187,10 @@ def _probe(layout: Layout, name: str, running: bool) -> tuple[str, bool]:
 
 
 def env(layout: Layout) -> dict[str, str]:
-    """What the stock `rucio` CLI needs to talk to this lake."""
+    """What the stock `rucio` CLI needs to talk to this lake (and its root:// clients, XRootD's GSI
+    with the lake's proxy, to find the lake CA)."""
     values = {"RUCIO_CONFIG": str(layout.client_cfg), "X509_USER_PROXY": str(layout.proxy),
-              "NIGHTLAKE_LAKE_DIR": str(layout.root)}
+              "X509_CERT_DIR": str(layout.ca_dir), "NIGHTLAKE_LAKE_DIR": str(layout.root)}
     bindir = Path(sys.executable).parent
     if (bindir / "rucio").exists():
         values["PATH"] = f"{bindir}:{os.environ.get('PATH', '')}"
