@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Callable
 
 from nightlake import BadInput
-from nightlake.lake import certs, faults, objects, postgres, processes, rucio_server, system, transfer_service, xrootd
+from nightlake.lake import (certs, faults, listening, objects, postgres, processes, rucio_server, system,
+                            transfer_service, xrootd)
 from nightlake.lake.layout import HOST, RSES, Layout
 
 Echo = Callable[[str], None]
@@ -35,6 +36,7 @@ class Component:
     running: bool
     healthy: bool
     fault: str | None = None
+    bound: tuple[str, ...] = ()  # the addresses its ports listen on, as the kernel has them
 
 
 def components(layout: Layout) -> list[str]:
@@ -168,8 +170,19 @@ def status(layout: Layout) -> list[Component]:
         running = bool(proc and proc.alive())
         address, healthy = _probe(layout, name, running)
         fault = in_force.get(name.removeprefix("xrootd-")) if name.startswith("xrootd-") else None
-        rows.append(Component(name, address, proc.pid if proc else None, running, healthy, fault))
+        bound = tuple(a for port in _ports(layout, name) for a in listening.bound(port)) if running else ()
+        rows.append(Component(name, address, proc.pid if proc else None, running, healthy, fault, bound))
     return rows
+
+
+def _ports(layout: Layout, name: str) -> list[int]:
+    """The ports a component listens on (Rucio's daemons listen on none)."""
+    if name.startswith("xrootd-"):
+        rse = next(r for r in RSES if f"xrootd-{r.name}" == name)
+        return [layout.root_port(rse), layout.https_port(rse)]
+    ports = {"postgresql": layout.pg_port, "rucio-server": layout.rucio_port,
+             transfer_service.NAME: layout.transfers_port}
+    return [ports[name]] if name in ports else []
 
 
 def _probe(layout: Layout, name: str, running: bool) -> tuple[str, bool]:
