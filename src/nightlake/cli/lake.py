@@ -56,10 +56,11 @@ def down(root: Path | None, purge: bool) -> None:
 @lake.command()
 @_dir
 def status(root: Path | None) -> None:
-    """Each component, its address, health and fault; exit 1 when something is down that should not be."""
+    """Each component, its address, where it listens, health and fault; exit 1 when something is down that
+    should not be."""
     layout = _layout(root)
     table = Table()
-    for column in ("component", "address", "pid", "state"):
+    for column in ("component", "address", "listens on", "pid", "state"):
         table.add_column(column)
     rows = control.status(layout)
     for row in rows:
@@ -67,7 +68,7 @@ def status(root: Path | None) -> None:
             else "[red]down[/]"
         if row.fault:
             state = f"[magenta]fault: {row.fault}[/] ({state})"
-        table.add_row(row.name, row.address, str(row.pid or "-"), state)
+        table.add_row(row.name, row.address, ", ".join(row.bound) or "-", str(row.pid or "-"), state)
     out.print(f"local lake {layout.root}", markup=False)
     out.print(table)
     if version := rucio_server.ping(layout) if layout.ca_cert.exists() else None:

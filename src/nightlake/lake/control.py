@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Callable
 
 from nightlake import BadInput
-from nightlake.lake import certs, faults, objects, postgres, processes, rucio_server, system, transfer_service, xrootd
+from nightlake.lake import (certs, faults, listening, objects, postgres, processes, rucio_server, system,
+                            transfer_service, xrootd)
 from nightlake.lake.layout import HOST, RSES, Layout
 
 Echo = Callable[[str], None]
@@ -35,6 +36,7 @@ class Component:
     running: bool
     healthy: bool
     fault: str | None = None
+    bound: tuple[str, ...] = ()  # the addresses its ports listen on, as the kernel has them
 
 
 def components(layout: Layout) -> list[str]:
@@ -168,8 +170,19 @@ def status(layout: Layout) -> list[Component]:
         running = bool(proc and proc.alive())
         address, healthy = _probe(layout, name, running)
         fault = in_force.get(name.removeprefix("xrootd-")) if name.startswith("xrootd-") else None
-        rows.append(Component(name, address, proc.pid if proc else None, running, healthy, fault))
+        bound = tuple(a for port in _ports(layout, name) for a in listening.bound(port)) if running else ()
+        rows.append(Component(name, address, proc.pid if proc else None, running, healthy, fault, bound))
     return rows
+
+
+def _ports(layout: Layout, name: str) -> list[int]:
+    """The ports a component listens on (Rucio's daemons listen on none)."""
+    if name.startswith("xrootd-"):
+        rse = next(r for r in RSES if f"xrootd-{r.name}" == name)
+        return [layout.root_port(rse), layout.https_port(rse)]
+    ports = {"postgresql": layout.pg_port, "rucio-server": layout.rucio_port,
+             transfer_service.NAME: layout.transfers_port}
+    return [ports[name]] if name in ports else []
 
 
 def _probe(layout: Layout, name: str, running: bool) -> tuple[str, bool]:
@@ -187,9 +200,10 @@ def _probe(layout: Layout, name: str, running: bool) -> tuple[str, bool]:
 
 
 def env(layout: Layout) -> dict[str, str]:
-    """What the stock `rucio` CLI needs to talk to this lake."""
+    """What the stock `rucio` CLI needs to talk to this lake (and its root:// clients, XRootD's GSI
+    with the lake's proxy, to find the lake CA)."""
     values = {"RUCIO_CONFIG": str(layout.client_cfg), "X509_USER_PROXY": str(layout.proxy),
-              "NIGHTLAKE_LAKE_DIR": str(layout.root)}
+              "X509_CERT_DIR": str(layout.ca_dir), "NIGHTLAKE_LAKE_DIR": str(layout.root)}
     bindir = Path(sys.executable).parent
     if (bindir / "rucio").exists():
         values["PATH"] = f"{bindir}:{os.environ.get('PATH', '')}"
@@ -201,9 +215,12 @@ def env_lines(layout: Layout) -> list[str]:
 
 
 def client(layout: Layout):
-    """A stock Rucio client bound to this lake, for the lake's own set-up (never another catalog)."""
+    """A stock Rucio client bound to this lake, for the lake's own set-up (never another catalog).
+    It trusts this lake's CA by name: Rucio's client prefers `X509_CERT_DIR` to the configuration's
+    `ca_cert`, and an inherited one (another lake's, with the same CA subject but another key)
+    would fail the TLS check with "certificate signature failure"."""
     os.environ["RUCIO_CONFIG"] = str(layout.client_cfg)
     os.environ["X509_USER_PROXY"] = str(layout.proxy)
     from rucio.client import Client
 
-    return Client()
+    return Client(ca_cert=str(layout.ca_cert))

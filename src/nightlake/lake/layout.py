@@ -123,6 +123,7 @@ class Layout:
     alembic_ini = property(lambda self: self.etc / "alembic.ini")
     ca_cert = property(lambda self: self.certs / "ca.pem")
     proxy = property(lambda self: self.certs / "x509up")
+    ca_dir = property(lambda self: self.certs / "cadir")  # the CA under its subject hash: X509_CERT_DIR
     access_log = property(lambda self: self.logs / "rucio-access.log")
     state_file = property(lambda self: self.root / "lake.json")
 

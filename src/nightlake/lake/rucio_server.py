@@ -94,7 +94,7 @@ def _write(path: Path, text: str) -> None:
 
 def server_env(layout: Layout) -> dict:
     return {**os.environ, "RUCIO_CONFIG": str(layout.server_cfg), "X509_USER_PROXY": str(layout.proxy),
-            "PATH": f"{layout.server_venv / 'bin'}:{os.environ.get('PATH', '')}"}
+            "X509_CERT_DIR": str(layout.ca_dir), "PATH": f"{layout.server_venv / 'bin'}:{os.environ.get('PATH', '')}"}
 
 
 def bootstrap(layout: Layout) -> None:
