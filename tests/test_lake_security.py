@@ -1,6 +1,6 @@
 """The lake admits only its own authenticated clients: the catalog's database asks for a password
 over TCP and keeps its socket private, Rucio's root account has none of Rucio's default
-identities (whose keys are public), only the lake's own password identity, and the RSEs let only
+identities (whose keys are public), only the lake's own password, proxy DN and OIDC identity, and the RSEs let only
 the lake's client certificate write or delete (over https and root://), while `lake status` says
 where each server really listens."""
 
@@ -49,13 +49,15 @@ def test_another_local_user_cannot_reach_the_database_socket(lake):
     assert stranger.returncode != 0 and ("Permission denied" in stranger.stderr or "No such file" in stranger.stderr)
 
 
-def test_root_has_only_the_lakes_own_password_identity(lake):
+def test_root_has_only_the_lakes_own_identities(lake):
     rucio = str(Path(sys.executable).parent / "rucio-admin")
     listed = subprocess.run([rucio, "account", "list-identities", "root"], capture_output=True, text=True,
                             env=os.environ, timeout=60)
     assert listed.returncode == 0, listed.stderr
     types = {line.split("type:")[1].split(",")[0].strip() for line in listed.stdout.splitlines() if "type:" in line}
-    assert types == {"USERPASS"}, listed.stdout  # no SSH, X509 or GSS identity with a public key
+    assert types == {"USERPASS", "X509", "OIDC"}, listed.stdout  # no SSH or GSS identity with a public key
+    assert certs.dn(certs.CLIENT) in listed.stdout  # the lake's own proxy's DN, its key never published
+    assert f"ISS={lake.idp_url}" in listed.stdout
     assert "ssh-rsa" not in listed.stdout and "ddmlab" not in listed.stdout.lower()
 
 

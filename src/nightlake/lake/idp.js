@@ -4,7 +4,7 @@
 //
 // A token is asked for with the client_credentials grant: `client_id` becomes the token's `sub`
 // (the identity Rucio maps to an account), `scope` and `aud` are taken as asked, or the lake's
-// defaults (what Rucio and the storage expect), and `expires_in` (seconds) sets its lifetime, so
+// defaults (what Rucio and the storage expect; the scope from NIGHTLAKE_IDP_SCOPE), and `expires_in` (seconds) sets its lifetime, so
 // a test can ask for a token that expires during a run. The signing key is kept in JWK_FILE: a
 // restarted provider still vouches for the tokens it issued.
 'use strict';
@@ -12,7 +12,7 @@ const fs = require('node:fs');
 const { OAuth2Server } = require('oauth2-mock-server');
 
 const DEFAULT_AUD = ['rucio', 'nightlake-storage'];
-const DEFAULT_SCOPE = 'openid profile storage.read:/ storage.modify:/ storage.create:/';
+const DEFAULT_SCOPE = process.env.NIGHTLAKE_IDP_SCOPE;
 
 async function main() {
   const [port, cert, key, jwkFile] = process.argv.slice(2);

@@ -3,8 +3,8 @@
 It serves what an OIDC client needs (discovery, JWKS, token, introspection) on loopback with the
 lake's host certificate, and issues JWTs in the WLCG token profile (`idp.js` says which claims):
 the audience `rucio` with the scope `openid profile`, which the Rucio server's `[oidc]` section
-expects, and the audience `nightlake-storage` with `storage.read:/` and `storage.modify:/`, which
-the XRootD RSEs' token plugin authorises. It plays the part of INDIGO IAM or CTAO's Keycloak:
+expects, and the audience `nightlake-storage` with `storage.read:/` and `storage.modify:/cta`, which
+the XRootD RSEs' token plugin authorises (`DEFAULT_SCOPE`). It plays the part of INDIGO IAM or CTAO's Keycloak:
 nightlake only ever reads tokens from where WLCG's discovery puts them, never from here.
 
 The package is installed once with npm into the cache, beside the Rucio server's venv, never
@@ -24,14 +24,16 @@ from pathlib import Path
 
 from nightlake import BadInput
 from nightlake.lake import processes
-from nightlake.lake.layout import Layout
+from nightlake.lake.layout import SCOPE, Layout
 
 NAME = "identity-provider"
 PACKAGE = "oauth2-mock-server@7.2.1"
 SCRIPT = Path(__file__).with_name("idp.js")
 SUBJECT = "nightlake"  # the `sub` of the lake user's tokens, Rucio's OIDC identity of root
-RUCIO_AUDIENCE, RUCIO_SCOPE = "rucio", "openid profile"
 STORAGE_AUDIENCE = "nightlake-storage"
+# What a token of the lake's user may do: log in to Rucio (`openid profile`), read anything on the
+# RSEs and write below the night's scope (paths are relative to the RSEs' export, `/rucio`).
+DEFAULT_SCOPE = f"openid profile storage.read:/ storage.modify:/{SCOPE}"
 
 
 def package_dir(layout: Layout) -> Path:
@@ -62,7 +64,7 @@ def start(layout: Layout) -> processes.Proc:
     argv = ["node", str(SCRIPT), str(layout.idp_port), str(layout.certs / "host.pem"),
             str(layout.certs / "host.key"), str(layout.idp_dir / "jwk.json")]
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-           "NODE_PATH": str(package_dir(layout) / "node_modules")}
+           "NODE_PATH": str(package_dir(layout) / "node_modules"), "NIGHTLAKE_IDP_SCOPE": DEFAULT_SCOPE}
     proc = processes.start(layout.pids, NAME, argv, layout.logs / f"{NAME}.log", env=env, cwd=layout.idp_dir)
     return processes.wait_ready(proc, lambda: healthy(layout), what="the identity provider",
                                 log=layout.logs / f"{NAME}.log", timeout=30, interval=0.2)
@@ -79,6 +81,12 @@ def healthy(layout: Layout) -> bool:
             return json.load(resp).get("issuer") == layout.idp_url
     except (OSError, ValueError):
         return False
+
+
+def jwks(layout: Layout) -> dict:
+    """The provider's public signing keys (its JWKS document), read over verified TLS."""
+    with urllib.request.urlopen(f"{layout.idp_url}/jwks", context=_context(layout), timeout=10) as resp:
+        return json.load(resp)
 
 
 def issue_token(layout: Layout, *, lifetime: int = 3600, subject: str = SUBJECT,

@@ -12,8 +12,10 @@ and both map the certificate's DN to a name through one grid-mapfile (`-gmapopt:
 list cannot log in over root://). `ofs.authorize` checks every request against the authorisation
 database: the lake's client may do everything under /rucio; anyone else, the RSE servers pulling a
 root:// copy and anonymous https clients, may only list and read: HTTP-TPC in XRootD 5.5 pulls
-without a credential (gfal2 sends `Credential: none`, and tokens are not configured yet), so the
-source must serve anonymous reads for replication over https to work.
+without a credential (gfal2 sends `Credential: none`: the transfer service has no token of its
+own), so the source must serve anonymous reads for replication over https to work. Over https a
+WLCG bearer token from the lake's identity provider authorises what its scopes say
+(`libXrdAccSciTokens`, before the authorisation database); root:// takes GSI only.
 
 XRootD 5.5.3 binds every interface (`*` or `::`) and has no bind-address option (`xrd.port` takes a
 port only, `xrd.network` no address), so `xrd.allow host` admits connections from loopback only;
@@ -23,12 +25,17 @@ When started by root it runs as the `xrootd` user (`-R`), which owns the storage
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import pwd
 import shutil
 import socket
+import sqlite3
+import time
+from pathlib import Path
 
-from nightlake.lake import certs, processes
+from nightlake.lake import certs, idp, processes
 from nightlake.lake.layout import Layout, RSESpec
 from nightlake.lake.system import service_user
 
@@ -54,6 +61,8 @@ sec.protbind * only gsi
 http.gridmap {home}/gridmap
 ofs.authorize
 acc.authdb {home}/authdb
+ofs.authlib ++ libXrdAccSciTokens.so config={home}/scitokens.cfg
+http.header2cgi Authorization authz
 {fault}"""
 
 # The names the grid-mapfile gives the lake's identities, and what each may do under the export.
@@ -61,6 +70,19 @@ USERS = {certs.CLIENT: "nightlake", certs.RSE: "nightlake-rse"}
 AUTHDB = f"""\
 u {USERS[certs.CLIENT]} {EXPORT} a
 u * {EXPORT} lr
+"""
+
+# WLCG tokens from the lake's identity provider: `storage.read:/P` / `storage.modify:/P` authorise
+# that path below the export; a request with no token, or one its token does not cover, is left to
+# the authorisation database above (`onmissing = passthrough`).
+SCITOKENS = """\
+[Global]
+audience = {audience}
+onmissing = passthrough
+
+[Issuer lake]
+issuer = {issuer}
+base_path = {export}
 """
 
 # What an RSE's fault (faults.py) adds to its config: the export option, and further directives.
@@ -80,12 +102,15 @@ def prepare(layout: Layout, rse: RSESpec, fault: str | None = None) -> None:
     any); the export root must exist because Rucio's WebDAV client checks the prefix before the
     first upload."""
     home = layout.rse_dir(rse)
-    for sub in ("admin", "run", "tls"):
+    for sub in ("admin", "run", "tls", "cache"):
         (home / sub).mkdir(parents=True, exist_ok=True)
     (layout.rse_data(rse) / EXPORT.strip("/")).mkdir(parents=True, exist_ok=True)
     _copy_credentials(layout, home / "tls")
     (home / "gridmap").write_text("".join(f'"{certs.dn(cn)}" {name}\n' for cn, name in USERS.items()))
     (home / "authdb").write_text("" if fault == "error" else AUTHDB)  # empty: no privileges for anyone
+    (home / "scitokens.cfg").write_text(SCITOKENS.format(audience=idp.STORAGE_AUDIENCE, issuer=layout.idp_url,
+                                                         export=EXPORT))
+    _trust_issuer(layout, home / "cache")
     export_options, directives = FAULT_CONFIG.get(fault, ("", ""))
     (home / "xrootd.cfg").write_text(CONFIG.format(
         export=EXPORT, export_options=export_options, localroot=layout.rse_data(rse), admin=home / "admin",
@@ -93,10 +118,23 @@ def prepare(layout: Layout, rse: RSESpec, fault: str | None = None) -> None:
         home=home, fault=directives))
     if user := run_as():
         uid = pwd.getpwnam(user).pw_uid
-        for path in (home, home / "admin", home / "run", home / "tls",
-                     *(home / "tls").rglob("*"), layout.rse_data(rse), layout.rse_data(rse) / EXPORT.strip("/")):
+        for path in (home, home / "admin", home / "run", home / "tls", *(home / "tls").rglob("*"),
+                     *(home / "cache").rglob("*"), home / "cache", layout.rse_data(rse), layout.rse_data(rse) / EXPORT.strip("/")):
             if path.stat().st_uid != uid:  # a chown on a `full` RSE's overlay would need space
                 shutil.chown(path, user, user)
+
+
+def _trust_issuer(layout: Layout, cache: Path) -> None:
+    """The issuer's signing keys, put where the token plugin's library (scitokens-cpp) caches them:
+    it fetches them over https with libcurl's system CA store, which does not hold the lake CA, and
+    has no option for another in 0.7. The keys are fetched here, verified against the lake CA."""
+    now = int(time.time())
+    keys = json.dumps({"jwks": idp.jwks(layout), "next_update": now + 3600 * 24 * 365,
+                       "expires": now + 3600 * 24 * 3650})
+    (cache / "scitokens").mkdir(parents=True, exist_ok=True)
+    with contextlib.closing(sqlite3.connect(cache / "scitokens" / "scitokens_cpp.sqllite")) as db, db:
+        db.execute("CREATE TABLE IF NOT EXISTS keycache (issuer text UNIQUE PRIMARY KEY NOT NULL,keys text NOT NULL)")
+        db.execute("INSERT OR REPLACE INTO keycache VALUES (?, ?)", (layout.idp_url, keys))
 
 
 def _copy_credentials(layout: Layout, tls) -> None:
@@ -120,7 +158,7 @@ def start(layout: Layout, rse: RSESpec) -> processes.Proc:
     if user := run_as():
         argv += ["-R", user]
     env = {"PATH": "/usr/bin:/bin", "X509_USER_PROXY": str(home / "tls" / "x509up"),
-           "X509_CERT_DIR": str(home / "tls" / "cadir")}
+           "X509_CERT_DIR": str(home / "tls" / "cadir"), "XDG_CACHE_HOME": str(home / "cache")}
     proc = processes.start(layout.pids, f"xrootd-{rse.name}", argv, layout.logs / f"xrootd-{rse.name}.log",
                            env=env, cwd=home)
     return processes.wait_ready(proc, lambda: healthy(layout, rse), what=f"XRootD for {rse.name}",
