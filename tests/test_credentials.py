@@ -132,3 +132,21 @@ def test_https_storage_sends_the_current_token_as_a_bearer_header():
     assert storage._bearer({"Depth": "1"}) == {"Depth": "1", "Authorization": "Bearer one"}
     assert storage._bearer(None) == {"Authorization": "Bearer two"}
     assert HttpsStorage(ca_cert=True)._bearer(None) == {}
+
+
+def test_an_expired_credential_met_inside_a_call_stops_it_as_it_is():
+    from nightlake.catalog.retry import RetryPolicy
+    from nightlake.flows.failing import Streak
+
+    expired = CredentialExpired("the OIDC access token (the token in BEARER_TOKEN_FILE (/x))", NOW, "renew it")
+    calls = []
+
+    def upload():
+        calls.append(1)
+        raise expired
+
+    with pytest.raises(CredentialExpired) as raised:
+        RetryPolicy(sleep=lambda s: None).call(upload)
+    assert raised.value is expired and len(calls) == 1  # not retried, not turned into a file's failure
+    with pytest.raises(CredentialExpired):
+        Streak().failure(expired)  # the run stops at once, like a service down past its patience

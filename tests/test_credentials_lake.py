@@ -5,6 +5,8 @@ one line and a new one resumes it; no secret reaches the terminal or the run dir
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import subprocess
 import threading
@@ -17,7 +19,7 @@ import requests
 from conftest import NIGHTLAKE
 from cryptography import x509
 
-from nightlake.lake import certs, control, idp, rucio_server
+from nightlake.lake import certs, control, idp, postgres, rucio_server
 from nightlake.lake.layout import RSES, SCOPE
 
 pytestmark = pytest.mark.lake
@@ -120,6 +122,7 @@ def test_an_oidc_token_ingests_and_retrieves_over_https_and_no_secret_leaks(lake
     outputs = [ingested.stdout, ingested.stderr, retrieved.stdout, retrieved.stderr, report.stdout, report.stderr]
     written = [p.read_bytes().decode("latin-1") for d in ("run", "retrieve-run", "report")
                for p in (scratch / d).rglob("*") if p.is_file()]
+    written += [p.read_bytes().decode("latin-1") for p in lake.logs.rglob("*") if p.is_file()]  # the lake's too
     for secret in secrets:
         for text in outputs + written:
             assert secret not in text and secret[-40:] not in text
@@ -174,22 +177,84 @@ def test_an_expired_token_stops_the_run_in_one_line_and_a_new_one_resumes(lake, 
     assert _downloaded(scratch) == files
 
 
+def _rucio_tokens(lake) -> int:
+    """How many distinct JWTs of the lake user's OIDC identity the Rucio server has validated."""
+    from nightlake.lake.system import PG_BIN
+
+    query = f"SELECT count(DISTINCT token) FROM tokens WHERE identity = '{idp.identity(lake)}'"
+    argv = [str(PG_BIN / "psql"), "-w", "-qAt", "-h", "127.0.0.1", "-p", str(lake.pg_port), "-U", "rucio",
+            "-d", "rucio", "-c", query]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=30,
+                          env={**os.environ, "PGPASSWORD": postgres.password(lake, "rucio")})
+    assert done.returncode == 0, done.stderr
+    return int(done.stdout.strip())
+
+
 def test_a_token_renewed_in_its_file_during_a_run_keeps_the_run_going(lake, scratch):
-    """The token lives 8 s and is renewed every 2 s while the run goes on, as oidc-agent would."""
-    token_file = _token_file(lake, scratch, lifetime=8)
+    """The token lives 4 s and is renewed every second while the run goes on, as oidc-agent would:
+    the run finishes, and Rucio saw more than one of the tokens (the file was really re-read)."""
+    token_file = _token_file(lake, scratch, lifetime=4)
     env = _env(lake, "oidc", BEARER_TOKEN_FILE=str(token_file))
-    _night(scratch / "src", f"oidc-renewed-{uuid.uuid4().hex[:8]}", count=60)
+    _night(scratch / "src", f"oidc-renewed-{uuid.uuid4().hex[:8]}", count=150)
+    before = _rucio_tokens(lake)
     done = threading.Event()
 
     def renew() -> None:
-        while not done.wait(2):
-            idp.write_token(token_file, idp.issue_token(lake, lifetime=8))
+        while not done.wait(1):
+            idp.write_token(token_file, idp.issue_token(lake, lifetime=4))
 
     renewer = threading.Thread(target=renew, daemon=True)
     renewer.start()
     try:
-        ran = _ingest(env, scratch, "--scheme", "https", "--workers", "1")
+        ran = _ingest(env, scratch, "--scheme", "https", "--workers", "1", "--batch", "10")
     finally:
         done.set()
         renewer.join()
     assert ran.returncode == 0, ran.stderr
+    assert _rucio_tokens(lake) - before >= 2
+
+
+def _uploaded(run: Path) -> int:
+    """Files past their upload in a run's journal (read-only; 0 before the journal exists)."""
+    import sqlite3
+
+    if not (run / "journal.sqlite").exists():
+        return 0
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{run / 'journal.sqlite'}?mode=ro", uri=True)) as db:
+            return db.execute("SELECT count(*) FROM files WHERE state NOT IN ('planned', 'uploading')").fetchone()[0]
+    except sqlite3.OperationalError:  # being created
+        return 0
+
+
+def test_a_token_that_expires_during_a_run_stops_it_and_a_new_one_resumes(lake, scratch):
+    """Once the first files are up, the token file is given a token that has already expired (the
+    renewal that did not come): the run stops in one line, no file failed, and a new token resumes it."""
+    token_file = _token_file(lake, scratch)
+    dead = idp.issue_token(lake, lifetime=1)
+    env = _env(lake, "oidc", BEARER_TOKEN_FILE=str(token_file))
+    dataset = f"oidc-midrun-{uuid.uuid4().hex[:8]}"
+    files = _night(scratch / "src", dataset, count=200)
+    time.sleep(1.5)  # `dead` is past its lifetime before the run starts
+    run = subprocess.Popen([NIGHTLAKE, "ingest", str(scratch / "src"), "--rse", "ONSITE", "--scope", SCOPE,
+                            "--run", str(scratch / "run"), "--quiet", "--scheme", "https", "--workers", "1",
+                            "--batch", "10"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while run.poll() is None and _uploaded(scratch / "run") == 0:
+        time.sleep(0.05)
+    idp.write_token(token_file, dead)
+    _, stderr = run.communicate(timeout=600)
+    if run.returncode == 0:
+        pytest.skip("the run ended before it read the token file again")
+    assert run.returncode == 2, stderr
+    line = stderr.strip()
+    assert len(line.splitlines()) == 1 and "expired" in line and str(token_file) in line, line
+    assert dead not in line
+    status = _run(env, "status", str(scratch / "run"), "--json")
+    assert status.returncode == 0, status.stderr
+    journaled = json.loads(status.stdout)["files"]
+    assert journaled["total"] == len(files) and journaled["failed"] == 0 and journaled["done"] < len(files)
+    idp.write_token(token_file, idp.issue_token(lake, lifetime=3600))
+    resumed = _ingest(env, scratch, "--scheme", "https")
+    assert resumed.returncode == 0, resumed.stderr
+    assert _retrieve(env, scratch, dataset).returncode == 0
+    assert _downloaded(scratch) == files
