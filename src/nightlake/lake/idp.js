@@ -20,9 +20,8 @@ async function main() {
   if (fs.existsSync(jwkFile)) {
     await server.issuer.keys.add(JSON.parse(fs.readFileSync(jwkFile, 'utf8')));
   } else {
-    const jwk = await server.issuer.keys.generate('RS256');
+    await server.issuer.keys.generate('RS256');
     fs.writeFileSync(jwkFile, JSON.stringify(server.issuer.keys.toJSON(true)[0]), { mode: 0o600 });
-    void jwk;
   }
   server.issuer.url = `https://127.0.0.1:${port}`;
   server.service.on('beforeTokenSigning', (token, req) => {
