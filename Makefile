@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # Debian packages the local lake needs (PostgreSQL 15, XRootD server and client, gfal2 for its transfer service).
-APT_PACKAGES := postgresql-15 xrootd-server xrootd-client chromium openssl gfal2 python3-gfal2 gfal2-plugin-http gfal2-plugin-xrootd gfal2-plugin-file
+APT_PACKAGES := postgresql-15 xrootd-server xrootd-client chromium openssl gfal2 python3-gfal2 gfal2-plugin-http gfal2-plugin-xrootd gfal2-plugin-file xrootd-scitokens-plugins
 STAMP := .nightlake/stamps
 
 .PHONY: demo demo-dr test deps system venv clean bench-quick bench
@@ -33,6 +33,7 @@ test: deps
 	$(BIN)/python -m pytest
 
 demo: deps
+	$(BIN)/nightlake lake install
 	$(BIN)/nightlake lake up
 	PATH="$(abspath $(BIN)):$$PATH" bash examples/demo.sh
 

@@ -4,8 +4,11 @@
 # watch -> the stock client downloads from each off-site RSE -> a fault drill (OFFSITE-B read-only: a
 # rule STUCK, its errors classified; fault cleared, rule retried, OK) -> retrieve one dataset -> report.
 # Safe to run again: every step resumes or skips what is done. Its files live in the lake directory and go with `lake down --purge`.
+# NIGHTLAKE_AUTH=x509_proxy or oidc runs it with the lake's X.509 proxy or an OIDC token instead of
+# the password (oidc: a token from the lake's identity provider, written where WLCG discovery finds it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "${NIGHTLAKE_AUTH:-userpass}" = oidc ]; then nightlake lake token --lifetime 7200; fi
 eval "$(nightlake lake env)"
 work="$NIGHTLAKE_LAKE_DIR/demo"
 spec=examples/demo.toml

@@ -24,6 +24,7 @@ def pytest_configure(config):
     only where it is used, after the `lake` fixture has started the lake."""
     os.environ["RUCIO_CONFIG"] = str(TEST_LAKE_DIR / "etc" / "rucio.cfg")
     os.environ["X509_USER_PROXY"] = str(TEST_LAKE_DIR / "certs" / "x509up")
+    os.environ["X509_CERT_DIR"] = str(TEST_LAKE_DIR / "certs" / "cadir")
     os.environ.pop("NIGHTLAKE_LAKE_DIR", None)
 
 

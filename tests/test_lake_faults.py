@@ -1,6 +1,6 @@
 """`nightlake lake fault RSE MODE | --clear` on the real lake: each fault is XRootD's own behaviour,
-seen over https by a plain client, shown by `lake status`, and gone after --clear. Every test
-clears its fault, since the lake is shared by the session."""
+seen over https by a plain client (with the lake's client certificate), shown by `lake status`, and
+gone after --clear. Every test clears its fault, since the lake is shared by the session."""
 
 from __future__ import annotations
 
@@ -25,13 +25,13 @@ def url(lake, name: str) -> str:
 def put(lake, name: str, data: bytes):
     import requests
 
-    return requests.put(url(lake, name), data=data, verify=str(lake.ca_cert), timeout=30)
+    return requests.put(url(lake, name), data=data, verify=str(lake.ca_cert), cert=str(lake.proxy), timeout=30)
 
 
 def get(lake, name: str):
     import requests
 
-    return requests.get(url(lake, name), verify=str(lake.ca_cert), timeout=30)
+    return requests.get(url(lake, name), verify=str(lake.ca_cert), cert=str(lake.proxy), timeout=30)
 
 
 @pytest.fixture

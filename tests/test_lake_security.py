@@ -1,6 +1,8 @@
 """The lake admits only its own authenticated clients: the catalog's database asks for a password
-over TCP and keeps its socket private, and Rucio's root account has none of Rucio's default
-identities (whose keys are public), only the lake's own password identity."""
+over TCP and keeps its socket private, Rucio's root account has none of Rucio's default
+identities (whose keys are public), only the lake's own password, proxy DN and OIDC identity, and the RSEs let only
+the lake's client certificate write or delete (over https and root://), while `lake status` says
+where each server really listens."""
 
 from __future__ import annotations
 
@@ -8,11 +10,14 @@ import os
 import pwd
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
 
-from nightlake.lake import postgres
+from ingest_helpers import nightlake
+from nightlake.lake import certs, control, listening, postgres
+from nightlake.lake.layout import RSES
 from nightlake.lake.system import PG_BIN
 
 pytestmark = pytest.mark.lake
@@ -44,11 +49,73 @@ def test_another_local_user_cannot_reach_the_database_socket(lake):
     assert stranger.returncode != 0 and ("Permission denied" in stranger.stderr or "No such file" in stranger.stderr)
 
 
-def test_root_has_only_the_lakes_own_password_identity(lake):
+def test_root_has_only_the_lakes_own_identities(lake):
     rucio = str(Path(sys.executable).parent / "rucio-admin")
     listed = subprocess.run([rucio, "account", "list-identities", "root"], capture_output=True, text=True,
                             env=os.environ, timeout=60)
     assert listed.returncode == 0, listed.stderr
     types = {line.split("type:")[1].split(",")[0].strip() for line in listed.stdout.splitlines() if "type:" in line}
-    assert types == {"USERPASS"}, listed.stdout  # no SSH, X509 or GSS identity with a public key
+    assert types == {"USERPASS", "X509", "OIDC"}, listed.stdout  # no SSH or GSS identity with a public key
+    assert certs.dn(certs.CLIENT) in listed.stdout  # the lake's own proxy's DN, its key never published
+    assert f"ISS={lake.idp_url}" in listed.stdout
     assert "ssh-rsa" not in listed.stdout and "ddmlab" not in listed.stdout.lower()
+
+
+def _https(lake, method: str, path: str, cert: str | None = None, data: bytes | None = None):
+    import requests
+
+    url = f"https://127.0.0.1:{lake.https_port(RSES[0])}/rucio/security/{path}"
+    return requests.request(method, url, data=data, verify=str(lake.ca_cert), cert=cert, timeout=30)
+
+
+def test_an_rse_refuses_https_writes_and_deletes_without_the_lake_certificate(lake):
+    name = f"{uuid.uuid4().hex}.dat"
+    assert _https(lake, "PUT", name, data=b"stranger").status_code == 403
+    assert _https(lake, "PUT", name, cert=str(lake.proxy), data=b"lake").status_code in (200, 201)
+    assert _https(lake, "DELETE", name).status_code == 403
+    assert _https(lake, "GET", name).content == b"lake"  # still there; anonymous reads serve HTTP-TPC pulls
+    assert _https(lake, "DELETE", name, cert=str(lake.proxy)).status_code in (200, 204)
+
+
+def test_an_rse_lets_the_rse_identity_read_but_not_write(lake):
+    """The certificate RSE servers present to each other for root:// TPC is of the lake CA, and
+    still may not write: authorisation, not only authentication."""
+    refused = _https(lake, "PUT", f"{uuid.uuid4().hex}.dat", cert=str(lake.certs / certs.PROXIES[certs.RSE]),
+                     data=b"rse")
+    assert refused.status_code == 403
+
+
+def _root_write(lake, env: dict) -> subprocess.CompletedProcess:
+    """A root:// write from a fresh process (XrdCl reads its credentials once per process)."""
+    code = ("import sys\nfrom XRootD import client\nfrom XRootD.client import flags\n"
+            "f = client.File()\nstatus, _ = f.open(sys.argv[1], flags.OpenFlags.NEW | flags.OpenFlags.MAKEPATH)\n"
+            "print(status.message)\nsys.exit(0 if status.ok else 1)\n")
+    pfn = f"root://127.0.0.1:{lake.root_port(RSES[0])}//rucio/security/{uuid.uuid4().hex}.dat"
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("X509_")}
+    return subprocess.run([sys.executable, "-c", code, pfn], capture_output=True, text=True,
+                          env={**clean, "HOME": str(lake.root / "nobody"), **env}, timeout=60)
+
+
+def test_an_rse_refuses_a_root_write_without_credentials(lake):
+    refused = _root_write(lake, {"X509_CERT_DIR": str(lake.ca_dir)})
+    assert refused.returncode == 1 and "Auth failed" in refused.stdout, refused.stdout + refused.stderr
+
+
+def test_an_rse_refuses_a_root_write_by_the_rse_identity_and_takes_the_lakes_client(lake):
+    rse = _root_write(lake, {"X509_CERT_DIR": str(lake.ca_dir),
+                             "X509_USER_PROXY": str(lake.certs / certs.PROXIES[certs.RSE])})
+    assert rse.returncode == 1 and "permission denied" in rse.stdout, rse.stdout + rse.stderr
+    client = _root_write(lake, {"X509_CERT_DIR": str(lake.ca_dir), "X509_USER_PROXY": str(lake.proxy)})
+    assert client.returncode == 0, client.stdout + client.stderr
+
+
+def test_lake_status_shows_where_each_server_listens(lake):
+    shown = nightlake("lake", "status", "--dir", str(lake.root)).stdout
+    rows = {row.name: row for row in control.status(lake)}
+    assert rows["postgresql"].bound == (f"127.0.0.1:{lake.pg_port}",)
+    assert rows["rucio-server"].bound == (f"127.0.0.1:{lake.rucio_port}",)
+    for rse in RSES:  # XRootD 5.5.3 cannot bind an address: it listens everywhere, admits loopback only
+        bound = rows[f"xrootd-{rse.name}"].bound
+        assert bound == tuple(listening.bound(lake.root_port(rse)) + listening.bound(lake.https_port(rse)))
+        assert f"[::]:{lake.root_port(rse)}" in bound
+    assert "listens on" in shown and f"127.0.0.1:{lake.pg_port}" in shown

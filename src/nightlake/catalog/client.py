@@ -25,7 +25,8 @@ from nightlake import BadInput, __version__
 from nightlake.catalog.bulk import BATCH_SIZE, Rejected, bisect_chunks
 from nightlake.catalog.dids import DidCalls
 from nightlake.catalog.replicas import ReplicaCalls
-from nightlake.catalog.retry import GaveUp, RetryPolicy
+from nightlake.catalog import credentials
+from nightlake.catalog.retry import AuthFailure, GaveUp, RetryPolicy
 from nightlake.catalog.rses import RseCalls
 from nightlake.catalog.rules import RuleCalls
 from nightlake.catalog.scopes import ScopeCalls
@@ -56,6 +57,7 @@ class Catalog(ReplicaCalls, DidCalls, RseCalls, RuleCalls, ScopeCalls):
 
     def __init__(self, policy: RetryPolicy | None = None, client: Any = None, batch_size: int = BATCH_SIZE):
         self.policy = policy or RetryPolicy(target="catalog", catalog=True)
+        self.tokens: credentials.TokenSource | None = None
         self.client = client if client is not None else self._client()
         self.batch_size = batch_size
         if hasattr(self.client, "whoami"):  # the breaker's health check: cheap, and through the database
@@ -67,6 +69,7 @@ class Catalog(ReplicaCalls, DidCalls, RseCalls, RuleCalls, ScopeCalls):
         try:
             from rucio.client import Client
 
+            self._check_credentials()
             return self.policy.call(Client, logger=QUIET)
         except CONFIG_ERRORS:
             raise _no_configuration() from None
@@ -75,13 +78,46 @@ class Catalog(ReplicaCalls, DidCalls, RseCalls, RuleCalls, ScopeCalls):
                 raise _no_configuration() from None
             raise
 
+    def _check_credentials(self) -> None:
+        """Refuse, before anything is written, a credential that is missing or expired; keep the
+        token source of an oidc client, to follow its renewals."""
+        kind = credentials.auth_type()
+        if kind == "x509_proxy":
+            if (proxy := credentials.proxy_path()) is None:
+                raise BadInput("auth_type is x509_proxy but neither client_x509_proxy nor X509_USER_PROXY is set")
+            credentials.check_proxy(proxy)
+        elif kind == "oidc":
+            self.tokens = credentials.TokenSource()
+            if not self.tokens.found:
+                raise BadInput(credentials.no_token_message())
+            self.tokens.fresh()
+
+    def _fresh_token(self) -> bool:
+        """Present the token as its file holds it now (renewed by oidc-agent or cron); True if it
+        changed. An expired one that nobody renewed raises `CredentialExpired`."""
+        if self.tokens is None:
+            return False
+        token = self.tokens.fresh()
+        if token == self.client.auth_token:
+            return False
+        self.client.auth_token = token
+        self.client.headers["X-Rucio-Auth-Token"] = token
+        return True
+
     def twin(self) -> Catalog:
         """Another catalog with the same policy and a client of its own, for another thread."""
         return Catalog(self.policy, batch_size=self.batch_size)
 
     def call(self, fn: Callable, *args: Any, **kwargs: Any) -> Any:
-        """One catalog call under the retry policy."""
-        return self.policy.call(fn, *args, **kwargs)
+        """One catalog call under the retry policy, with the current token. A refusal is looked at
+        again once: a token that expired on the way is said as such, one renewed meanwhile retried."""
+        self._fresh_token()
+        try:
+            return self.policy.call(fn, *args, **kwargs)
+        except AuthFailure:
+            if not self._fresh_token():
+                raise
+            return self.policy.call(fn, *args, **kwargs)
 
     def provenance(self) -> dict[str, Any]:
         """Who and what a run talks to, for `run.json` and the report: versions, server, account."""
@@ -93,4 +129,5 @@ class Catalog(ReplicaCalls, DidCalls, RseCalls, RuleCalls, ScopeCalls):
                 "rucio_host": self.client.host, "account": self.client.account}
 
     def _bisected(self, call: Callable[[list], Any], items: list) -> list[Rejected]:
+        self._fresh_token()
         return bisect_chunks(call, items, self.policy, self.batch_size)

@@ -169,6 +169,8 @@ class RetryPolicy:
         )
         try:
             return retrying(attempt)
+        except CallFailed:
+            raise  # classified already (a credential found expired on the way): stays what it is
         except Exception as exc:
             raise self._failure(exc, attempts) from exc
 
@@ -185,6 +187,9 @@ class RetryPolicy:
                 continue
             try:
                 value = self.probe() if self.probe else fn(*args, **kwargs)
+            except CallFailed:
+                breaker.release_probe(None)
+                raise
             except Exception as exc:
                 failure = self._failure(exc, 1)
                 breaker.release_probe(self.sleep if failure.classified.error_class.transient else None)

@@ -56,10 +56,11 @@ def down(root: Path | None, purge: bool) -> None:
 @lake.command()
 @_dir
 def status(root: Path | None) -> None:
-    """Each component, its address, health and fault; exit 1 when something is down that should not be."""
+    """Each component, its address, where it listens, health and fault; exit 1 when something is down that
+    should not be."""
     layout = _layout(root)
     table = Table()
-    for column in ("component", "address", "pid", "state"):
+    for column in ("component", "address", "listens on", "pid", "state"):
         table.add_column(column)
     rows = control.status(layout)
     for row in rows:
@@ -67,7 +68,7 @@ def status(root: Path | None) -> None:
             else "[red]down[/]"
         if row.fault:
             state = f"[magenta]fault: {row.fault}[/] ({state})"
-        table.add_row(row.name, row.address, str(row.pid or "-"), state)
+        table.add_row(row.name, row.address, ", ".join(row.bound) or "-", str(row.pid or "-"), state)
     out.print(f"local lake {layout.root}", markup=False)
     out.print(table)
     if version := rucio_server.ping(layout) if layout.ca_cert.exists() else None:
@@ -76,14 +77,40 @@ def status(root: Path | None) -> None:
         raise click.exceptions.Exit(1)
 
 
+_auth = click.option("--auth", type=click.Choice(["userpass", "x509_proxy", "oidc"]), default="userpass",
+                     show_default=True, envvar="NIGHTLAKE_AUTH",
+                     help="The credential the client presents: the lake's password, its X.509 proxy, or an "
+                          "OIDC token (`lake token` writes one) [env NIGHTLAKE_AUTH].")
+
+
 @lake.command()
 @_dir
-def env(root: Path | None) -> None:
+@_auth
+def env(root: Path | None, auth: str) -> None:
     """Print `export` lines for the stock rucio CLI: eval "$(nightlake lake env)"."""
     layout = _layout(root)
-    if not layout.client_cfg.exists():
+    if not layout.client_cfg_for(auth).exists():
         raise click.UsageError(f"no lake in {layout.root}: run `nightlake lake up` first")
-    click.echo("\n".join(control.env_lines(layout)))
+    click.echo("\n".join(control.env_lines(layout, auth)))
+
+
+@lake.command()
+@_dir
+@click.option("--lifetime", type=click.IntRange(min=1), default=3600, show_default=True,
+              help="Seconds the access token is valid.")
+@click.option("--out", "target", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Token file to (re)write [default: the lake's BEARER_TOKEN_FILE, see `lake env --auth oidc`].")
+def token(root: Path | None, lifetime: int, target: Path | None) -> None:
+    """Get a new OIDC access token from the lake's identity provider into a token file, as
+    oidc-agent would (run it again, or from cron, to renew the token a long run reads)."""
+    from nightlake.lake import idp
+
+    layout = _layout(root)
+    if not idp.healthy(layout):
+        raise click.UsageError(f"the identity provider of {layout.root} does not answer: run `nightlake lake up`")
+    path = target or layout.token_file
+    idp.write_token(path, idp.issue_token(layout, lifetime=lifetime))
+    console.print(f"token valid for {lifetime} s written to {path}")
 
 
 @lake.command()
@@ -93,7 +120,10 @@ def install(root: Path | None) -> None:
     from nightlake.lake import system
 
     system.check_packages()
+    from nightlake.lake import idp
+
     rucio_server.install(_layout(root), echo=console.print)
+    idp.install(_layout(root), echo=console.print)
     console.print("lake software installed")
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from nightlake.catalog.credentials import CredentialExpired
 from nightlake.catalog.failures import ErrorClass, classify
 from nightlake.catalog.retry import CallFailed, ServiceDown
 from nightlake.observe.events import EventBus, Kind
@@ -27,9 +28,9 @@ MESSAGE_CHARS = 500  # of a failure's message in its event; the journal keeps al
 
 def record_failure(journal: Any, records: Sequence[Any], exc: BaseException, bus: EventBus) -> None:
     """Journal `records` as failed with the class and original message of `exc`, and say so. A
-    service that stayed down past the patience window is no fault of the files: they keep their
-    state, for the re-run."""
-    if isinstance(exc, ServiceDown):
+    service that stayed down past the patience window, or a credential that expired, is no fault of
+    the files: they keep their state, for the re-run."""
+    if isinstance(exc, (ServiceDown, CredentialExpired)):
         return
     classified = exc.classified if isinstance(exc, CallFailed) else classify(exc)
     journal.fail(records, classified.error_class, classified.message)
@@ -51,7 +52,7 @@ class Streak:
     def failure(self, exc: BaseException) -> None:
         """Count `exc`; raise it when it ends a streak long enough to stop the run. Only a call
         that used up its retries (`CallFailed`) says anything about the service behind it."""
-        if isinstance(exc, ServiceDown):  # past the patience window: stop now
+        if isinstance(exc, (ServiceDown, CredentialExpired)):  # past the patience window, or expired: stop now
             raise exc
         if not isinstance(exc, CallFailed):
             self.success()

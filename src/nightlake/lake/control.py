@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Callable
 
 from nightlake import BadInput
-from nightlake.lake import certs, faults, objects, postgres, processes, rucio_server, system, transfer_service, xrootd
+from nightlake.lake import (certs, faults, idp, listening, objects, postgres, processes, rucio_server,
+                            system, transfer_service, xrootd)
 from nightlake.lake.layout import HOST, RSES, Layout
 
 Echo = Callable[[str], None]
 CATALOG_READY = "catalog.ready"
-CATALOG_CONTENT = "scope, RSEs, protocols, quotas, distances, fts\n"
+CATALOG_CONTENT = "scope, RSEs, protocols, quotas, distances, fts, x509 and oidc identities\n"
 
 
 @dataclass(frozen=True)
@@ -35,12 +36,13 @@ class Component:
     running: bool
     healthy: bool
     fault: str | None = None
+    bound: tuple[str, ...] = ()  # the addresses its ports listen on, as the kernel has them
 
 
 def components(layout: Layout) -> list[str]:
     """Process names in start order (`down` walks it backwards)."""
-    return ["postgresql", *(f"xrootd-{rse.name}" for rse in RSES), transfer_service.NAME, "rucio-server",
-            *rucio_server.DAEMONS]
+    return ["postgresql", idp.NAME, *(f"xrootd-{rse.name}" for rse in RSES), transfer_service.NAME,
+            "rucio-server", *rucio_server.DAEMONS]
 
 
 def is_up(layout: Layout) -> bool:
@@ -55,11 +57,13 @@ def up(layout: Layout, echo: Echo = print) -> bool:
         return False
     _check_ports(layout)
     rucio_server.install(layout, echo)
+    idp.install(layout, echo)
     layout.save()
     _check_reachable(layout.root)
     certs.ensure(layout.certs)
     rucio_server.write_configs(layout)
     _start_catalog_db(layout, echo)
+    _ensure_running(layout, idp.NAME, lambda: idp.start(layout), echo)
     in_force = faults.current(layout)
     for rse in RSES:
         if in_force.get(rse.name) != "down":
@@ -72,9 +76,9 @@ def up(layout: Layout, echo: Echo = print) -> bool:
         ready.write_text(CATALOG_CONTENT)
         echo("catalog ready: scope, 3 RSEs, quotas, distances, fts")
     elif ready.read_text() != CATALOG_CONTENT:
-        objects.add_fts(layout, client(layout))
+        objects.upgrade(layout, client(layout), ready.read_text())
         ready.write_text(CATALOG_CONTENT)
-        echo("catalog: the RSEs' fts attribute added (the lake now replicates)")
+        echo("catalog: brought up to date (" + CATALOG_CONTENT.strip() + ")")
     for daemon in rucio_server.DAEMONS:
         _ensure_running(layout, daemon, lambda d=daemon: rucio_server.start_daemon(layout, d), echo)
     return True
@@ -113,7 +117,7 @@ def _check_ports(layout: Layout) -> None:
     running = {c.name for c in status(layout) if c.running} if layout.state_file.exists() else set()
     needed = {}
     for component, port in ports.items():
-        owner = component if component in ("postgresql", "rucio-server", transfer_service.NAME) \
+        owner = component if component in ("postgresql", "rucio-server", transfer_service.NAME, idp.NAME) \
             else f"xrootd-{component.split()[1]}"
         if owner not in running:
             needed[component] = port
@@ -168,8 +172,19 @@ def status(layout: Layout) -> list[Component]:
         running = bool(proc and proc.alive())
         address, healthy = _probe(layout, name, running)
         fault = in_force.get(name.removeprefix("xrootd-")) if name.startswith("xrootd-") else None
-        rows.append(Component(name, address, proc.pid if proc else None, running, healthy, fault))
+        bound = tuple(a for port in _ports(layout, name) for a in listening.bound(port)) if running else ()
+        rows.append(Component(name, address, proc.pid if proc else None, running, healthy, fault, bound))
     return rows
+
+
+def _ports(layout: Layout, name: str) -> list[int]:
+    """The ports a component listens on (Rucio's daemons listen on none)."""
+    if name.startswith("xrootd-"):
+        rse = next(r for r in RSES if f"xrootd-{r.name}" == name)
+        return [layout.root_port(rse), layout.https_port(rse)]
+    ports = {"postgresql": layout.pg_port, "rucio-server": layout.rucio_port,
+             transfer_service.NAME: layout.transfers_port, idp.NAME: layout.idp_port}
+    return [ports[name]] if name in ports else []
 
 
 def _probe(layout: Layout, name: str, running: bool) -> tuple[str, bool]:
@@ -179,6 +194,8 @@ def _probe(layout: Layout, name: str, running: bool) -> tuple[str, bool]:
         return layout.rucio_url, running and rucio_server.healthy(layout)
     if name == transfer_service.NAME:
         return layout.transfers_url, running and transfer_service.healthy(layout)
+    if name == idp.NAME:
+        return layout.idp_url, running and idp.healthy(layout)
     if name.startswith("xrootd-"):
         rse = next(r for r in RSES if f"xrootd-{r.name}" == name)
         address = f"root://{HOST}:{layout.root_port(rse)}  https://{HOST}:{layout.https_port(rse)}"
@@ -186,24 +203,30 @@ def _probe(layout: Layout, name: str, running: bool) -> tuple[str, bool]:
     return "-", running
 
 
-def env(layout: Layout) -> dict[str, str]:
-    """What the stock `rucio` CLI needs to talk to this lake."""
-    values = {"RUCIO_CONFIG": str(layout.client_cfg), "X509_USER_PROXY": str(layout.proxy),
-              "NIGHTLAKE_LAKE_DIR": str(layout.root)}
+def env(layout: Layout, auth: str = "userpass") -> dict[str, str]:
+    """What the stock `rucio` CLI needs to talk to this lake (and its root:// clients, XRootD's GSI
+    with the lake's proxy, to find the lake CA); with `oidc`, where the bearer token is."""
+    values = {"RUCIO_CONFIG": str(layout.client_cfg_for(auth)), "X509_USER_PROXY": str(layout.proxy),
+              "X509_CERT_DIR": str(layout.ca_dir), "NIGHTLAKE_LAKE_DIR": str(layout.root)}
+    if auth == "oidc":
+        values["BEARER_TOKEN_FILE"] = str(layout.token_file)
     bindir = Path(sys.executable).parent
     if (bindir / "rucio").exists():
         values["PATH"] = f"{bindir}:{os.environ.get('PATH', '')}"
     return values
 
 
-def env_lines(layout: Layout) -> list[str]:
-    return [f"export {key}={shlex.quote(value)}" for key, value in env(layout).items()]
+def env_lines(layout: Layout, auth: str = "userpass") -> list[str]:
+    return [f"export {key}={shlex.quote(value)}" for key, value in env(layout, auth).items()]
 
 
 def client(layout: Layout):
-    """A stock Rucio client bound to this lake, for the lake's own set-up (never another catalog)."""
+    """A stock Rucio client bound to this lake, for the lake's own set-up (never another catalog).
+    It trusts this lake's CA by name: Rucio's client prefers `X509_CERT_DIR` to the configuration's
+    `ca_cert`, and an inherited one (another lake's, with the same CA subject but another key)
+    would fail the TLS check with "certificate signature failure"."""
     os.environ["RUCIO_CONFIG"] = str(layout.client_cfg)
     os.environ["X509_USER_PROXY"] = str(layout.proxy)
     from rucio.client import Client
 
-    return Client()
+    return Client(ca_cert=str(layout.ca_cert))

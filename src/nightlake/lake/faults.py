@@ -9,8 +9,8 @@ the clients see XRootD's real errors.
   `No space left on device` before a byte is written. (A byte limit alone is not enough: XRootD
   5.5.3 acknowledges a write the disk cut short, and the file would be stored truncated.)
 - `slow`: XrdThrottle limits the server's data rate to 256 kB/s.
-- `error`: authorisation is switched on with an empty authorisation database: every request fails
-  with `[3010] ... permission denied` (https: 403).
+- `error`: the authorisation database is emptied: every request fails with `[3010] ... permission
+  denied` (https: 403).
 
 The faults in force are kept in `faults.json`, so `lake up` starts each XRootD as its fault says.
 """

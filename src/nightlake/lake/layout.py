@@ -81,6 +81,11 @@ class Layout:
         """The transfer service (FTS3 REST subset), the RSEs' `fts` attribute."""
         return self.port_base + 2
 
+    @property
+    def idp_port(self) -> int:
+        """The identity provider (OIDC), issuing the tokens Rucio and the RSEs accept."""
+        return self.port_base + 3
+
     def root_port(self, rse: RSESpec) -> int:
         return self.port_base + 10 + rse.index
 
@@ -89,7 +94,8 @@ class Layout:
 
     def ports(self) -> dict[str, int]:
         """Every port the lake listens on, named by its component."""
-        ports = {"rucio-server": self.rucio_port, "postgresql": self.pg_port, "transfers": self.transfers_port}
+        ports = {"rucio-server": self.rucio_port, "postgresql": self.pg_port, "transfers": self.transfers_port,
+                 "identity-provider": self.idp_port}
         for rse in RSES:
             ports[f"xrootd {rse.name} root://"] = self.root_port(rse)
             ports[f"xrootd {rse.name} https://"] = self.https_port(rse)
@@ -102,6 +108,11 @@ class Layout:
     @property
     def transfers_url(self) -> str:
         return f"https://{HOST}:{self.transfers_port}"
+
+    @property
+    def idp_url(self) -> str:
+        """The OIDC issuer, exactly as the tokens' `iss` and Rucio's idpsecrets write it."""
+        return f"https://{HOST}:{self.idp_port}"
 
     # directories
     etc = property(lambda self: self.root / "etc")
@@ -120,9 +131,17 @@ class Layout:
 
     server_cfg = property(lambda self: self.etc / "server.cfg")
     client_cfg = property(lambda self: self.etc / "rucio.cfg")
+    idp_dir = property(lambda self: self.root / "idp")
+    token_file = property(lambda self: self.root / "tokens" / "bearer_token")  # what `lake token` renews
+
+    def client_cfg_for(self, auth: str) -> Path:
+        """The client config of one auth type: rucio.cfg (userpass), rucio-x509_proxy.cfg, rucio-oidc.cfg."""
+        return self.client_cfg if auth == "userpass" else self.etc / f"rucio-{auth}.cfg"
+
     alembic_ini = property(lambda self: self.etc / "alembic.ini")
     ca_cert = property(lambda self: self.certs / "ca.pem")
     proxy = property(lambda self: self.certs / "x509up")
+    ca_dir = property(lambda self: self.certs / "cadir")  # the CA under its subject hash: X509_CERT_DIR
     access_log = property(lambda self: self.logs / "rucio-access.log")
     state_file = property(lambda self: self.root / "lake.json")
 

@@ -7,6 +7,7 @@ transfer to the `fts` of its destination, so pointing it at a real FTS is a chan
 
 from __future__ import annotations
 
+from nightlake.lake import certs, idp
 from nightlake.lake.layout import DISTANCES, HOST, RSES, SCOPE, Layout, RSESpec
 from nightlake.lake.rucio_server import ACCOUNT
 from nightlake.lake.xrootd import EXPORT
@@ -50,6 +51,22 @@ def create(layout: Layout, client) -> None:
     for (src, dst), distance in DISTANCES.items():
         client.add_distance(src, dst, {"distance": distance})
     add_fts(layout, client)
+    add_identities(layout, client)
+
+
+def add_identities(layout: Layout, client) -> None:
+    """The lake user's other ways in, all to `root`: the DN of its X.509 proxy's end-entity
+    certificate (Rucio strips the proxy's own CN) and its OIDC identity at the lake's provider."""
+    client.add_identity(ACCOUNT, certs.dn(certs.CLIENT), "X509", email="nightlake@localhost")
+    client.add_identity(ACCOUNT, idp.identity(layout), "OIDC", email="nightlake@localhost")
+
+
+def upgrade(layout: Layout, client, made: str) -> None:
+    """Bring a catalog made by an older lake up to date; `made` is what its ready file says it holds."""
+    if "fts" not in made:
+        add_fts(layout, client)
+    if "identities" not in made:
+        add_identities(layout, client)
 
 
 def add_fts(layout: Layout, client) -> None:

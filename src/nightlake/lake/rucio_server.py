@@ -8,6 +8,7 @@ with `[database]` would switch `rucio.rse` into server mode).
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import ssl
@@ -17,9 +18,10 @@ import urllib.request
 from pathlib import Path
 
 from nightlake import BadInput
-from nightlake.lake import postgres, processes
+from nightlake.lake import idp, postgres, processes
 from nightlake.lake.layout import RUCIO_VERSION, Layout
 
+GATEWAY = Path(__file__).with_name("rucio_gateway.py")
 REQUIREMENTS = [f"rucio[postgresql]=={RUCIO_VERSION}", "gunicorn==27.0.1"]
 ACCOUNT = "root"
 IDENTITY = "nightlake"
@@ -71,11 +73,16 @@ def write_configs(layout: Layout) -> None:
         capture_output=True, text=True, check=True).stdout.strip()
     db = postgres.url(layout)
     _write(layout.alembic_ini, ALEMBIC.format(script=f"{site_packages}/db/sqla/migrate_repo", db=db))
+    secrets_file = layout.etc / "idpsecrets.json"
+    _write(secrets_file, json.dumps(idp.idpsecrets(layout), indent=1))
     _write(layout.server_cfg, SERVER.format(logs=layout.logs, db=db, identity=IDENTITY, password=password,
-                                            alembic=layout.alembic_ini, proxy=layout.proxy))
-    _write(layout.client_cfg, CLIENT.format(url=layout.rucio_url, identity=IDENTITY, password=password,
-                                            account=ACCOUNT, ca=layout.ca_cert,
-                                            token=layout.root / "tokens"))
+                                            alembic=layout.alembic_ini, proxy=layout.proxy)
+           + OIDC.format(idpsecrets=secrets_file))
+    for auth, extra in CLIENT_AUTH.items():
+        text = CLIENT.format(url=layout.rucio_url, account=ACCOUNT, ca=layout.ca_cert, auth=auth,
+                             token=layout.root / "tokens") + \
+            extra.format(identity=IDENTITY, password=password, proxy=layout.proxy, issuer=layout.idp_url)
+        _write(layout.client_cfg_for(auth), text)
 
 
 def _password(layout: Layout) -> str:
@@ -93,7 +100,11 @@ def _write(path: Path, text: str) -> None:
 
 
 def server_env(layout: Layout) -> dict:
+    """The server's and daemons' environment: this lake's config, proxy and CA (never an inherited
+    one); REQUESTS_CA_BUNDLE so that the server's OIDC client trusts the lake's identity provider."""
     return {**os.environ, "RUCIO_CONFIG": str(layout.server_cfg), "X509_USER_PROXY": str(layout.proxy),
+            "X509_CERT_DIR": str(layout.ca_dir), "REQUESTS_CA_BUNDLE": str(layout.ca_cert),
+            "NIGHTLAKE_CLIENT_CA": str(layout.ca_cert),
             "PATH": f"{layout.server_venv / 'bin'}:{os.environ.get('PATH', '')}"}
 
 
@@ -110,12 +121,13 @@ def bootstrap(layout: Layout) -> None:
 
 
 def start_server(layout: Layout, workers: int = 2, threads: int = 4) -> processes.Proc:
-    """gunicorn serving the REST API over TLS on 127.0.0.1, with an access log (calls are counted from it)."""
+    """gunicorn serving the REST API over TLS on 127.0.0.1, with an access log (calls are counted
+    from it), behind `rucio_gateway` (an optional client certificate, for Rucio's x509 login)."""
     argv = [str(layout.server_venv / "bin" / "gunicorn"), "--bind", f"127.0.0.1:{layout.rucio_port}",
             "--workers", str(workers), "--threads", str(threads), "--timeout", "300", "--no-control-socket",
             "--certfile", str(layout.certs / "host.pem"), "--keyfile", str(layout.certs / "host.key"),
             "--access-logfile", str(layout.access_log), "--error-logfile", str(layout.logs / "rucio-server.log"),
-            "rucio.web.rest.flaskapi.v1.main:application"]
+            "--config", str(GATEWAY), "--pythonpath", str(GATEWAY.parent), "rucio_gateway:application"]
     proc = processes.start(layout.pids, "rucio-server", argv, layout.logs / "rucio-server.out",
                            env=server_env(layout), cwd=layout.root)
     return processes.wait_ready(proc, lambda: healthy(layout), what="the Rucio server (/ping)",
@@ -205,13 +217,27 @@ loglevel = WARNING
 [client]
 rucio_host = {url}
 auth_host = {url}
-auth_type = userpass
-username = {identity}
-password = {password}
 account = {account}
 ca_cert = {ca}
 request_retries = 3
-auth_token_file_path = {token}/auth_token_for_account_{account}
+auth_token_file_path = {token}/{auth}/auth_token_for_account_{account}
+auth_type = {auth}
+"""
+# What each auth type adds to the client config (Rucio's own option names). oidc: the bearer token
+# itself is found by WLCG discovery (BEARER_TOKEN_FILE, ...), as Rucio's client does.
+CLIENT_AUTH = {
+    "userpass": "username = {identity}\npassword = {password}\n",
+    "x509_proxy": "client_x509_proxy = {proxy}\n",
+    "oidc": "oidc_issuer = {issuer}\noidc_audience = rucio\n",
+}
+
+# Rucio's server accepts the lake's identity provider's JWTs: audience `rucio`, scope `openid profile`.
+OIDC = """
+[oidc]
+idpsecrets = {idpsecrets}
+admin_issuer = lake
+expected_audience = rucio
+expected_scope = openid profile
 """
 
 ALEMBIC = """\

@@ -31,6 +31,9 @@ REQUIRED = {
     "/usr/lib/*/gfal2-plugins/libgfal_plugin_http.so": "gfal2-plugin-http",
     "/usr/lib/*/gfal2-plugins/libgfal_plugin_xrootd.so": "gfal2-plugin-xrootd",
     "/usr/lib/*/gfal2-plugins/libgfal_plugin_file.so": "gfal2-plugin-file",
+    # the RSEs' WLCG token authorisation, and the identity provider's runtime (Node.js 20: any source)
+    "/usr/lib/*/libXrdAccSciTokens-5.so": "xrootd-scitokens-plugins",
+    "node": "nodejs",
 }
 
 

@@ -2,17 +2,16 @@
 
 The service runs under Debian's /usr/bin/python3, because the gfal2 bindings are built for it, as a
 process of its own with the lake's host certificate. gfal2 finds the lake CA through
-`X509_CERT_DIR` (a directory of OpenSSL-hashed CA names, which `hashed_ca_dir` makes) and presents
-the lake's client certificate (`X509_USER_PROXY`) to the XRootD servers.
+`X509_CERT_DIR` (`certs/cadir`, the CA under its OpenSSL subject hash) and presents the lake's
+client proxy (`X509_USER_PROXY`) to the XRootD servers: over https as the TLS client certificate,
+over root:// through GSI.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import ssl
-import subprocess
 import urllib.request
 from pathlib import Path
 
@@ -24,18 +23,6 @@ NAME = "transfers"
 MAX_ACTIVE, PER_LINK, FILE_TIMEOUT = 4, 2, 300
 
 
-def hashed_ca_dir(layout: Layout) -> Path:
-    """`certs/cadir` with the lake CA under its OpenSSL subject hash, as gfal2 (davix) expects."""
-    cadir = layout.certs / "cadir"
-    if not any(cadir.glob("*.0")):
-        cadir.mkdir(exist_ok=True)
-        shutil.copy(layout.ca_cert, cadir / "ca.pem")
-        subject_hash = subprocess.run(["openssl", "x509", "-subject_hash", "-noout", "-in", str(cadir / "ca.pem")],
-                                      capture_output=True, text=True, check=True).stdout.strip()
-        (cadir / f"{subject_hash}.0").symlink_to("ca.pem")
-    return cadir
-
-
 def start(layout: Layout) -> processes.Proc:
     """Run the service and wait until it answers `GET /` over TLS with the lake's client certificate."""
     (layout.root / NAME).mkdir(exist_ok=True)
@@ -45,7 +32,7 @@ def start(layout: Layout) -> processes.Proc:
             "--ca", str(layout.ca_cert), "--max-active", str(MAX_ACTIVE), "--per-link", str(PER_LINK),
             "--file-timeout", str(FILE_TIMEOUT)]
     env = {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/root"), "X509_USER_PROXY": str(layout.proxy),
-           "X509_CERT_DIR": str(hashed_ca_dir(layout))}
+           "X509_CERT_DIR": str(layout.ca_dir)}
     log = layout.logs / f"{NAME}.log"
     proc = processes.start(layout.pids, NAME, argv, log, env=env, cwd=layout.root)
     return processes.wait_ready(proc, lambda: healthy(layout), what="the transfer service", log=log, timeout=20)

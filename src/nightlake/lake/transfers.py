@@ -22,14 +22,17 @@ and `verify_checksum` (`both` / `source` / `target` / `none`, compared with the 
 message as gfal2 gives it (only surrounding whitespace dropped), so Rucio records the real error.
 At most `--max-active` copies run at once, and at most `--per-link` on one source->destination link.
 
-Jobs live in SQLite, so a restarted conveyor, or a restarted service, still gets its answers; a
-copy that was ACTIVE when the service stopped is submitted again at start.
+Jobs live in SQLite (`transfer_jobs`: FTS's job model and its store), so a restarted conveyor, or a
+restarted service, still gets its answers; a copy that was ACTIVE when the service stopped is
+submitted again at start.
 
-Credentials: the API requires a client certificate signed by `--ca`. Towards the lake's XRootD
-servers, gfal2 is given the bearer credential "none" for each https endpoint: without a bearer
-credential gfal2 asks XrdHttpTPC for gridsite proxy delegation, which XRootD 5.5 refuses
-("unsupported credential type: gridsite"); with one it sends `Credential: none`. The lake's XRootD
-has no token plugin and admits loopback peers only, so the value carries no secret.
+Credentials: the API requires a client certificate (or an RFC 3820 proxy of one) signed by `--ca`.
+Towards the lake's XRootD servers gfal2 presents `X509_USER_PROXY` (TLS client certificate over
+https, GSI over root://), and is given the bearer credential "none" for each https endpoint:
+without a bearer credential gfal2 asks XrdHttpTPC for gridsite proxy delegation, which XRootD 5.5
+refuses ("unsupported credential type: gridsite"); with one it sends `Credential: none`, so the
+destination pulls from the source anonymously (the lake's RSEs let anyone read, nobody but the
+lake's client write). The lake's XRootD has no token plugin, so the value carries no secret.
 
 This module runs alone under Debian's /usr/bin/python3 (the gfal2 bindings are built for it): it
 imports only the standard library, gfal2 and its sibling `transfer_jobs`, never the rest of nightlake.
@@ -51,6 +54,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 VERSION = "3.12.0"  # the FTS REST API version whose subset this serves
+PROXY_CNS = re.compile(r"(/CN=(\d+|proxy|limited proxy))+$")
 
 if __package__:  # imported as nightlake.lake.transfers (tests)
     from nightlake.lake.transfer_jobs import (BASE_ID, VO, BadRequest, Store, file_view, job_from_submission,
@@ -232,10 +236,12 @@ class Handler(BaseHTTPRequestHandler):
         return parts.path.rstrip("/") or "/", parse_qs(parts.query)
 
     def _dn(self) -> str:
-        """The client certificate's subject in the slash form FTS shows."""
+        """The client's subject in the slash form FTS shows: a proxy's own CNs (a number for an
+        RFC 3820 proxy, `proxy` for a legacy one) dropped, so it names the user, not the proxy."""
         subject = (self.connection.getpeercert() or {}).get("subject", ())
         names = {"organizationName": "O", "commonName": "CN", "countryName": "C", "organizationalUnitName": "OU"}
-        return "".join(f"/{names.get(k, k)}={v}" for rdn in subject for k, v in rdn)
+        dn = "".join(f"/{names.get(k, k)}={v}" for rdn in subject for k, v in rdn)
+        return PROXY_CNS.sub("", dn)
 
     def _not_found(self, what: str) -> None:
         self._send(404, {"status": "404 Not Found", "message": f"No job with the id {what} has been found"})
@@ -263,6 +269,7 @@ class Service(ThreadingHTTPServer):
         self.context.load_cert_chain(cert, key)
         self.context.load_verify_locations(ca)
         self.context.verify_mode = ssl.CERT_REQUIRED
+        self.context.verify_flags |= ssl.VERIFY_ALLOW_PROXY_CERTS  # grid clients present RFC 3820 proxies
         self.store, self.scheduler = store, scheduler
 
     def get_request(self):

@@ -205,12 +205,13 @@ def _check_received(pfn: str, counter: Adler32Counter, adler32: str | None, expe
 
 
 def open_storage(protocol: dict, *, ca_cert: str | bool = True, client_cert: str | None = None,
-                 pool_size: int = 8, timeout: float = 120.0, checksum_slots: int = 4,
+                 token: Callable[[], str] | None = None, pool_size: int = 8, timeout: float = 120.0, checksum_slots: int = 4,
                  rse_info: dict | None = None) -> Storage:
     """A `Storage` for one entry of an RSE's `protocols` list (scheme, hostname, port, prefix, impl).
 
     `ca_cert`: CA bundle/dir to verify servers (True = system trust; never False by default).
     `client_cert`: a PEM with certificate and key (an X509 proxy) to present, or None.
+    `token`: gives the current bearer token to present over https (`storage.credentials`), or None.
     `timeout`: seconds without progress before a call fails (a transient error for the policy).
     `checksum_slots`: concurrent server checksum requests (see `TwoPhaseStorage`).
     `rse_info` (the RSE's full `get_rse_info`) is only used by the Rucio-plugin fallback.
@@ -218,7 +219,7 @@ def open_storage(protocol: dict, *, ca_cert: str | bool = True, client_cert: str
     scheme = protocol["scheme"]
     if scheme in ("https", "davs"):
         from nightlake.storage.https import HttpsStorage
-        return HttpsStorage(ca_cert=ca_cert, client_cert=client_cert, pool_size=pool_size,
+        return HttpsStorage(ca_cert=ca_cert, client_cert=client_cert, token=token, pool_size=pool_size,
                             timeout=(10.0, timeout), checksum_slots=checksum_slots)
     if scheme == "root":
         from nightlake.storage.root import RootStorage
@@ -240,14 +241,8 @@ def pfns(rse_info: dict, scheme: str, dids: list[dict], operation: str = "write"
 
 
 def tls_from_rucio_config() -> tuple[str | bool, str | None]:
-    """(ca_cert, client_cert) as the Rucio client would use them.
+    """(ca_cert, client_cert) as the Rucio client would use them (`storage.credentials`)."""
+    from nightlake.storage.credentials import from_rucio_config
 
-    CA: `[client] ca_cert` of the Rucio config, else `X509_CERT_DIR`, else the system trust store
-    (True). Verification is never switched off here. Client cert: `X509_USER_PROXY` if set.
-    """
-    from rucio.common.config import config_get
-
-    ca: str | bool = config_get("client", "ca_cert", raise_exception=False, default=None) or \
-        os.environ.get("X509_CERT_DIR") or True
-    proxy = os.environ.get("X509_USER_PROXY") or None
-    return ca, proxy
+    creds = from_rucio_config()
+    return creds.ca_cert, creds.client_cert

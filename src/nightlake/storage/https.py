@@ -23,7 +23,7 @@ import contextlib
 import os
 import posixpath
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -45,8 +45,8 @@ class HttpsStorage(TwoPhaseStorage):
     scheme = "https"
 
     def __init__(self, *, ca_cert: str | bool = True, client_cert: str | None = None,
-                 pool_size: int = 8, timeout: tuple[float, float] = (10.0, 120.0),
-                 checksum_slots: int = 4):
+                 token: Callable[[], str] | None = None, pool_size: int = 8,
+                 timeout: tuple[float, float] = (10.0, 120.0), checksum_slots: int = 4):
         super().__init__(checksum_slots)
         session = requests.Session()
         session.trust_env = False  # REQUESTS_CA_BUNDLE would silently override `verify`
@@ -55,13 +55,20 @@ class HttpsStorage(TwoPhaseStorage):
         adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
         session.mount("https://", adapter)
         session.mount("http://", adapter)
-        self._session, self._timeout = session, timeout
+        self._session, self._timeout, self._token = session, timeout, token
         self._gets = urllib3.PoolManager(num_pools=4, maxsize=pool_size, retries=False,
                                          timeout=urllib3.Timeout(connect=timeout[0], read=timeout[1]),
                                          **_tls(ca_cert, client_cert))
 
-    def _request(self, method: str, pfn: str, **kwargs) -> requests.Response:
-        return self._session.request(method, _url(pfn), timeout=self._timeout, **kwargs)
+    def _bearer(self, headers: dict[str, str] | None) -> dict[str, str]:
+        """The request's headers with the current bearer token (re-read when its file was renewed)."""
+        if self._token is None:
+            return headers or {}
+        return {**(headers or {}), "Authorization": f"Bearer {self._token()}"}
+
+    def _request(self, method: str, pfn: str, headers: dict[str, str] | None = None, **kwargs) -> requests.Response:
+        return self._session.request(method, _url(pfn), headers=self._bearer(headers), timeout=self._timeout,
+                                     **kwargs)
 
     def _send(self, pfn: str, body: Adler32Counter, size: int) -> None:
         # `body` has __len__, so requests sends Content-Length, not chunked encoding.
@@ -124,7 +131,8 @@ class HttpsStorage(TwoPhaseStorage):
     def _get(self, pfn: str, headers: dict[str, str]) -> urllib3.BaseHTTPResponse:
         url = _url(pfn)
         with _as_requests_errors():
-            response = self._gets.request("GET", url, headers=headers, preload_content=False, redirect=False)
+            response = self._gets.request("GET", url, headers=self._bearer(headers), preload_content=False,
+                                          redirect=False)
         if response.status >= 400:
             response.drain_conn()
             failed = requests.Response()

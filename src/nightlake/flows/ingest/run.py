@@ -33,7 +33,8 @@ from nightlake.observe.events import EventBus, Kind
 from nightlake.runs.journal.ingest import FileRecord, FileState, IngestJournal
 from nightlake.runs.rundir import INGEST, RunDir
 from nightlake.runs.summary import ingest_summary
-from nightlake.storage import Storage, open_storage, pfns, tls_from_rucio_config
+from nightlake.storage import Storage, open_storage, pfns
+from nightlake.storage import credentials as storage_credentials
 
 
 @dataclass(frozen=True)
@@ -93,8 +94,8 @@ def _ingest(journal: IngestJournal, run: RunDir, request: IngestRequest, catalog
             protocol: dict, started: float, bus: EventBus) -> dict[str, Any]:
     """The journaled run: storage opened, the pipeline run, the summary written whatever happens."""
     journal.set_meta(**catalog.provenance())
-    ca_cert, client_cert = tls_from_rucio_config()
-    storage = open_storage(protocol, ca_cert=ca_cert, client_cert=client_cert,
+    creds = storage_credentials.from_rucio_config()
+    storage = open_storage(protocol, ca_cert=creds.ca_cert, client_cert=creds.client_cert, token=creds.token,
                            pool_size=request.options.workers, rse_info=rse_info)
     _emit_start(bus, journal, request.options.rse, protocol["scheme"])
     pfn_of = _pfn_resolver(rse_info, protocol["scheme"])

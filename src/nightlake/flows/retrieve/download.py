@@ -33,8 +33,8 @@ from nightlake.storage import (
     Storage,
     adler,
     open_storage,
-    tls_from_rucio_config,
 )
+from nightlake.storage import credentials as storage_credentials
 
 if TYPE_CHECKING:
     from nightlake.flows.retrieve.run import RetrieveRequest
@@ -56,8 +56,10 @@ class Storages:
         scheme = pfn.split(":", 1)[0]
         with self._lock:
             if scheme not in self._open:
-                ca_cert, client_cert = tls_from_rucio_config() if scheme != "file" else (True, None)
-                self._open[scheme] = open_storage({"scheme": scheme}, ca_cert=ca_cert, client_cert=client_cert,
+                creds = storage_credentials.from_rucio_config() if scheme != "file" else \
+                    storage_credentials.StorageCredentials(True, None)
+                self._open[scheme] = open_storage({"scheme": scheme}, ca_cert=creds.ca_cert,
+                                                  client_cert=creds.client_cert, token=creds.token,
                                                   pool_size=self._pool_size)
             return self._open[scheme]
 
