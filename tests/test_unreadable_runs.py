@@ -4,6 +4,7 @@ not know are shown, not dropped."""
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import subprocess
@@ -75,6 +76,19 @@ def test_report_of_a_damaged_or_foreign_journal_is_one_line_naming_it(tmp_path, 
     damage(path)
     with pytest.raises(BadInput, match=f"^{path}: not a journal this nightlake can read"):
         collect(tmp_path / "run")
+
+
+@pytest.mark.parametrize("damage", DAMAGES, ids=lambda f: f.__name__.strip("_"))
+def test_resuming_a_run_whose_journal_is_damaged_is_one_line_naming_it(tmp_path, damage):
+    """The resume path (ingest, retrieve) checks the whole journal before it does anything."""
+    from nightlake.runs.rundir import INGEST, RunDir
+
+    description = {"command": "ingest", "source": "/night", "rse": "ONSITE"}
+    path = _journal(tmp_path / "run")
+    (tmp_path / "run" / "run.json").write_text(json.dumps(description))
+    damage(path)
+    with pytest.raises(BadInput, match=f"^{path}: not a journal this nightlake can read"):
+        RunDir(tmp_path / "run").open(INGEST, description)
 
 
 def test_status_of_a_garbled_journal_exits_2_with_one_line(tmp_path):

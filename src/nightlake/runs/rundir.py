@@ -66,12 +66,28 @@ class RunDir:
         """The run's journal: a new one, or the existing one when `description` is the same run."""
         if self.journal(kind).exists():
             self._check_same_run(kind, description)
-            return kind.journal_class.open(self.journal(kind))
+            return self._resume(kind)
         if self.path.exists() and any(self.path.iterdir()):
             raise BadInput(f"{self.path} is not empty and holds no {kind.command} run; use a new --run directory")
         self.path.mkdir(parents=True, exist_ok=True)
         self.description.write_text(json.dumps(description, indent=2, default=str) + "\n")
         return kind.journal_class.create(self.journal(kind), {"description": description})
+
+    def _resume(self, kind: RunKind) -> Any:
+        """The journal of the run being resumed, checked whole first (SQLite's quick_check: 0.85 s
+        for a 500,000-file journal of 155 MB): a damaged one is one line naming it before anything
+        is uploaded or registered, since SQLite reads pages lazily and would find out mid-run."""
+        path = self.journal(kind)
+        try:
+            journal = kind.journal_class.open(path)
+        except (sqlite3.DatabaseError, ValueError) as exc:
+            raise BadInput(_unreadable(path, exc)) from None
+        try:
+            journal.check_intact()
+        except sqlite3.DatabaseError as exc:
+            journal.close()
+            raise BadInput(_unreadable(path, exc)) from None
+        return journal
 
     def _check_same_run(self, kind: RunKind, description: dict[str, Any]) -> None:
         saved = json.loads(self.description.read_text())

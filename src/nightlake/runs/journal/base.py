@@ -104,6 +104,12 @@ class SQLiteJournal(StateMachine):
             for statement in filter(str.strip, script.split(";")):
                 db.execute(statement)
 
+    def check_intact(self) -> None:
+        """sqlite3.DatabaseError unless SQLite's quick_check finds every page and index whole."""
+        problems = [row[0] for row in self._query("PRAGMA quick_check(5)")]
+        if problems != ["ok"]:
+            raise sqlite3.DatabaseError(f"damaged: {'; '.join(problems)}")
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
