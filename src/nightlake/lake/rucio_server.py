@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import ssl
 import subprocess
 import sys
@@ -21,6 +22,8 @@ from nightlake.lake import postgres, processes
 from nightlake.lake.layout import RUCIO_VERSION, Layout
 
 REQUIREMENTS = [f"rucio[postgresql]=={RUCIO_VERSION}", "gunicorn==27.0.1"]
+# CTAO's policy package (the version CTAO's BDMS 0.11 clients require), for a lake made with it.
+POLICY_PACKAGES = {"generic": [], "ctao": ["ctao-bdms-rucio-policy==0.6.0"]}
 ACCOUNT = "root"
 IDENTITY = "nightlake"
 # Daemons that keep the lake's promises: dataset rule locks, rule lifetimes, deletion, and
@@ -44,22 +47,28 @@ def venv_python(layout: Layout) -> Path:
     return layout.server_venv / "bin" / "python"
 
 
+def requirements(layout: Layout) -> list[str]:
+    """What the lake's server venv holds: Rucio, gunicorn, and the policy package of the lake's policy."""
+    return REQUIREMENTS + POLICY_PACKAGES[layout.policy]
+
+
 def installed(layout: Layout) -> bool:
     stamp = layout.server_venv / "nightlake-requirements.txt"
-    return stamp.exists() and stamp.read_text().split() == REQUIREMENTS
+    return stamp.exists() and stamp.read_text().split() == requirements(layout)
 
 
 def install(layout: Layout, echo=print) -> None:
     """Create the server venv once (about 30 s); later calls return at once."""
     if installed(layout):
         return
-    echo(f"installing the Rucio {RUCIO_VERSION} server into {layout.server_venv} (first time only)")
+    echo(f"installing the Rucio {RUCIO_VERSION} server ({layout.policy} policy) into {layout.server_venv} "
+         f"(first time only)")
     subprocess.run([sys.executable, "-m", "venv", "--clear", str(layout.server_venv)], check=True)
     pip = [str(layout.server_venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check"]
-    result = subprocess.run(pip + REQUIREMENTS, capture_output=True, text=True)
+    result = subprocess.run(pip + requirements(layout), capture_output=True, text=True)
     if result.returncode:
         raise BadInput(f"could not install the Rucio server: {result.stderr.strip().splitlines()[-1]}")
-    (layout.server_venv / "nightlake-requirements.txt").write_text("\n".join(REQUIREMENTS) + "\n")
+    (layout.server_venv / "nightlake-requirements.txt").write_text("\n".join(requirements(layout)) + "\n")
 
 
 def write_configs(layout: Layout) -> None:
@@ -72,10 +81,12 @@ def write_configs(layout: Layout) -> None:
     db = postgres.url(layout)
     _write(layout.alembic_ini, ALEMBIC.format(script=f"{site_packages}/db/sqla/migrate_repo", db=db))
     _write(layout.server_cfg, SERVER.format(logs=layout.logs, db=db, identity=IDENTITY, password=password,
-                                            alembic=layout.alembic_ini, proxy=layout.proxy))
+                                            alembic=layout.alembic_ini, proxy=layout.proxy,
+                                            policy=POLICY[layout.policy]))
     _write(layout.client_cfg, CLIENT.format(url=layout.rucio_url, identity=IDENTITY, password=password,
                                             account=ACCOUNT, ca=layout.ca_cert,
-                                            token=layout.root / "tokens"))
+                                            token=layout.root / "tokens")
+           + (CLIENT_POLICY if layout.ctao else ""))
 
 
 def _password(layout: Layout) -> str:
@@ -115,11 +126,22 @@ def start_server(layout: Layout, workers: int = 2, threads: int = 4) -> processe
             "--workers", str(workers), "--threads", str(threads), "--timeout", "300", "--no-control-socket",
             "--certfile", str(layout.certs / "host.pem"), "--keyfile", str(layout.certs / "host.key"),
             "--access-logfile", str(layout.access_log), "--error-logfile", str(layout.logs / "rucio-server.log"),
-            "rucio.web.rest.flaskapi.v1.main:application"]
+            *_application(layout)]
     proc = processes.start(layout.pids, "rucio-server", argv, layout.logs / "rucio-server.out",
                            env=server_env(layout), cwd=layout.root)
     return processes.wait_ready(proc, lambda: healthy(layout), what="the Rucio server (/ping)",
                                 log=layout.logs / "rucio-server.log", timeout=60, interval=0.2)
+
+
+def _application(layout: Layout) -> list[str]:
+    """Rucio's WSGI application; under CTAO's policy behind the front end that merges slashes
+    (merge_slashes.py, copied into the lake's etc/ for the server venv's gunicorn to load)."""
+    if not layout.ctao:
+        return ["rucio.web.rest.flaskapi.v1.main:application"]
+    front = layout.etc / "front"
+    front.mkdir(exist_ok=True)
+    shutil.copy(Path(__file__).with_name("merge_slashes.py"), front / "merge_slashes.py")
+    return ["--pythonpath", str(front), "merge_slashes:application"]
 
 
 def ping(layout: Layout) -> str | None:
@@ -172,11 +194,7 @@ ssh_identity =
 [alembic]
 cfg = {alembic}
 
-[policy]
-permission = generic
-schema = generic
-lfn2pfn_algorithm_default = hash
-
+{policy}
 [monitor]
 enable_metrics = False
 
@@ -196,6 +214,24 @@ multihop_rse_expression =
 # default): a chained rule, STUCK until its source copy exists, would wait half an hour.
 [repairer]
 updated_at_delta = 10
+"""
+
+# Rucio's own generic policy, or CTAO's policy package: its schema (DID names `/<vo>/<scope>/...`,
+# at most 250 characters), its scope extraction from the name and its identity lfn2pfn (the PFN is
+# the RSE's prefix and the name: the on-site RSE is path-based).
+POLICY = {
+    "generic": "[policy]\npermission = generic\nschema = generic\nlfn2pfn_algorithm_default = hash\n",
+    "ctao": "[policy]\npackage = bdms_rucio_policy\npermission = generic\nextract_scope = ctao_bdms\n"
+            "lfn2pfn_algorithm_default = ctao_bdms\n",
+}
+
+# A CTAO client loads the same package (nightlake's `ctao` extra): the stock CLI then takes a bare
+# `/ctao/acada/...` name and computes PFNs as the server does.
+CLIENT_POLICY = """
+[policy]
+package = bdms_rucio_policy
+extract_scope = ctao_bdms
+lfn2pfn_algorithm_default = ctao_bdms
 """
 
 CLIENT = """\
