@@ -19,6 +19,7 @@ from nightlake.catalog.client import Catalog
 from nightlake.catalog.rules import RulePolicy
 from nightlake.flows.ingest import adopt
 from nightlake.flows.ingest.context import Context
+from nightlake.night import names
 from nightlake.observe.events import Kind
 from nightlake.runs.journal.ingest import DatasetState, FileRecord, FileState, RuleState
 
@@ -40,13 +41,35 @@ class Registrar:
         closed = {did for did, meta in known.items() if meta.get("is_open") is False}
         for dataset in sorted(closed):
             adopt.check_closed(self.ctx, self.catalog, dataset)
+        links = self._create_containers(planned)
         if rejected := self.catalog.add_datasets([did for did in planned if did not in known]):
+            raise rejected[0].failure
+        if rejected := self.catalog.attach_collections(links):
             raise rejected[0].failure
         journal.mark_datasets([did for did in planned if did not in closed], DatasetState.CREATED)
         journal.mark_datasets(closed, DatasetState.CLOSED)
         self.ctx.bus.emit(Kind.DATASETS_CREATED, datasets=len(planned) - len(known), existing=len(known))
         if known:
             adopt.adopt_registered(self.ctx, self.catalog, closed)
+
+    def _create_containers(self, datasets: list[tuple[str, str]]) -> list[tuple[tuple[str, str], tuple[str, str]]]:
+        """CTAO's hierarchical namespace: the containers above absolute dataset names (one per
+        directory level, each once, in bulk, those Rucio lacks), and the (parent, child) links
+        that put every container and dataset in the one above it."""
+        links: dict[tuple[str, str], tuple[str, str]] = {}  # child -> parent
+        for _, name in datasets:
+            if names.is_absolute(name):
+                chain = [*names.containers(name), name]
+                for above, below in zip(chain, chain[1:]):
+                    links[(names.scope_of(below), below)] = (names.scope_of(above), above)
+        if not links:
+            return []
+        containers = sorted({parent for parent in links.values()}, key=lambda did: did[1])
+        known = self.catalog.existing(containers)
+        if rejected := self.catalog.add_datasets([did for did in containers if did not in known], "CONTAINER"):
+            raise rejected[0].failure
+        self.ctx.bus.emit(Kind.CONTAINERS_CREATED, containers=len(containers) - len(known), existing=len(known))
+        return sorted(((parent, child) for child, parent in links.items()), key=lambda link: link[1][1])
 
     def leftovers(self) -> None:
         """Files a previous run left between upload and done continue where they stopped."""

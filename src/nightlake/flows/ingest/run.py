@@ -48,6 +48,7 @@ class IngestRequest:
     scheme: str | None = None
     rules: tuple[RulePolicy, ...] = field(default_factory=tuple)
     follow_links: bool = False  # a directory source's links to files out of its tree are ingested
+    vo: str | None = None  # a directory source's names are CTAO's: /<vo>/<scope>/<path>
     patience: float = DEFAULT_PATIENCE  # seconds an outage of the catalog or the RSE is ridden through
 
     @property
@@ -56,7 +57,7 @@ class IngestRequest:
 
     def description(self) -> dict[str, Any]:
         return {"command": "ingest", "source": str(self.source.absolute()), "rse": self.options.rse,
-                "scope": self.scope, "dataset": self.dataset, "in_place": self.options.in_place,
+                "scope": self.scope, "dataset": self.dataset, "vo": self.vo, "in_place": self.options.in_place,
                 "scheme": self.scheme, "follow_links": self.follow_links, "options": asdict(self.options),
                 "rules": [asdict(r) for r in self.rules]}
 
@@ -137,7 +138,8 @@ def _records(request: IngestRequest, skipped: sources.Skipped) -> Iterator[sourc
         from nightlake.night.plan import Plan
 
         return sources.from_spec(Plan(load_spec(request.source)))
-    return sources.from_directory(request.source, request.scope, request.dataset, request.follow_links, skipped)
+    return sources.from_directory(request.source, request.scope, request.dataset, request.follow_links, skipped,
+                                  request.vo)
 
 
 def _rules(request: IngestRequest) -> tuple[RulePolicy, ...]:
