@@ -12,7 +12,6 @@ import zlib
 from pathlib import Path
 
 import pytest
-
 from conftest import NIGHTLAKE, REPO, TEST_PORT_BASE, nightlake
 
 pytestmark = pytest.mark.lake

@@ -4,8 +4,8 @@ anything is written: in a spec at plan time, in a directory source as it is walk
 from __future__ import annotations
 
 import pytest
-
 from conftest import nightlake
+
 from nightlake import BadInput
 from nightlake.night import names
 from nightlake.night.plan import Plan
