@@ -27,6 +27,7 @@ from nightlake.flows.session import (
     retry_policy,
 )
 from nightlake.night import sources
+from nightlake.night.fits import verify
 from nightlake.night.payload import open_stream
 from nightlake.night.spec import load_spec
 from nightlake.observe.events import EventBus, Kind
@@ -201,8 +202,10 @@ def _storage_probe(storage: Storage, rse_info: dict, scheme: str) -> Callable[[]
 
 def _source_opener(record: FileRecord):
     """A factory of the source's chunks, fresh on each attempt: the streamed payload's, or the
-    local file's, refused if it is no longer the file that was planned."""
+    local file's, refused if it is no longer the file that was planned. A FITS file's CHECKSUM and
+    DATASUM are verified in this same pass (the upload's, or an in-place file's adler32)."""
     if record.source.startswith(sources.PAYLOAD):
         planned = sources.planned_file(record)
-        return lambda: open_stream(planned).iter_chunks()
-    return lambda: sources.read_unchanged(record.source, record.bytes, record.mtime_ns)
+        return lambda: verify.checked(open_stream(planned).iter_chunks(), record.bytes)
+    return lambda: verify.checked(sources.read_unchanged(record.source, record.bytes, record.mtime_ns),
+                                  record.bytes)
