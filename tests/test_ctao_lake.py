@@ -146,3 +146,60 @@ def test_an_in_place_directory_is_registered_and_retrieved_by_did_and_by_filter(
         assert got == {n: d for n, d in expected.items() if n.startswith(day)}
     name, data = next(iter(expected.items()))
     assert f"{zlib.adler32(data) & 0xFFFFFFFF:08x}" in rucio(ctao, "replica", "list", "file", f"acada:{name}")
+
+
+STATE = r"""
+import json, sys
+from rucio.client import Client
+
+client, (scope, top) = Client(), sys.argv[1].split(":", 1)
+state, rules = {}, []
+
+def walk(scope, name):
+    did = client.get_did(scope, name)
+    children = sorted(client.list_content(scope, name), key=lambda d: d["name"])
+    state[name] = {"scope": scope, "type": did["type"], "open": did.get("open"),
+                   "children": [f"{d['scope']}:{d['name']}" for d in children]}
+    rules.extend(r["rse_expression"] + " " + r["name"] for r in client.list_did_rules(scope, name))
+    for child in children:
+        if child["type"] == "FILE":
+            meta = client.get_metadata(child["scope"], child["name"], plugin="JSON")
+            [replica] = client.list_replicas([{"scope": child["scope"], "name": child["name"]}])
+            state[child["name"]] = {"scope": child["scope"], "bytes": replica["bytes"], "adler32": replica["adler32"],
+                                    "rses": sorted(replica["rses"]), "meta": meta}
+            rules.extend(r["rse_expression"] + " " + r["name"] for r in client.list_did_rules(child["scope"], child["name"]))
+        else:
+            walk(child["scope"], child["name"])
+
+walk(scope, top)
+print(json.dumps({"state": state, "rules": sorted(rules)}))
+"""
+
+
+def catalog_state(env: dict, top: str) -> dict:
+    """Everything under `top`, read with the stock Python client: each collection's children and
+    status, each file's size, adler32, replicas and metadata, every rule."""
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", STATE, top], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_dirac_registration_gives_the_catalog_state_of_the_generic_path(ctao, scratch):
+    rucio(ctao, "scope", "add", "--account", "root", "acada2")
+    generic = night_spec(scratch / "generic.toml", "CTAO-South")
+    dirac = scratch / "dirac.toml"
+    dirac.write_text(generic.read_text().replace('scope = "acada"', 'scope = "acada2"'))
+    run(ctao, "ingest", str(generic), "--rse", "ONSITE", "--run", str(scratch / "g"), "--quiet")
+    run(ctao, "ingest", str(dirac), "--rse", "ONSITE", "--register", "dirac", "--run", str(scratch / "d"), "--quiet")
+    a = catalog_state(ctao, "acada:/ctao/acada/DL0/CTAO-South")
+    b = json.loads(json.dumps(catalog_state(ctao, "acada2:/ctao/acada2/DL0/CTAO-South")).replace("acada2", "acada"))
+    assert len(a["state"]) == 5 + 2 + 8  # containers CTAO-South/events/2026/03/14, two datasets, eight files
+    assert a["state"] == b["state"]
+    # what DIRAC's registration adds by design: a rule per file on its RSE, one per new dataset to ANY=true
+    assert a["rules"] == []
+    assert b["rules"] == sorted([f"ANY=true {n}" for n, d in b["state"].items() if d.get("type") == "DATASET"]
+                                + [f"ONSITE {n}" for n, d in b["state"].items() if "bytes" in d])
+    # above the night: /ctao/acada2 in /ctao, as /ctao/acada is
+    assert {"acada:/ctao/acada", "acada2:/ctao/acada2"} <= content(ctao, "/ctao")

@@ -29,13 +29,14 @@ S = FileState
 class Registrar:
     def __init__(self, ctx: Context, catalog: Catalog):
         self.ctx, self.catalog = ctx, catalog
+        self.dirac = ctx.options.register == "dirac"
 
     def create_datasets(self) -> None:
         """Each dataset is created once per run, in bulk, before any file is attached. Datasets
         that already exist were made by an earlier run whose journal is gone: `adopt` takes over."""
         journal = self.ctx.journal
         planned = [(scope, name) for scope, name, _ in journal.datasets(DatasetState.PLANNED)]
-        if not planned:
+        if not planned or self.dirac:  # DIRAC's registration makes each dataset with its first file
             return
         known = self.catalog.existing(planned)
         closed = {did for did, meta in known.items() if meta.get("is_open") is False}
@@ -90,14 +91,21 @@ class Registrar:
         batch = [r for r in batch if r not in clash]
         new = [r for r in batch if (r.scope, r.name) not in known]
         ctx.journal.mark([r.id for r in batch], S.REGISTERING)
-        rejected = self.catalog.add_replicas(rse, [
-            {"scope": r.scope, "name": r.name, "bytes": r.bytes, "adler32": r.adler32} for r in new])
+        add = self.catalog.dirac_add_files if self.dirac else self.catalog.add_replicas
+        rejected = add(rse, [{"scope": r.scope, "name": r.name, "bytes": r.bytes, "adler32": r.adler32} for r in new])
         registered = self._settle(batch, rejected, S.REGISTERED)
+        if self.dirac:
+            planned = {(s, n) for s, n, _ in ctx.journal.datasets(DatasetState.PLANNED)}
+            ctx.journal.mark_datasets(planned & {(r.scope, r.dataset) for r in registered}, DatasetState.CREATED)
         ctx.bus.emit(Kind.REGISTER_BATCH, files=len(registered), calls=1 + bool(new), rse=rse)
         return registered
 
     def attach(self, batch: list[FileRecord]) -> list[FileRecord]:
-        """Attach files to their datasets: one bulk call per dataset present in the batch."""
+        """Attach files to their datasets: one bulk call per dataset present in the batch (none
+        after DIRAC's registration, which attached them in the same call)."""
+        if self.dirac:
+            self.ctx.journal.mark([r.id for r in batch], S.ATTACHED)
+            return batch
         by_dataset: dict[tuple[str, str], list[FileRecord]] = defaultdict(list)
         for record in batch:
             by_dataset[(record.scope, record.dataset)].append(record)

@@ -127,6 +127,10 @@ def _check_source(request: IngestRequest) -> None:
         raise BadInput(f"{request.source}: expected a directory or a night spec (.toml)")
     if not request.is_spec and not request.scope:
         raise BadInput("a directory source needs --scope SCOPE")
+    if request.options.register == "dirac" and not (load_spec(request.source).naming.vo if request.is_spec
+                                                    else request.vo):
+        raise BadInput("--register dirac needs CTAO's names (DIRAC takes the scope from the path): "
+                       "--vo VO for a directory, [naming] vo in a spec")
 
 
 def _scope(request: IngestRequest) -> str:
