@@ -83,3 +83,13 @@ def test_a_directory_name_over_the_limit_or_a_file_at_the_top_is_refused(tmp_pat
     (night / "top.fits").write_bytes(b"x")
     with pytest.raises(BadInput, match="sub-directories"):
         list(from_directory(night, "acada", vo="ctao"))
+
+
+def test_a_sub_tree_of_the_scope_directory_keeps_its_names_from_the_vo_on(tmp_path):
+    day = tmp_path / "rse" / "ctao" / "acada" / "DL0" / "LSTN-01" / "2026"
+    day.mkdir(parents=True)
+    (day / "a.fits").write_bytes(b"x")
+    [record] = from_directory(tmp_path / "rse" / "ctao" / "acada" / "DL0" / "LSTN-01", "acada", vo="ctao")
+    assert (record.name, record.dataset) == ("/ctao/acada/DL0/LSTN-01/2026/a.fits", "/ctao/acada/DL0/LSTN-01/2026")
+    [record] = from_directory(day, "acada", vo="ctao")  # files at the top of a deeper directory are fine
+    assert record.dataset == "/ctao/acada/DL0/LSTN-01/2026"

@@ -30,8 +30,9 @@ from nightlake.observe.events import Event, EventBus, Kind
               help="Run directory: journal, events, summary. Re-running the same command resumes.")
 @click.option("--scope", help="Scope of the files (a directory source; a spec names its own).")
 @click.option("--dataset", help="Put every file of a directory into this dataset (default: one per sub-directory).")
-@click.option("--vo", help="CTAO's names (its Rucio policy) for a directory: /VO/SCOPE/<path under SOURCE>; "
-                             "each directory a dataset, a container per directory level above.")
+@click.option("--vo", help="CTAO's names (its Rucio policy) for a directory: each file's path from the last "
+                             "VO/SCOPE/ of SOURCE's path on (SOURCE is /VO/SCOPE if it has none); each directory "
+                             "a dataset, a container per directory level above.")
 @click.option("--register", type=click.Choice(["generic", "dirac"]), default="generic", show_default=True,
               help="How files are registered: Rucio's bulk calls, or its DIRAC endpoint (add_files: files, "
                    "replicas, missing datasets and containers in one call per batch; CTAO names).")

@@ -84,9 +84,11 @@ def from_directory(root: Path, scope: str, dataset: str | None = None, follow_li
     keeps every name seen (a dict of name -> directory: ~70 MB for 500,000 names) to fail on the
     first duplicate, naming both paths, before anything is uploaded.
 
-    With `vo`, names are CTAO's (its Rucio policy): a file's is `/<vo>/<scope>/<its path under
-    root>`, its dataset the directory it is in, so names are unique by construction; files directly
-    in `root` have no dataset of their own and are refused.
+    With `vo`, names are CTAO's (its Rucio policy): a file's is its path from the last
+    `<vo>/<scope>/` of `root`'s own path on (`root` itself stands for `/<vo>/<scope>` when its path
+    has none), as on the on-site RSE, whose PFNs are the names; its dataset is the directory it is
+    in, so names are unique by construction. Files directly in the scope's directory would have
+    the scope's container as dataset: refused.
     """
     root = Path(root).resolve()
     if not root.is_dir():
@@ -101,13 +103,15 @@ def from_directory(root: Path, scope: str, dataset: str | None = None, follow_li
     for directory, files in _walk(root, follow_links, skipped):
         rel, where = directory.relative_to(root).as_posix(), str(directory)
         if vo:
-            if rel == "." and any(not n.endswith(SIDECAR) for n in files):
+            top = _ctao_path(root, vo, scope)
+            if rel == "." and top == f"/{vo}/{scope}" and any(not n.endswith(SIDECAR) for n in files):
                 raise BadInput(f"{root / files[0]}: with --vo a file's directory is its dataset, so files "
                                f"belong in sub-directories of {root}")
-            ds = f"/{vo}/{scope}/{rel}"
+            ds = top if rel == "." else f"{top}/{rel}"
         else:
             ds = dataset or (root.name if rel == "." else rel.replace("/", "."))
-        _check_name(ds, f"{directory}: dataset name", scope, bool(vo))
+        if files or not vo:  # under CTAO's names a directory without files is a container, not a dataset
+            _check_name(ds, f"{directory}: dataset name", scope, bool(vo))
         sidecars = {n for n in files if n.endswith(SIDECAR)}
         for name in files:
             if name.endswith(SIDECAR):
@@ -122,6 +126,15 @@ def from_directory(root: Path, scope: str, dataset: str | None = None, follow_li
                 skipped.add(SPECIAL, path)  # replaced by a FIFO or device since it was listed
             else:
                 yield record
+
+
+def _ctao_path(root: Path, vo: str, scope: str) -> str:
+    """The name of `root` in CTAO's namespace: its path from its last `<vo>/<scope>` on."""
+    parts = root.parts
+    for i in range(len(parts) - 2, 0, -1):
+        if parts[i:i + 2] == (vo, scope):
+            return "/" + "/".join(parts[i:])
+    return f"/{vo}/{scope}"
 
 
 def _walk(root: Path, follow_links: bool, skipped: Skipped) -> Iterator[tuple[Path, list[str]]]:
