@@ -3,6 +3,8 @@ anything is written: in a spec at plan time, in a directory source as it is walk
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from conftest import nightlake
 
@@ -93,3 +95,10 @@ def test_a_sub_tree_of_the_scope_directory_keeps_its_names_from_the_vo_on(tmp_pa
     assert (record.name, record.dataset) == ("/ctao/acada/DL0/LSTN-01/2026/a.fits", "/ctao/acada/DL0/LSTN-01/2026")
     [record] = from_directory(day, "acada", vo="ctao")  # files at the top of a deeper directory are fine
     assert record.dataset == "/ctao/acada/DL0/LSTN-01/2026"
+
+
+def test_the_plan_counts_the_container_calls(tmp_path):
+    result = nightlake("plan", str(spec(tmp_path)), "--json")
+    calls = json.loads(result.stdout)["rucio_calls"]
+    # datasets and containers: looked up and created once each; files, datasets and containers attached
+    assert (calls["get_metadata_bulk"], calls["add_dids"], calls["attach_dids"]) == (2, 2, 3)

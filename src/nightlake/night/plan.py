@@ -18,6 +18,7 @@ from typing import Iterable, Iterator, TypeVar
 
 import numpy as np
 
+from nightlake.night import names
 from nightlake.night.fits.layout import BLOCK
 from nightlake.night.spec import (
     Fixed,
@@ -245,7 +246,14 @@ class Summary:
         return sum(b for _, _, b in self.datasets)
 
     def calls(self) -> dict[str, int]:
-        return rucio_calls((n for _, n, _ in self.datasets), len(self.spec.rules))
+        calls = rucio_calls((n for _, n, _ in self.datasets), len(self.spec.rules))
+        if self.spec.naming.vo:  # CTAO's containers: looked up, created and linked in bulk, once per run
+            containers = {c for name, _, _ in self.datasets for c in names.containers(name)}
+            batches = -(-len(containers) // RUCIO_BATCH_SIZE)
+            links = -(-(len(containers) - 1 + len(self.datasets)) // RUCIO_BATCH_SIZE)
+            for call, extra in (("get_metadata_bulk", batches), ("add_dids", batches), ("attach_dids", links)):
+                calls[call] += extra
+        return calls
 
     def to_dict(self, files_per_s: float = DEFAULT_FILES_PER_S, mb_per_s: float = DEFAULT_MB_PER_S) -> dict:
         bins = [{"min": int(lo), "max": int(hi), "files": int(c)}
