@@ -129,11 +129,18 @@ def test_an_in_place_directory_is_registered_and_retrieved_by_did_and_by_filter(
             name = f"/ctao/acada/DL0/{tel}/CTAO-North/events/2026/03/15/{tel}_obs7_{i}.fits"
             put_on_onsite(name, data)
             expected[name] = data
+    day = "/ctao/acada/DL0/LSTN-03/CTAO-North/events/2026/03/15"
+    bad = bytearray(expected[f"{day}/LSTN-03_obs7_0.fits"])
+    bad[2880 + 7] ^= 0x01  # one data bit: DATASUM no longer matches
+    put_on_onsite(f"{day}/LSTN-03_obs7_bad.fits", bytes(bad))
     # the scope's directory on the RSE: every name is its path there
     root = LAKE / "storage" / "ONSITE" / "rucio" / "ctao" / "acada"
-    run(ctao, "ingest", str(root), "--scope", "acada", "--vo", "ctao", "--rse", "ONSITE", "--in-place",
-        "--run", str(scratch / "r"), "--quiet")
-    day = "/ctao/acada/DL0/LSTN-03/CTAO-North/events/2026/03/15"
+    result = run(ctao, "ingest", str(root), "--scope", "acada", "--vo", "ctao", "--rse", "ONSITE", "--in-place",
+                 "--run", str(scratch / "r"), "--quiet", "--json", check=False)
+    summary = json.loads(result.stdout)
+    assert (summary["files"]["done"], summary["files"]["quarantined"]) == (6, 1)
+    [problem] = [p for p in summary["problems"] if p["state"] == "quarantined"]
+    assert problem["did"] == f"acada:{day}/LSTN-03_obs7_bad.fits" and "HDU 0: DATASUM" in problem["message"]
     assert content(ctao, "/ctao/acada/DL0/LSTN-03/CTAO-North/events/2026/03") == {f"acada:{day}"}
     assert content(ctao, day) == {f"acada:{n}" for n in expected if n.startswith(day)}
     # retrieve by DID (a dataset) and by a metadata filter
