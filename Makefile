@@ -30,6 +30,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 test: deps
 	$(BIN)/nightlake lake install
+	$(BIN)/nightlake lake install --policy ctao
 	$(BIN)/python -m pytest
 
 demo: deps

@@ -41,6 +41,8 @@ class Verifier:
         self._problem: str | None = None
 
     def update(self, chunk: bytes) -> None:
+        """The next bytes of the file, in any chunking: whole 2880-byte blocks are summed at once
+        (numpy), the rest waits for the next chunk."""
         if self._problem or self._fits is False:
             return
         data = self._carry + chunk if self._carry else chunk
