@@ -11,7 +11,7 @@ from nightlake.cli.console import err as console
 from nightlake.cli.console import out
 from nightlake import BadInput
 from nightlake.lake import control, faults, rucio_server
-from nightlake.lake.layout import POLICIES, Layout
+from nightlake.lake.layout import POLICIES, Layout, default_dir, default_server_venv
 
 _dir = click.option("--dir", "root", type=click.Path(file_okay=False, path_type=Path), default=None,
                     help="Lake state directory [env NIGHTLAKE_LAKE_DIR; default .nightlake/lake].")
@@ -100,7 +100,9 @@ def install(root: Path | None, policy: str | None) -> None:
     from nightlake.lake import system
 
     system.check_packages()
-    rucio_server.install(_layout(root, policy=policy), echo=console.print)
+    # a policy's venv is the machine's, not a lake's: --policy installs it whatever lake is in --dir
+    layout = _layout(root) if policy is None else Layout(root or default_dir(), 0, default_server_venv(policy), policy)
+    rucio_server.install(layout, echo=console.print)
     console.print("lake software installed")
 
 
