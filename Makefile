@@ -25,11 +25,12 @@ $(STAMP)/system:
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[test,ctao]'
 	@touch $@
 
 test: deps
 	$(BIN)/nightlake lake install
+	$(BIN)/nightlake lake install --policy ctao
 	$(BIN)/python -m pytest
 
 demo: deps

@@ -24,10 +24,10 @@ class DidCalls:
                 found[(meta["scope"], meta["name"])] = meta
         return found
 
-    def add_datasets(self, dids: Sequence[Did]) -> list[Rejected]:
-        """Create datasets in bulk (the caller has asked `existing` first); one that appeared
-        meanwhile is fine."""
-        items = [{"scope": s, "name": n, "type": "DATASET"} for s, n in dids]
+    def add_datasets(self, dids: Sequence[Did], did_type: str = "DATASET") -> list[Rejected]:
+        """Create datasets (or containers) in bulk (the caller has asked `existing` first); one that
+        appeared meanwhile is fine."""
+        items = [{"scope": s, "name": n, "type": did_type} for s, n in dids]
 
         def add(chunk: list[dict]) -> None:
             try:
@@ -45,6 +45,19 @@ class DidCalls:
         def attach(chunk: list[dict]) -> None:
             self.client.attach_dids_to_dids([{"scope": scope, "name": name, "dids": chunk}],
                                             ignore_duplicate=True)
+        return self._bisected(attach, items)
+
+    def attach_collections(self, links: Sequence[tuple[Did, Did]]) -> list[Rejected]:
+        """Attach collections to their parent containers, (parent, child) pairs, many parents per
+        call (`attach_dids_to_dids` takes a list); pairs already attached are fine."""
+        items = [{"parent": parent, "scope": child[0], "name": child[1]} for parent, child in links]
+
+        def attach(chunk: list[dict]) -> None:
+            by_parent: dict[Did, list[dict]] = {}
+            for item in chunk:
+                by_parent.setdefault(item["parent"], []).append({"scope": item["scope"], "name": item["name"]})
+            self.client.attach_dids_to_dids([{"scope": s, "name": n, "dids": dids}
+                                             for (s, n), dids in by_parent.items()], ignore_duplicate=True)
         return self._bisected(attach, items)
 
     def set_metadata(self, files: list[dict]) -> list[Rejected]:

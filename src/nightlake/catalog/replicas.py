@@ -55,3 +55,15 @@ class ReplicaCalls:
             self.client.add_replicas(rse=rse, files=chunk)
 
         return self._bisected(add, files)
+
+    def dirac_add_files(self, rse: str, files: list[dict]) -> list[Rejected]:
+        """Register files ({scope, name, bytes, adler32}, CTAO's absolute names) as DIRAC does,
+        through Rucio's DIRAC endpoint (`DiracClient.add_files`): in one call per chunk, the files
+        and their replicas on `rse` (each with a rule there), each missing dataset (the file's
+        directory, with DIRAC's rule `ANY=true`), the containers above it, all attached; a file
+        Rucio already has is skipped. The server takes each scope from the name (its policy)."""
+        def add(chunk: list[dict]) -> None:
+            self.client.add_files([{"lfn": f["name"], "rse": rse, "bytes": f["bytes"], "adler32": f["adler32"]}
+                                   for f in chunk])
+
+        return self._bisected(add, files)

@@ -30,6 +30,12 @@ from nightlake.observe.events import Event, EventBus, Kind
               help="Run directory: journal, events, summary. Re-running the same command resumes.")
 @click.option("--scope", help="Scope of the files (a directory source; a spec names its own).")
 @click.option("--dataset", help="Put every file of a directory into this dataset (default: one per sub-directory).")
+@click.option("--vo", help="CTAO's names (its Rucio policy) for a directory: each file's path from the last "
+                             "VO/SCOPE/ of SOURCE's path on (SOURCE is /VO/SCOPE if it has none); each directory "
+                             "a dataset, a container per directory level above.")
+@click.option("--register", type=click.Choice(["generic", "dirac"]), default="generic", show_default=True,
+              help="How files are registered: Rucio's bulk calls, or its DIRAC endpoint (add_files: files, "
+                   "replicas, missing datasets and containers in one call per batch; CTAO names).")
 @click.option("--in-place", is_flag=True, help="The files are already on the RSE: verify and register, no copy.")
 @click.option("--scheme", help="Force a protocol of the RSE (https, root, ...); default: Rucio's preferred.")
 @click.option("--rule", "rules", multiple=True,
@@ -45,16 +51,16 @@ from nightlake.observe.events import Event, EventBus, Kind
 @metrics_port
 @click.option("--quiet", is_flag=True, help="No progress display.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
-def ingest_cmd(source, rse, run_dir, scope, dataset, in_place, scheme, rules, required, workers, batch,
+def ingest_cmd(source, rse, run_dir, scope, dataset, vo, register, in_place, scheme, rules, required, workers, batch,
                no_close, follow_links, patience, metrics_port, quiet, as_json) -> None:
     """Upload, register, set the metadata of and replicate a night: SOURCE is a directory or a night spec (.toml)."""
     from nightlake.flows.ingest.run import IngestRequest, run_ingest
 
     options = IngestOptions(rse=rse, workers=workers, batch_files=batch, required_meta=tuple(required),
-                            close_datasets=not no_close, in_place=in_place)
+                            close_datasets=not no_close, in_place=in_place, register=register)
     request = IngestRequest(source=source, run=run_dir, options=options, scope=scope, dataset=dataset,
                             scheme=scheme, rules=tuple(_ingest_rule(r) for r in rules), follow_links=follow_links,
-                            patience=patience)
+                            vo=vo, patience=patience)
 
     def run(bus: EventBus) -> dict:
         bus.subscribe(_warn_skipped)

@@ -11,7 +11,7 @@ from nightlake.cli.console import err as console
 from nightlake.cli.console import out
 from nightlake import BadInput
 from nightlake.lake import control, faults, rucio_server
-from nightlake.lake.layout import Layout
+from nightlake.lake.layout import POLICIES, Layout, default_dir, default_server_venv
 
 _dir = click.option("--dir", "root", type=click.Path(file_okay=False, path_type=Path), default=None,
                     help="Lake state directory [env NIGHTLAKE_LAKE_DIR; default .nightlake/lake].")
@@ -19,8 +19,13 @@ _port_base = click.option("--port-base", type=click.IntRange(1024, 65000), defau
                           help="First of the lake's loopback ports [env NIGHTLAKE_LAKE_PORT_BASE; default 28000].")
 
 
-def _layout(root: Path | None, port_base: int | None = None) -> Layout:
-    return Layout.load_or_new(root, port_base)
+_policy = click.option("--policy", type=click.Choice(POLICIES), default=None,
+                       help="Rucio's policy for a new lake: generic (default) or ctao (CTAO's policy package: "
+                            "absolute /<vo>/<scope>/... names, identity lfn2pfn), in a server venv of its own.")
+
+
+def _layout(root: Path | None, port_base: int | None = None, policy: str | None = None) -> Layout:
+    return Layout.load_or_new(root, port_base, policy=policy)
 
 
 @click.group()
@@ -31,9 +36,10 @@ def lake() -> None:
 @lake.command()
 @_dir
 @_port_base
-def up(root: Path | None, port_base: int | None) -> None:
+@_policy
+def up(root: Path | None, port_base: int | None, policy: str | None) -> None:
     """Start the lake (idempotent: an up lake is left as it is)."""
-    layout = _layout(root, port_base)
+    layout = _layout(root, port_base, policy)
     with console.status("starting the local lake…"):
         started = control.up(layout, echo=lambda line: console.print(f"  {line}"))
     if not started:
@@ -115,15 +121,18 @@ def token(root: Path | None, lifetime: int, target: Path | None) -> None:
 
 @lake.command()
 @_dir
-def install(root: Path | None) -> None:
+@_policy
+def install(root: Path | None, policy: str | None) -> None:
     """Install the Rucio server venv and check system packages, without starting anything."""
     from nightlake.lake import system
 
     system.check_packages()
     from nightlake.lake import idp
 
-    rucio_server.install(_layout(root), echo=console.print)
-    idp.install(_layout(root), echo=console.print)
+    # a policy's venv is the machine's, not a lake's: --policy installs it whatever lake is in --dir
+    layout = _layout(root) if policy is None else Layout(root or default_dir(), 0, default_server_venv(policy), policy)
+    rucio_server.install(layout, echo=console.print)
+    idp.install(layout, echo=console.print)
     console.print("lake software installed")
 
 

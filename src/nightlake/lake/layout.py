@@ -13,10 +13,17 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from nightlake import BadInput
+
 RUCIO_VERSION = "41.5.1"
 DEFAULT_PORT_BASE = 28000
 HOST = "127.0.0.1"
 SCOPE = "cta"
+# Rucio's policy the lake runs: its own generic one, or CTAO's policy package (absolute DID names
+# `/<vo>/<scope>/...`, the scope taken from the name, identity lfn2pfn), in a server venv of its own.
+POLICIES = ("generic", "ctao")
+CTAO_VO = "ctao"
+CTAO_SCOPES = ("root", "acada")  # `/ctao` is in `root` (the policy says so), `/ctao/acada/...` in `acada`
 
 
 @dataclass(frozen=True)
@@ -52,12 +59,14 @@ def default_port_base() -> int:
     return int(os.environ.get("NIGHTLAKE_LAKE_PORT_BASE", DEFAULT_PORT_BASE))
 
 
-def default_server_venv() -> Path:
-    """The Rucio server's own venv, shared by every lake on the machine (installing it is the slow part)."""
-    if env := os.environ.get("NIGHTLAKE_SERVER_VENV"):
+def default_server_venv(policy: str = "generic") -> Path:
+    """The Rucio server's own venv, shared by every lake of one policy on the machine (installing it
+    is the slow part); a policy package makes a venv of its own, so the generic one never holds it."""
+    suffix = "" if policy == "generic" else f"-{policy}"
+    if env := os.environ.get(f"NIGHTLAKE_SERVER_VENV{suffix.upper().replace('-', '_')}"):
         return Path(env).absolute()
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return cache / "nightlake" / f"rucio-server-{RUCIO_VERSION}"
+    return cache / "nightlake" / f"rucio-server-{RUCIO_VERSION}{suffix}"
 
 
 @dataclass(frozen=True)
@@ -67,6 +76,7 @@ class Layout:
     root: Path
     port_base: int
     server_venv: Path
+    policy: str = "generic"
 
     @property
     def rucio_port(self) -> int:
@@ -150,14 +160,24 @@ class Layout:
         data = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
         self.state_file.write_text(json.dumps(data, indent=2) + "\n")
 
+    @property
+    def ctao(self) -> bool:
+        return self.policy == "ctao"
+
     @classmethod
     def load_or_new(cls, root: Path | None = None, port_base: int | None = None,
-                    server_venv: Path | None = None) -> "Layout":
-        """The saved layout of an existing lake, else a new one from flags, env and defaults."""
+                    server_venv: Path | None = None, policy: str | None = None) -> "Layout":
+        """The saved layout of an existing lake, else a new one from flags, env and defaults. A lake
+        keeps the policy it was made with: its catalog's names follow it."""
         root = (root or default_dir()).absolute()
         state = root / "lake.json"
         if state.exists():
             saved = json.loads(state.read_text())
+            made_with = saved.get("policy", "generic")
+            if policy and policy != made_with:
+                raise BadInput(f"the lake in {root} runs Rucio's {made_with} policy, not {policy}: "
+                               f"use another --dir, or `nightlake lake down --purge --dir {root}` first")
             return cls(root, int(port_base or saved["port_base"]),
-                       Path(server_venv or saved["server_venv"]))
-        return cls(root, port_base or default_port_base(), server_venv or default_server_venv())
+                       Path(server_venv or saved["server_venv"]), made_with)
+        policy = policy or "generic"
+        return cls(root, port_base or default_port_base(), server_venv or default_server_venv(policy), policy)

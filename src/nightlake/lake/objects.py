@@ -8,7 +8,15 @@ transfer to the `fts` of its destination, so pointing it at a real FTS is a chan
 from __future__ import annotations
 
 from nightlake.lake import certs, idp
-from nightlake.lake.layout import DISTANCES, HOST, RSES, SCOPE, Layout, RSESpec
+from nightlake.lake.layout import (
+    CTAO_SCOPES,
+    DISTANCES,
+    HOST,
+    RSES,
+    SCOPE,
+    Layout,
+    RSESpec,
+)
 from nightlake.lake.rucio_server import ACCOUNT
 from nightlake.lake.xrootd import EXPORT
 
@@ -38,14 +46,29 @@ def protocols(layout: Layout, rse: RSESpec) -> list[dict]:
     ]
 
 
+def attributes(layout: Layout, rse: RSESpec) -> dict:
+    """The RSE's attributes; under CTAO's policy also those CTAO's RSEs carry: `ANY` (DIRAC's
+    registration rules each new dataset to `ANY=true`) and `DIRAC-SITE` (the DIRAC site of the RSE)."""
+    if not layout.ctao:
+        return rse.attributes
+    return {**rse.attributes, "ANY": True, "DIRAC-SITE": rse.attributes["site"]}
+
+
+def scopes(layout: Layout) -> tuple[str, ...]:
+    """The night's scope; under CTAO's policy `root` too, the scope of `/<vo>` itself (the top
+    container DIRAC's registration makes)."""
+    return CTAO_SCOPES if layout.ctao else (SCOPE,)
+
+
 def create(layout: Layout, client) -> None:
-    """Scope, RSEs, protocols, attributes, quotas and distances of a fresh catalog."""
-    client.add_scope(ACCOUNT, SCOPE)
+    """Scopes, RSEs, protocols, attributes, quotas and distances of a fresh catalog."""
+    for scope in scopes(layout):
+        client.add_scope(ACCOUNT, scope)
     for rse in RSES:
         client.add_rse(rse.name)
         for protocol in protocols(layout, rse):
             client.add_protocol(rse.name, protocol)
-        for key, value in rse.attributes.items():
+        for key, value in attributes(layout, rse).items():
             client.add_rse_attribute(rse.name, key, value)
         client.set_local_account_limit(ACCOUNT, rse.name, -1)  # -1: unlimited
     for (src, dst), distance in DISTANCES.items():

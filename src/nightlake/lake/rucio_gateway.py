@@ -7,12 +7,19 @@ and token logins still work, verified against the lake CA, RFC 3820 proxies allo
 present them) and the WSGI application (Rucio's, with `SSL_CLIENT_S_DN` set from the verified peer
 certificate, in the slash form of mod_ssl's LegacyDNStringFormat; Rucio strips a proxy's own CNs).
 
+Under CTAO's policy (NIGHTLAKE_MERGE_SLASHES=1) it also merges repeated slashes in the request's
+path, as Apache's `MergeSlashes` (on by default) does in front of CTAO's Rucio: DID names are
+absolute paths, so a client's `/dids/<scope>/%2Fctao%2F...` arrives, once gunicorn has decoded it,
+as `/dids/<scope>//ctao/...`, and the policy's `SCOPE_NAME_REGEXP` (`/([^/]*)(?=/)(.*)`) expects
+`/dids/<scope>/ctao/...` (the name keeps its one leading `/`). gunicorn merges nothing.
+
 It runs inside the Rucio server's venv, so it imports only the standard library and Rucio.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import ssl
 
 _NAMES = {"organizationName": "O", "commonName": "CN", "countryName": "C", "organizationalUnitName": "OU",
@@ -44,11 +51,22 @@ def _with_client_dn(app):
     return application
 
 
+_REPEATED = re.compile(r"//+")
+
+
+def _merging_slashes(app):
+    def application(environ, start_response):
+        environ["PATH_INFO"] = _REPEATED.sub("/", environ.get("PATH_INFO", ""))
+        return app(environ, start_response)
+    return application
+
+
 def __getattr__(name: str):
     """The application is built when gunicorn's worker asks for it, not when gunicorn reads this
     file as its configuration (the master must not import Rucio)."""
     if name == "application":
         from rucio.web.rest.flaskapi.v1.main import application as rucio
 
-        return _with_client_dn(rucio)
+        app = _with_client_dn(rucio)
+        return _merging_slashes(app) if os.environ.get("NIGHTLAKE_MERGE_SLASHES") == "1" else app
     raise AttributeError(name)

@@ -23,6 +23,8 @@ from nightlake.lake.layout import RUCIO_VERSION, Layout
 
 GATEWAY = Path(__file__).with_name("rucio_gateway.py")
 REQUIREMENTS = [f"rucio[postgresql]=={RUCIO_VERSION}", "gunicorn==27.0.1"]
+# CTAO's policy package (the version CTAO's BDMS 0.11 clients require), for a lake made with it.
+POLICY_PACKAGES = {"generic": [], "ctao": ["ctao-bdms-rucio-policy==0.6.0"]}
 ACCOUNT = "root"
 IDENTITY = "nightlake"
 # Daemons that keep the lake's promises: dataset rule locks, rule lifetimes, deletion, and
@@ -46,22 +48,28 @@ def venv_python(layout: Layout) -> Path:
     return layout.server_venv / "bin" / "python"
 
 
+def requirements(layout: Layout) -> list[str]:
+    """What the lake's server venv holds: Rucio, gunicorn, and the policy package of the lake's policy."""
+    return REQUIREMENTS + POLICY_PACKAGES[layout.policy]
+
+
 def installed(layout: Layout) -> bool:
     stamp = layout.server_venv / "nightlake-requirements.txt"
-    return stamp.exists() and stamp.read_text().split() == REQUIREMENTS
+    return stamp.exists() and stamp.read_text().split() == requirements(layout)
 
 
 def install(layout: Layout, echo=print) -> None:
     """Create the server venv once (about 30 s); later calls return at once."""
     if installed(layout):
         return
-    echo(f"installing the Rucio {RUCIO_VERSION} server into {layout.server_venv} (first time only)")
+    echo(f"installing the Rucio {RUCIO_VERSION} server ({layout.policy} policy) into {layout.server_venv} "
+         f"(first time only)")
     subprocess.run([sys.executable, "-m", "venv", "--clear", str(layout.server_venv)], check=True)
     pip = [str(layout.server_venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check"]
-    result = subprocess.run(pip + REQUIREMENTS, capture_output=True, text=True)
+    result = subprocess.run(pip + requirements(layout), capture_output=True, text=True)
     if result.returncode:
         raise BadInput(f"could not install the Rucio server: {result.stderr.strip().splitlines()[-1]}")
-    (layout.server_venv / "nightlake-requirements.txt").write_text("\n".join(REQUIREMENTS) + "\n")
+    (layout.server_venv / "nightlake-requirements.txt").write_text("\n".join(requirements(layout)) + "\n")
 
 
 def write_configs(layout: Layout) -> None:
@@ -76,12 +84,14 @@ def write_configs(layout: Layout) -> None:
     secrets_file = layout.etc / "idpsecrets.json"
     _write(secrets_file, json.dumps(idp.idpsecrets(layout), indent=1))
     _write(layout.server_cfg, SERVER.format(logs=layout.logs, db=db, identity=IDENTITY, password=password,
-                                            alembic=layout.alembic_ini, proxy=layout.proxy)
+                                            alembic=layout.alembic_ini, proxy=layout.proxy,
+                                            policy=POLICY[layout.policy])
            + OIDC.format(idpsecrets=secrets_file))
     for auth, extra in CLIENT_AUTH.items():
         text = CLIENT.format(url=layout.rucio_url, account=ACCOUNT, ca=layout.ca_cert, auth=auth,
                              token=layout.root / "tokens") + \
-            extra.format(identity=IDENTITY, password=password, proxy=layout.proxy, issuer=layout.idp_url)
+            extra.format(identity=IDENTITY, password=password, proxy=layout.proxy, issuer=layout.idp_url) + \
+            (CLIENT_POLICY if layout.ctao else "")
         _write(layout.client_cfg_for(auth), text)
 
 
@@ -101,10 +111,11 @@ def _write(path: Path, text: str) -> None:
 
 def server_env(layout: Layout) -> dict:
     """The server's and daemons' environment: this lake's config, proxy and CA (never an inherited
-    one); REQUESTS_CA_BUNDLE so that the server's OIDC client trusts the lake's identity provider."""
+    one); REQUESTS_CA_BUNDLE so that the server's OIDC client trusts the lake's identity provider;
+    under CTAO's policy, the front end merging slashes (rucio_gateway)."""
     return {**os.environ, "RUCIO_CONFIG": str(layout.server_cfg), "X509_USER_PROXY": str(layout.proxy),
             "X509_CERT_DIR": str(layout.ca_dir), "REQUESTS_CA_BUNDLE": str(layout.ca_cert),
-            "NIGHTLAKE_CLIENT_CA": str(layout.ca_cert),
+            "NIGHTLAKE_CLIENT_CA": str(layout.ca_cert), "NIGHTLAKE_MERGE_SLASHES": "1" if layout.ctao else "0",
             "PATH": f"{layout.server_venv / 'bin'}:{os.environ.get('PATH', '')}"}
 
 
@@ -184,11 +195,7 @@ ssh_identity =
 [alembic]
 cfg = {alembic}
 
-[policy]
-permission = generic
-schema = generic
-lfn2pfn_algorithm_default = hash
-
+{policy}
 [monitor]
 enable_metrics = False
 
@@ -208,6 +215,24 @@ multihop_rse_expression =
 # default): a chained rule, STUCK until its source copy exists, would wait half an hour.
 [repairer]
 updated_at_delta = 10
+"""
+
+# Rucio's own generic policy, or CTAO's policy package: its schema (DID names `/<vo>/<scope>/...`,
+# at most 250 characters), its scope extraction from the name and its identity lfn2pfn (the PFN is
+# the RSE's prefix and the name: the on-site RSE is path-based).
+POLICY = {
+    "generic": "[policy]\npermission = generic\nschema = generic\nlfn2pfn_algorithm_default = hash\n",
+    "ctao": "[policy]\npackage = bdms_rucio_policy\npermission = generic\nextract_scope = ctao_bdms\n"
+            "lfn2pfn_algorithm_default = ctao_bdms\n",
+}
+
+# A CTAO client loads the same package (nightlake's `ctao` extra): the stock CLI then takes a bare
+# `/ctao/acada/...` name and computes PFNs as the server does.
+CLIENT_POLICY = """
+[policy]
+package = bdms_rucio_policy
+extract_scope = ctao_bdms
+lfn2pfn_algorithm_default = ctao_bdms
 """
 
 CLIENT = """\

@@ -18,8 +18,16 @@ from typing import Iterable, Iterator, TypeVar
 
 import numpy as np
 
+from nightlake.night import names
 from nightlake.night.fits.layout import BLOCK
-from nightlake.night.spec import Fixed, LogNormal, LogUniform, NightSpec, Uniform
+from nightlake.night.spec import (
+    Fixed,
+    LogNormal,
+    LogUniform,
+    NightSpec,
+    Uniform,
+    name_fields,
+)
 
 RUCIO_BATCH_SIZE = 1000  # the Rucio server's limit on items per bulk call
 NIGHT_HOURS = 10  # a night's data must be in the lake before the next night starts
@@ -149,8 +157,7 @@ class Plan:
         night, naming = self.spec.night, self.spec.naming
         n_tel = len(night.telescopes)
         n_sub = -(-ds.n_files // n_tel)
-        common = {"site": night.site, "date": night.date.strftime("%Y%m%d"), "scope": night.scope,
-                  "obs_id": ds.obs_id, "run": ds.run, "data_level": night.data_level}
+        common = {**name_fields(night), "obs_id": ds.obs_id, "run": ds.run}
         for i, size in enumerate(ds.sizes.tolist()):
             subrun, tel = divmod(i, n_tel)
             t0 = ds.start_ms + (ds.end_ms - ds.start_ms) * subrun // n_sub
@@ -161,7 +168,7 @@ class Plan:
                     "telescope": fields["telescope"], "tel_id": tel + 1, "obs_id": ds.obs_id,
                     "run": ds.run, "subrun": subrun, "date_obs": _iso(t0), "date_end": _iso(t1),
                     "data_level": night.data_level}
-            yield PlannedFile(scope=night.scope, name=naming.file.format(**fields), dataset=ds.name,
+            yield PlannedFile(scope=night.scope, name=naming.file_name(ds.name, **fields), dataset=ds.name,
                               size=size, payload_seed=_seed("payload", night.seed, ds.index, i),
                               meta=meta)
 
@@ -171,10 +178,8 @@ class Plan:
         files = spec.datasets.files
         n = files.min if files.min == files.max else int(rng.integers(files.min, files.max + 1))
         obs_id, run = spec.naming.first_obs_id + index, spec.naming.first_run + index
-        name = spec.naming.dataset.format(site=spec.night.site, date=spec.night.date.strftime("%Y%m%d"),
-                                          scope=spec.night.scope, obs_id=obs_id, run=run,
-                                          data_level=spec.night.data_level, telescope="", tel_id=0,
-                                          subrun=0, index=0)
+        name = spec.naming.dataset_name(**name_fields(spec.night), obs_id=obs_id, run=run, telescope="",
+                                        tel_id=0, subrun=0, index=0)
         count = spec.datasets.count
         return PlannedDataset(index=index, scope=spec.night.scope, name=name, obs_id=obs_id, run=run,
                               start_ms=self._t0_ms + self._span_ms * index // count,
@@ -241,7 +246,14 @@ class Summary:
         return sum(b for _, _, b in self.datasets)
 
     def calls(self) -> dict[str, int]:
-        return rucio_calls((n for _, n, _ in self.datasets), len(self.spec.rules))
+        calls = rucio_calls((n for _, n, _ in self.datasets), len(self.spec.rules))
+        if self.spec.naming.vo:  # CTAO's containers: looked up, created and linked in bulk, once per run
+            containers = {c for name, _, _ in self.datasets for c in names.containers(name)}
+            batches = -(-len(containers) // RUCIO_BATCH_SIZE)
+            links = -(-(len(containers) - 1 + len(self.datasets)) // RUCIO_BATCH_SIZE)
+            for call, extra in (("get_metadata_bulk", batches), ("add_dids", batches), ("attach_dids", links)):
+                calls[call] += extra
+        return calls
 
     def to_dict(self, files_per_s: float = DEFAULT_FILES_PER_S, mb_per_s: float = DEFAULT_MB_PER_S) -> dict:
         bins = [{"min": int(lo), "max": int(hi), "files": int(c)}

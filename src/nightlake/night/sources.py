@@ -68,7 +68,7 @@ BROKEN_LINK = "broken link"
 
 
 def from_directory(root: Path, scope: str, dataset: str | None = None, follow_links: bool = False,
-                   skipped: Skipped | None = None) -> Iterator[SourceFile]:
+                   skipped: Skipped | None = None, vo: str | None = None) -> Iterator[SourceFile]:
     """Every regular file under `root`, in a deterministic order (sorted, a directory's files before
     its sub-directories, so each dataset's files come together).
 
@@ -83,32 +83,58 @@ def from_directory(root: Path, scope: str, dataset: str | None = None, follow_li
     A file's DID name is its basename, so two files with one basename would be one DID: the walk
     keeps every name seen (a dict of name -> directory: ~70 MB for 500,000 names) to fail on the
     first duplicate, naming both paths, before anything is uploaded.
+
+    With `vo`, names are CTAO's (its Rucio policy): a file's is its path from the last
+    `<vo>/<scope>/` of `root`'s own path on (`root` itself stands for `/<vo>/<scope>` when its path
+    has none), as on the on-site RSE, whose PFNs are the names; its dataset is the directory it is
+    in, so names are unique by construction. Files directly in the scope's directory would have
+    the scope's container as dataset: refused.
     """
     root = Path(root).resolve()
     if not root.is_dir():
         raise BadInput(f"{root}: not a directory")
     _check_scope(scope)
     if dataset is not None:
+        if vo:
+            raise BadInput("--dataset: with --vo a file's dataset is its directory")
         _check_name(dataset, "--dataset")
     skipped = skipped if skipped is not None else Skipped()
     seen: dict[str, str] = {}  # values share one string per directory
     for directory, files in _walk(root, follow_links, skipped):
         rel, where = directory.relative_to(root).as_posix(), str(directory)
-        ds = dataset or (root.name if rel == "." else rel.replace("/", "."))
-        _check_name(ds, f"{directory}: dataset name")
+        if vo:
+            top = _ctao_path(root, vo, scope)
+            if rel == "." and top == f"/{vo}/{scope}" and any(not n.endswith(SIDECAR) for n in files):
+                raise BadInput(f"{root / files[0]}: with --vo a file's directory is its dataset, so files "
+                               f"belong in sub-directories of {root}")
+            ds = top if rel == "." else f"{top}/{rel}"
+        else:
+            ds = dataset or (root.name if rel == "." else rel.replace("/", "."))
+        if files or not vo:  # under CTAO's names a directory without files is a container, not a dataset
+            _check_name(ds, f"{directory}: dataset name", scope, bool(vo))
         sidecars = {n for n in files if n.endswith(SIDECAR)}
         for name in files:
             if name.endswith(SIDECAR):
                 continue
             path = directory / name
-            _check_name(name, str(path))
-            if (first := seen.setdefault(name, where)) != where:
+            did = f"{ds}/{name}" if vo else name
+            _check_name(did, str(path), scope, bool(vo))
+            if not vo and (first := seen.setdefault(name, where)) != where:
                 raise BadInput(f"{path} and {Path(first) / name}: same file name, so the same DID "
                                f"{scope}:{name}; rename one")
-            if (record := _source_file(path, scope, ds, name + SIDECAR in sidecars)) is None:
+            if (record := _source_file(path, scope, ds, name + SIDECAR in sidecars, did)) is None:
                 skipped.add(SPECIAL, path)  # replaced by a FIFO or device since it was listed
             else:
                 yield record
+
+
+def _ctao_path(root: Path, vo: str, scope: str) -> str:
+    """The name of `root` in CTAO's namespace: its path from its last `<vo>/<scope>` on."""
+    parts = root.parts
+    for i in range(len(parts) - 2, 0, -1):
+        if parts[i:i + 2] == (vo, scope):
+            return "/" + "/".join(parts[i:])
+    return f"/{vo}/{scope}"
 
 
 def _walk(root: Path, follow_links: bool, skipped: Skipped) -> Iterator[tuple[Path, list[str]]]:
@@ -155,7 +181,7 @@ def _kind(entry: os.DirEntry, root: Path, follow_links: bool) -> str:
     return FILE if entry.is_file() else SPECIAL
 
 
-def _source_file(path: Path, scope: str, dataset: str, has_sidecar: bool) -> SourceFile | None:
+def _source_file(path: Path, scope: str, dataset: str, has_sidecar: bool, did: str) -> SourceFile | None:
     """The record of a regular file, or None when `path` is no longer one."""
     try:
         info = path.stat()
@@ -169,7 +195,7 @@ def _source_file(path: Path, scope: str, dataset: str, has_sidecar: bool) -> Sou
         raise BadInput(f"{path}: cannot read ({exc.strerror})") from None
     if has_sidecar:
         meta.update(_sidecar(path.with_name(path.name + SIDECAR)))
-    return SourceFile(scope, path.name, dataset, str(path), size, None, meta, info.st_mtime_ns)
+    return SourceFile(scope, did, dataset, str(path), size, None, meta, info.st_mtime_ns)
 
 
 class SourceChanged(OSError):
@@ -218,8 +244,8 @@ def _check_scope(scope: str) -> None:
         raise BadInput(f"--scope {scope}: {problem}")
 
 
-def _check_name(name: str, where: str) -> None:
-    if problem := names.name_problem(name):
+def _check_name(name: str, where: str, scope: str | None = None, absolute: bool = False) -> None:
+    if problem := names.name_problem(name, scope, absolute):
         raise BadInput(f"{where}: {name!r}: {problem}")
 
 

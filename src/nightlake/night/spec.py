@@ -12,8 +12,8 @@ import re
 import stat
 import string
 import tomllib
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
@@ -188,17 +188,39 @@ class LogNormal(_Bounded):
 
 SizeDist = Annotated[Union[Fixed, Uniform, LogUniform, LogNormal], Field(discriminator="kind")]
 
-PLACEHOLDERS = ("site", "date", "scope", "obs_id", "run", "telescope", "tel_id", "subrun", "index",
-                "data_level")
+PLACEHOLDERS = ("site", "date", "year", "month", "day", "scope", "obs_id", "run", "telescope", "tel_id",
+                "subrun", "index", "data_level")
+# With `vo` set, names are CTAO's absolute paths: the dataset `/<vo>/<scope>/<dataset template>`,
+# each file `<dataset>/<file template>`; this dataset template unless one is given.
+CTAO_DATASET = "{data_level}/{site}/events/{year}/{month}/{day}/obs{obs_id:06d}_run{run:06d}"
 
 
 class Naming(_Model):
-    """CTAO style by default: one dataset per observation block/run, one file per telescope and sub-run."""
+    """CTAO style by default: one dataset per observation block/run, one file per telescope and
+    sub-run; with `vo`, CTAO's absolute names (its Rucio policy), a container per directory level."""
 
     dataset: str = "{site}_{date}_obs{obs_id:06d}_run{run:06d}"
     file: str = "{site}_{date}_{telescope}_obs{obs_id:06d}_run{run:06d}_{subrun:04d}.fits"
     first_obs_id: _ranged_int(0, 10**9) = 1
     first_run: _ranged_int(0, 10**9) = 1
+    vo: Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _ctao_dataset(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("vo") and "dataset" not in data:
+            return {**data, "dataset": CTAO_DATASET}
+        return data
+
+    def dataset_name(self, **fields: Any) -> str:
+        """A dataset's DID name from its fields (`name_fields` and the numbers)."""
+        name = self.dataset.format(**fields)
+        return f"/{self.vo}/{fields['scope']}/{name}" if self.vo else name
+
+    def file_name(self, dataset: str, **fields: Any) -> str:
+        """A file's DID name: the template's, under its dataset's path with `vo`."""
+        name = self.file.format(**fields)
+        return f"{dataset}/{name}" if self.vo else name
 
     @model_validator(mode="after")
     def _unique_names(self) -> Naming:
@@ -220,8 +242,8 @@ def _fields(template: str, what: str) -> set[str]:
         names = {f for f, _ in fields}
         unknown = names - set(PLACEHOLDERS)
         if not unknown:
-            template.format(site="S", date="20000101", scope="s", obs_id=1, run=1, telescope="T",
-                            tel_id=1, subrun=1, index=1, data_level="DL0")
+            template.format(site="S", date="20000101", year="2000", month="01", day="01", scope="s", obs_id=1,
+                            run=1, telescope="T", tel_id=1, subrun=1, index=1, data_level="DL0")
     except (ValueError, IndexError, KeyError) as exc:
         raise ValueError(f"{what} template {template!r} is not a valid format string ({exc})") from None
     if unknown:
@@ -264,7 +286,7 @@ class NightSpec(_Model):
         smallest (most padding) and at its largest (most digits, separators, length). A
         500,000-file night is checked in ~2 x telescopes renders, not 500,000."""
         for what, name in worst_case_names(self):
-            if problem := names.name_problem(name):
+            if problem := names.name_problem(name, self.night.scope, absolute=self.naming.vo is not None):
                 raise ValueError(f"naming.{what}: renders {name[:60]!r}{'...' if len(name) > 60 else ''}: {problem}")
         return self
 
@@ -275,14 +297,21 @@ def worst_case_names(spec: NightSpec) -> Iterator[tuple[str, str]]:
     file), strings as given."""
     night, naming, files = spec.night, spec.naming, spec.datasets.files.max
     n_tel, last = len(night.telescopes), spec.datasets.count - 1
-    common = {"site": night.site, "date": night.date.strftime("%Y%m%d"), "scope": night.scope,
-              "data_level": night.data_level}
+    common = name_fields(night)
     for at in (0, 1):
         numbers = {"obs_id": naming.first_obs_id + at * last, "run": naming.first_run + at * last}
-        yield "dataset", naming.dataset.format(**common, **numbers, telescope="", tel_id=0, subrun=0, index=0)
+        dataset = naming.dataset_name(**common, **numbers, telescope="", tel_id=0, subrun=0, index=0)
+        yield "dataset", dataset
         for tel_id, telescope in enumerate(night.telescopes, start=1):
-            yield "file", naming.file.format(**common, **numbers, telescope=telescope, tel_id=tel_id,
-                                             subrun=at * (-(-files // n_tel) - 1), index=at * (files - 1))
+            yield "file", naming.file_name(dataset, **common, **numbers, telescope=telescope, tel_id=tel_id,
+                                           subrun=at * (-(-files // n_tel) - 1), index=at * (files - 1))
+
+
+def name_fields(night: Night) -> dict[str, str]:
+    """The night's own placeholders of the naming templates."""
+    return {"site": night.site, "date": night.date.strftime("%Y%m%d"), "year": f"{night.date.year:04d}",
+            "month": f"{night.date.month:02d}", "day": f"{night.date.day:02d}", "scope": night.scope,
+            "data_level": night.data_level}
 
 
 def load_spec(path: str | Path) -> NightSpec:

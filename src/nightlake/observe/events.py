@@ -37,6 +37,7 @@ class Kind(enum.StrEnum):
     RECONCILE_LOCAL = "reconcile.local"  # done, replanned: uncertain downloads settled
     RECONCILE_MISSING = "reconcile.missing"  # replanned: downloaded files gone from disk
     DATASETS_CREATED = "datasets.created"  # datasets
+    CONTAINERS_CREATED = "containers.created"  # containers, existing: CTAO's hierarchy above the datasets
     UPLOAD_DONE = "upload.done"  # files, bytes, rse: one file stored (live only)
     UPLOAD_BATCH = "upload.batch"  # files, bytes, rse, in_place: a batch of uploads journaled
     REGISTER_BATCH = "register.batch"  # files, calls, rse: replicas added

@@ -38,7 +38,7 @@ class RunKind:
 
 
 INGEST = RunKind("ingest", "journal.sqlite", IngestJournal,
-                 ("command", "source", "rse", "scope", "dataset", "in_place"))
+                 ("command", "source", "rse", "scope", "dataset", "vo", "in_place"))
 RETRIEVE = RunKind("retrieve", "retrieve.sqlite", DownloadJournal, None)
 KINDS = (INGEST, RETRIEVE)
 

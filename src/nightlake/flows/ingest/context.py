@@ -32,6 +32,8 @@ class IngestOptions:
     so big files make small batches. `queue_depth`: batches waiting between two stages.
     `required_meta`: metadata keys without which a file is quarantined (set aside). `close_datasets`: close each
     dataset once all its files are done. `in_place`: the files already are on the RSE.
+    `register`: `generic` (replicas, datasets, containers and attachments in bulk calls of their
+    own) or `dirac` (Rucio's DIRAC endpoint, `add_files`: all of it in one call per batch).
     """
 
     rse: str
@@ -42,6 +44,7 @@ class IngestOptions:
     required_meta: tuple[str, ...] = ()
     close_datasets: bool = True
     in_place: bool = False
+    register: str = "generic"
 
 
 PfnResolver = Callable[[list[FileRecord]], dict[str, str]]

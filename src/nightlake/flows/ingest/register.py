@@ -19,6 +19,7 @@ from nightlake.catalog.client import Catalog
 from nightlake.catalog.rules import RulePolicy
 from nightlake.flows.ingest import adopt
 from nightlake.flows.ingest.context import Context
+from nightlake.night import names
 from nightlake.observe.events import Kind
 from nightlake.runs.journal.ingest import DatasetState, FileRecord, FileState, RuleState
 
@@ -28,25 +29,48 @@ S = FileState
 class Registrar:
     def __init__(self, ctx: Context, catalog: Catalog):
         self.ctx, self.catalog = ctx, catalog
+        self.dirac = ctx.options.register == "dirac"
 
     def create_datasets(self) -> None:
         """Each dataset is created once per run, in bulk, before any file is attached. Datasets
         that already exist were made by an earlier run whose journal is gone: `adopt` takes over."""
         journal = self.ctx.journal
         planned = [(scope, name) for scope, name, _ in journal.datasets(DatasetState.PLANNED)]
-        if not planned:
+        if not planned or self.dirac:  # DIRAC's registration makes each dataset with its first file
             return
         known = self.catalog.existing(planned)
         closed = {did for did, meta in known.items() if meta.get("is_open") is False}
         for dataset in sorted(closed):
             adopt.check_closed(self.ctx, self.catalog, dataset)
+        links = self._create_containers(planned)
         if rejected := self.catalog.add_datasets([did for did in planned if did not in known]):
+            raise rejected[0].failure
+        if rejected := self.catalog.attach_collections(links):
             raise rejected[0].failure
         journal.mark_datasets([did for did in planned if did not in closed], DatasetState.CREATED)
         journal.mark_datasets(closed, DatasetState.CLOSED)
         self.ctx.bus.emit(Kind.DATASETS_CREATED, datasets=len(planned) - len(known), existing=len(known))
         if known:
             adopt.adopt_registered(self.ctx, self.catalog, closed)
+
+    def _create_containers(self, datasets: list[tuple[str, str]]) -> list[tuple[tuple[str, str], tuple[str, str]]]:
+        """CTAO's hierarchical namespace: the containers above absolute dataset names (one per
+        directory level, each once, in bulk, those Rucio lacks), and the (parent, child) links
+        that put every container and dataset in the one above it."""
+        links: dict[tuple[str, str], tuple[str, str]] = {}  # child -> parent
+        for _, name in datasets:
+            if names.is_absolute(name):
+                chain = [*names.containers(name), name]
+                for above, below in zip(chain, chain[1:]):
+                    links[(names.scope_of(below), below)] = (names.scope_of(above), above)
+        if not links:
+            return []
+        containers = sorted({parent for parent in links.values()}, key=lambda did: did[1])
+        known = self.catalog.existing(containers)
+        if rejected := self.catalog.add_datasets([did for did in containers if did not in known], "CONTAINER"):
+            raise rejected[0].failure
+        self.ctx.bus.emit(Kind.CONTAINERS_CREATED, containers=len(containers) - len(known), existing=len(known))
+        return sorted(((parent, child) for child, parent in links.items()), key=lambda link: link[1][1])
 
     def leftovers(self) -> None:
         """Files a previous run left between upload and done continue where they stopped."""
@@ -67,14 +91,21 @@ class Registrar:
         batch = [r for r in batch if r not in clash]
         new = [r for r in batch if (r.scope, r.name) not in known]
         ctx.journal.mark([r.id for r in batch], S.REGISTERING)
-        rejected = self.catalog.add_replicas(rse, [
-            {"scope": r.scope, "name": r.name, "bytes": r.bytes, "adler32": r.adler32} for r in new])
+        add = self.catalog.dirac_add_files if self.dirac else self.catalog.add_replicas
+        rejected = add(rse, [{"scope": r.scope, "name": r.name, "bytes": r.bytes, "adler32": r.adler32} for r in new])
         registered = self._settle(batch, rejected, S.REGISTERED)
+        if self.dirac:
+            planned = {(s, n) for s, n, _ in ctx.journal.datasets(DatasetState.PLANNED)}
+            ctx.journal.mark_datasets(planned & {(r.scope, r.dataset) for r in registered}, DatasetState.CREATED)
         ctx.bus.emit(Kind.REGISTER_BATCH, files=len(registered), calls=1 + bool(new), rse=rse)
         return registered
 
     def attach(self, batch: list[FileRecord]) -> list[FileRecord]:
-        """Attach files to their datasets: one bulk call per dataset present in the batch."""
+        """Attach files to their datasets: one bulk call per dataset present in the batch (none
+        after DIRAC's registration, which attached them in the same call)."""
+        if self.dirac:
+            self.ctx.journal.mark([r.id for r in batch], S.ATTACHED)
+            return batch
         by_dataset: dict[tuple[str, str], list[FileRecord]] = defaultdict(list)
         for record in batch:
             by_dataset[(record.scope, record.dataset)].append(record)

@@ -27,6 +27,7 @@ from nightlake.flows.session import (
     retry_policy,
 )
 from nightlake.night import sources
+from nightlake.night.fits import verify
 from nightlake.night.payload import open_stream
 from nightlake.night.spec import load_spec
 from nightlake.observe.events import EventBus, Kind
@@ -49,6 +50,7 @@ class IngestRequest:
     scheme: str | None = None
     rules: tuple[RulePolicy, ...] = field(default_factory=tuple)
     follow_links: bool = False  # a directory source's links to files out of its tree are ingested
+    vo: str | None = None  # a directory source's names are CTAO's: /<vo>/<scope>/<path>
     patience: float = DEFAULT_PATIENCE  # seconds an outage of the catalog or the RSE is ridden through
 
     @property
@@ -57,7 +59,7 @@ class IngestRequest:
 
     def description(self) -> dict[str, Any]:
         return {"command": "ingest", "source": str(self.source.absolute()), "rse": self.options.rse,
-                "scope": self.scope, "dataset": self.dataset, "in_place": self.options.in_place,
+                "scope": self.scope, "dataset": self.dataset, "vo": self.vo, "in_place": self.options.in_place,
                 "scheme": self.scheme, "follow_links": self.follow_links, "options": asdict(self.options),
                 "rules": [asdict(r) for r in self.rules]}
 
@@ -126,6 +128,10 @@ def _check_source(request: IngestRequest) -> None:
         raise BadInput(f"{request.source}: expected a directory or a night spec (.toml)")
     if not request.is_spec and not request.scope:
         raise BadInput("a directory source needs --scope SCOPE")
+    if request.options.register == "dirac" and not (load_spec(request.source).naming.vo if request.is_spec
+                                                    else request.vo):
+        raise BadInput("--register dirac needs CTAO's names (DIRAC takes the scope from the path): "
+                       "--vo VO for a directory, [naming] vo in a spec")
 
 
 def _scope(request: IngestRequest) -> str:
@@ -138,7 +144,8 @@ def _records(request: IngestRequest, skipped: sources.Skipped) -> Iterator[sourc
         from nightlake.night.plan import Plan
 
         return sources.from_spec(Plan(load_spec(request.source)))
-    return sources.from_directory(request.source, request.scope, request.dataset, request.follow_links, skipped)
+    return sources.from_directory(request.source, request.scope, request.dataset, request.follow_links, skipped,
+                                  request.vo)
 
 
 def _rules(request: IngestRequest) -> tuple[RulePolicy, ...]:
@@ -200,8 +207,10 @@ def _storage_probe(storage: Storage, rse_info: dict, scheme: str) -> Callable[[]
 
 def _source_opener(record: FileRecord):
     """A factory of the source's chunks, fresh on each attempt: the streamed payload's, or the
-    local file's, refused if it is no longer the file that was planned."""
+    local file's, refused if it is no longer the file that was planned. A FITS file's CHECKSUM and
+    DATASUM are verified in this same pass (the upload's, or an in-place file's adler32)."""
     if record.source.startswith(sources.PAYLOAD):
         planned = sources.planned_file(record)
-        return lambda: open_stream(planned).iter_chunks()
-    return lambda: sources.read_unchanged(record.source, record.bytes, record.mtime_ns)
+        return lambda: verify.checked(open_stream(planned).iter_chunks(), record.bytes)
+    return lambda: verify.checked(sources.read_unchanged(record.source, record.bytes, record.mtime_ns),
+                                  record.bytes)

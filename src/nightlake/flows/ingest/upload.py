@@ -21,6 +21,7 @@ from nightlake.catalog.failures import ChecksumMismatch
 from nightlake.flows.failing import Streak
 from nightlake.flows.ingest.context import Context
 from nightlake.flows.window import Window
+from nightlake.night.fits.verify import BadChecksum
 from nightlake.night.sources import required_missing
 from nightlake.observe.events import Kind
 from nightlake.runs.journal.ingest import FileRecord, FileState
@@ -106,6 +107,10 @@ class Uploader:
         try:
             adler32 = future.result()
         except Exception as exc:  # classified, recorded as data
+            if (bad := _bad_fits(exc)) is not None:
+                self.ctx.journal.quarantine([record.id], str(bad))
+                self.ctx.bus.emit(Kind.QUARANTINE, files=1, reason=str(bad))
+                return
             self.ctx.fail([record], exc)
             self.streak.failure(exc)
             return
@@ -166,3 +171,15 @@ class Uploader:
         if expected != stat.adler32:
             return ChecksumMismatch(f"{where} (source {record.source})", expected, stat.adler32)
         return None
+
+
+def _bad_fits(exc: BaseException) -> BadChecksum | None:
+    """The FITS integrity failure behind a failed put or in-place check (the storage layer and the
+    retry policy wrap it), or None: such a file is quarantined, not failed, for no retry can fix it."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, BadChecksum):
+            return exc
+        seen.add(id(exc))
+        exc = getattr(exc, "original", None) or exc.__cause__ or exc.__context__
+    return None

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from nightlake.flows.failing import Streak, record_failure
 from nightlake.flows.window import Window
+from nightlake.night import names
 from nightlake.observe.events import EventBus, Kind
 from nightlake.runs.journal.download import D, Download, DownloadJournal
 from nightlake.storage import (
@@ -69,11 +70,13 @@ class Storages:
 
 
 def destination(out: Path, record: Download) -> Path:
-    """`OUT/<scope>/<name>`, the layout of `rucio download`; neither part may climb out of OUT."""
-    for part in (record.scope, record.name):
+    """`OUT/<scope>/<name>`, the layout of `rucio download` (an absolute name of CTAO's policy
+    under OUT/<scope>/ too); neither part may climb out of OUT."""
+    name = record.name.removeprefix("/") if names.is_absolute(record.name) else record.name
+    for part in (record.scope, name):
         if ".." in Path(part).parts or part.startswith("/"):
             raise ValueError(f"{record.scope}:{record.name}: would be written outside {out}")
-    return out / record.scope / record.name
+    return out / record.scope / name
 
 
 class Retrieve:

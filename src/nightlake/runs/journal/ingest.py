@@ -75,7 +75,7 @@ ALLOWED_FROM: dict[FileState, tuple[FileState, ...]] = {
     S.REGISTERED: (S.REGISTERING,),
     S.ATTACHED: (S.REGISTERED,),
     S.DONE: (S.ATTACHED,),
-    S.QUARANTINED: (S.PLANNED, S.UPLOADED),
+    S.QUARANTINED: (S.PLANNED, S.UPLOADING, S.UPLOADED),  # from uploading: bad FITS, its put undone
 }
 FAILABLE = tuple(s for s in FileState if s not in TERMINAL)
 
