@@ -17,7 +17,7 @@ From the figures, the workers a 500,000-file / 5.5 TB night needs to finish in 1
 files/s and 153 MB/s), and which part saturates first.
 
     .venv/bin/python benchmarks/scale_out.py [--files 20000] [--size "64 kB"] [--workers 1,2,4]
-        [--lake-dir .nightlake/bench-lake] [--port 33700]
+        [--lake-dir .nightlake/bench-lake] [--port 33900]
 """
 
 from __future__ import annotations
@@ -156,7 +156,7 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2,4")
     parser.add_argument("--ceiling-files", type=int, default=20_000)
     parser.add_argument("--lake-dir", type=Path, default=bl.DEFAULT_LAKE)
-    parser.add_argument("--port", type=int, default=33700, help="first port of the Dask schedulers")
+    parser.add_argument("--port", type=int, default=33900, help="first port of the Dask schedulers")
     parser.add_argument("--name", default="scale_out")
     args = parser.parse_args()
     bl.use_lake(args.lake_dir)
