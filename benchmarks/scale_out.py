@@ -4,11 +4,11 @@ and the coordinator's own ceiling.
 Method: for each N, a night spec of `--files` files of `--size` (a site name unique to the run, so
 its DIDs are new) is ingested by ONE `nightlake ingest SPEC --rse ONSITE --cluster local:N --quiet
 --json` child process against the bench lake: payloads are generated on the workers, put over
-https and verified there; the coordinator journals, registers and sets metadata in bulk. The
-child's own CPU (the coordinator, with the LocalCluster's scheduler in it; its workers are
-separate processes) is sampled from /proc while it runs, the lake's per component before and
-after. Then the coordinator's ceiling, in this process: the real pipeline and journal, a
-`local:2` cluster whose workers do no I/O (a storage that stores nothing), and a catalog that
+`--scheme` (https by default) and verified there; the coordinator journals, registers and sets
+metadata in bulk. The child's own CPU (the coordinator, with the LocalCluster's scheduler in it;
+its workers are separate processes) is sampled from /proc while it runs, the lake's per component
+before and after. Then the coordinator's ceiling, in this process: the real pipeline and journal,
+a `local:2` cluster whose workers do no I/O (a storage that stores nothing), and a catalog that
 answers at once; its files/s and CPU per file are what one coordinator can drive at most. The
 baseline is `local:1`, measured in the same run. Files/s and MB/s are for the whole run, from
 the command's start to its end (cluster start included).
@@ -17,7 +17,7 @@ From the figures, the workers a 500,000-file / 5.5 TB night needs to finish in 1
 files/s and 153 MB/s), and which part saturates first.
 
     .venv/bin/python benchmarks/scale_out.py [--files 20000] [--size "64 kB"] [--workers 1,2,4]
-        [--lake-dir .nightlake/bench-lake] [--port 33900]
+        [--scheme https] [--catalog-lanes 1] [--lake-dir .nightlake/bench-lake] [--port 33900]
 """
 
 from __future__ import annotations
@@ -57,10 +57,11 @@ size = "{size}"
     return path
 
 
-def ingest(spec_path: Path, run: Path, workers: int, port: int, lake_dir: Path) -> dict:
+def ingest(spec_path: Path, run: Path, workers: int, port: int, lake_dir: Path, scheme: str, lanes: int) -> dict:
     """One `nightlake ingest --cluster local:N`, its coordinator's CPU sampled from outside."""
     argv = [str(bl.BIN / "nightlake"), "ingest", str(spec_path), "--rse", "ONSITE", "--run", str(run),
-            "--cluster", f"local:{workers}", "--cluster-port", str(port), "--quiet", "--json"]
+            "--scheme", scheme, "--catalog-lanes", str(lanes), "--cluster", f"local:{workers}", "--cluster-port",
+            str(port), "--quiet", "--json"]
     lake_before, busy_before = bl.lake_cpu(lake_dir), bl.machine_busy_s()
     started = time.perf_counter()
     child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -154,6 +155,8 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=20_000)
     parser.add_argument("--size", default="64 kB")
     parser.add_argument("--workers", default="1,2,4")
+    parser.add_argument("--scheme", default="https", help="the RSE's protocol the workers put over")
+    parser.add_argument("--catalog-lanes", type=int, default=1)
     parser.add_argument("--ceiling-files", type=int, default=20_000)
     parser.add_argument("--lake-dir", type=Path, default=bl.DEFAULT_LAKE)
     parser.add_argument("--port", type=int, default=33900, help="first port of the Dask schedulers")
@@ -161,13 +164,15 @@ def main() -> None:
     args = parser.parse_args()
     bl.use_lake(args.lake_dir)
     print(__doc__.split("\n\n")[1])
-    print(f"inputs: {args.files} files of {args.size}, workers {args.workers}, load average {bl.loadavg()}")
+    print(f"inputs: {args.files} files of {args.size} over {args.scheme}, workers {args.workers}, "
+          f"load average {bl.loadavg()}")
     runs = []
     with tempfile.TemporaryDirectory(dir=bl.ROOT / ".nightlake") as work:
         stamp = time.strftime("%H%M%S")
         for i, workers in enumerate(int(w) for w in args.workers.split(",")):
             path = spec(Path(work) / f"night-{workers}.toml", args.files, args.size, f"SCALE{stamp}W{workers}")
-            runs.append(ingest(path, Path(work) / f"run-{workers}", workers, args.port + i, args.lake_dir))
+            runs.append(ingest(path, Path(work) / f"run-{workers}", workers, args.port + i, args.lake_dir,
+                               args.scheme, args.catalog_lanes))
             r = runs[-1]
             print(f"  local:{workers}: {r['files_per_s']} files/s, {r['mb_per_s']} MB/s "
                   f"(x{r['files_per_s'] / runs[0]['files_per_s']:.2f} vs local:1), {r['seconds']} s, "

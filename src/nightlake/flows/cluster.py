@@ -20,8 +20,10 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import signal
 import socket
 import sys
+import threading
 import time
 import tomllib
 from collections.abc import Callable, Iterable, Iterator
@@ -260,10 +262,29 @@ def open_cluster(spec: ClusterSpec, start_timeout: float = START_TIMEOUT) -> Ite
         raise BadInput(f"--cluster {spec}: cannot start or reach the cluster: {reason}") from None
     cluster = Cluster(spec, client)
     try:
-        yield cluster
+        with _closed_on_sigterm():
+            yield cluster
     finally:
         cluster.close()
         _close(started)
+
+
+@contextlib.contextmanager
+def _closed_on_sigterm() -> Iterator[None]:
+    """A coordinator stopped with SIGTERM (a batch system's, a user's kill) still closes the cluster
+    it started: Python's default SIGTERM ends the process without running `finally`, which would
+    leave a LocalCluster's workers or the batch jobs running. The run resumes from the journal."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _start(spec: ClusterSpec) -> Any:
@@ -274,11 +295,17 @@ def _start(spec: ClusterSpec) -> Any:
         from distributed import LocalCluster
 
         return LocalCluster(n_workers=spec.workers, threads_per_worker=1, processes=True,
-                            host="127.0.0.1", scheduler_port=spec.port, dashboard_address=None,
+                            host="127.0.0.1", scheduler_port=spec.port, dashboard_address=_http(spec),
                             worker_dashboard_address=None)
     cluster = jobqueue_cluster(spec)
     cluster.scale(jobs=spec.workers)
     return cluster
+
+
+def _http(spec: ClusterSpec) -> str:
+    """The scheduler's HTTP server (health, metrics; it always runs): the port after the scheduler's,
+    never Dask's default 8787."""
+    return f"{spec.jobs.host if spec.kind != 'local' else '127.0.0.1'}:{spec.port + 1 if spec.port else 0}"
 
 
 def jobqueue_cluster(spec: ClusterSpec) -> Any:
@@ -289,7 +316,7 @@ def jobqueue_cluster(spec: ClusterSpec) -> Any:
     jobs = spec.jobs
     common = dict(cores=jobs.cores, processes=1, memory=jobs.memory, python=jobs.python,
                   log_directory=jobs.log_directory,
-                  scheduler_options={"host": jobs.host, "port": spec.port, "dashboard_address": None},
+                  scheduler_options={"host": jobs.host, "port": spec.port, "dashboard_address": _http(spec)},
                   worker_extra_args=["--host", jobs.host] if jobs.host.startswith("127.") else [])
     if spec.kind == "slurm":
         return dask_jobqueue.SLURMCluster(queue=jobs.queue, walltime=jobs.walltime,

@@ -18,6 +18,7 @@ others are planned again) and the files planned again get another pass.
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -241,10 +242,13 @@ class RemoteStorage:
     pool_size: int = IN_FLIGHT
 
     def open(self) -> Storage:
-        key = json.dumps([self.protocol, self.ca_cert, self.client_cert], sort_keys=True, default=str)
+        """The worker's storage; a worker with an `X509_USER_PROXY` of its own (a batch job's
+        delegated proxy) presents that one."""
+        client_cert = os.environ.get("X509_USER_PROXY") or self.client_cert
+        key = json.dumps([self.protocol, self.ca_cert, client_cert], sort_keys=True, default=str)
         with _OPENED_LOCK:
             if key not in _OPENED:
-                _OPENED[key] = open_storage(self.protocol, ca_cert=self.ca_cert, client_cert=self.client_cert,
+                _OPENED[key] = open_storage(self.protocol, ca_cert=self.ca_cert, client_cert=client_cert,
                                             pool_size=self.pool_size, rse_info=self.rse_info)
             return _OPENED[key]
 
