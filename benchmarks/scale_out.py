@@ -17,7 +17,7 @@ From the figures, the workers a 500,000-file / 5.5 TB night needs to finish in 1
 files/s and 153 MB/s), and which part saturates first.
 
     .venv/bin/python benchmarks/scale_out.py [--files 20000] [--size "64 kB"] [--workers 1,2,4]
-        [--scheme https] [--catalog-lanes 1] [--lake-dir .nightlake/bench-lake] [--port 33900]
+        [--scheme https] [--catalog-lanes 1] [--batch 1000] [--lake-dir .nightlake/bench-lake] [--port 33900]
 """
 
 from __future__ import annotations
@@ -57,10 +57,11 @@ size = "{size}"
     return path
 
 
-def ingest(spec_path: Path, run: Path, workers: int, port: int, lake_dir: Path, scheme: str, lanes: int) -> dict:
+def ingest(spec_path: Path, run: Path, workers: int, port: int, lake_dir: Path, scheme: str, lanes: int,
+           batch: int) -> dict:
     """One `nightlake ingest --cluster local:N`, its coordinator's CPU sampled from outside."""
     argv = [str(bl.BIN / "nightlake"), "ingest", str(spec_path), "--rse", "ONSITE", "--run", str(run),
-            "--scheme", scheme, "--catalog-lanes", str(lanes), "--cluster", f"local:{workers}", "--cluster-port",
+            "--scheme", scheme, "--catalog-lanes", str(lanes), "--batch", str(batch), "--cluster", f"local:{workers}", "--cluster-port",
             str(port), "--quiet", "--json"]
     lake_before, busy_before = bl.lake_cpu(lake_dir), bl.machine_busy_s()
     started = time.perf_counter()
@@ -157,6 +158,7 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2,4")
     parser.add_argument("--scheme", default="https", help="the RSE's protocol the workers put over")
     parser.add_argument("--catalog-lanes", type=int, default=1)
+    parser.add_argument("--batch", type=int, default=1000, help="files per batch (a worker's task)")
     parser.add_argument("--ceiling-files", type=int, default=20_000)
     parser.add_argument("--lake-dir", type=Path, default=bl.DEFAULT_LAKE)
     parser.add_argument("--port", type=int, default=33900, help="first port of the Dask schedulers")
@@ -164,15 +166,15 @@ def main() -> None:
     args = parser.parse_args()
     bl.use_lake(args.lake_dir)
     print(__doc__.split("\n\n")[1])
-    print(f"inputs: {args.files} files of {args.size} over {args.scheme}, workers {args.workers}, "
-          f"load average {bl.loadavg()}")
+    print(f"inputs: {args.files} files of {args.size} over {args.scheme}, batches of {args.batch}, "
+          f"{args.catalog_lanes} catalog lane(s), workers {args.workers}, load average {bl.loadavg()}")
     runs = []
     with tempfile.TemporaryDirectory(dir=bl.ROOT / ".nightlake") as work:
         stamp = time.strftime("%H%M%S")
         for i, workers in enumerate(int(w) for w in args.workers.split(",")):
             path = spec(Path(work) / f"night-{workers}.toml", args.files, args.size, f"SCALE{stamp}W{workers}")
             runs.append(ingest(path, Path(work) / f"run-{workers}", workers, args.port + i, args.lake_dir,
-                               args.scheme, args.catalog_lanes))
+                               args.scheme, args.catalog_lanes, args.batch))
             r = runs[-1]
             print(f"  local:{workers}: {r['files_per_s']} files/s, {r['mb_per_s']} MB/s "
                   f"(x{r['files_per_s'] / runs[0]['files_per_s']:.2f} vs local:1), {r['seconds']} s, "

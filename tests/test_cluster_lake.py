@@ -200,3 +200,46 @@ def test_a_directory_the_workers_cannot_see_is_refused_in_one_line(lake, scratch
     assert "not visible from the cluster's worker(s)" in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (scratch / "run").exists()
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError):
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry.name))
+    return found
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's exit status may wait for whoever reaps it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_a_coordinator_stopped_mid_run_leaves_no_worker_and_the_rerun_completes(lake, scratch):
+    """SIGTERM to the command (a batch system's stop): its LocalCluster is closed, no worker
+    process is left; the same command again resumes and completes the night."""
+    plan = Plan(load_spec(write_spec(scratch / "night.toml", "CLUSTERSTOP", datasets=2, files=30)))
+    run = scratch / "run"
+    argv = [*_argv(scratch / "night.toml", run), "--cluster", "local:2", "--cluster-port", str(PORT + 5)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while journal_counts(run / "journal.sqlite").get("uploading", 0) == 0 and proc.poll() is None:
+        assert time.monotonic() < deadline, "the run did not get going"
+        time.sleep(0.05)
+    workers = _children(proc.pid)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    deadline = time.monotonic() + 60
+    while (alive := [p for p in workers if _running(p)]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not alive, f"processes of the stopped run still running: {alive}"
+    result = _ingest(scratch / "night.toml", run, "--cluster", "local:2", "--cluster-port", str(PORT + 6))
+    assert result.returncode == 0, result.stderr
+    assert_cli_lists(streamed(plan), ONSITE)
+    assert summary(run)["files"]["done"] == 60
