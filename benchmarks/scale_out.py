@@ -37,6 +37,13 @@ import benchlib as bl  # noqa: E402
 NIGHT_FILES, NIGHT_BYTES, NIGHT_HOURS = 500_000, 5.5e12, 10
 
 
+def journal_counts(journal: Path) -> dict[str, int]:
+    import sqlite3
+
+    with sqlite3.connect(f"file:{journal}?mode=ro", uri=True) as db:
+        return dict(db.execute("SELECT state, COUNT(*) FROM files GROUP BY state").fetchall())
+
+
 def spec(path: Path, files: int, size: str, site: str) -> Path:
     datasets = max(1, files // 2000)
     path.write_text(f"""[night]
@@ -58,8 +65,9 @@ size = "{size}"
 
 
 def ingest(spec_path: Path, run: Path, workers: int, port: int, lake_dir: Path, scheme: str, lanes: int,
-           batch: int) -> dict:
-    """One `nightlake ingest --cluster local:N`, its coordinator's CPU sampled from outside."""
+           batch: int, timeout: float) -> dict:
+    """One `nightlake ingest --cluster local:N`, its coordinator's CPU sampled from outside; stopped
+    (SIGTERM: it closes its cluster) and recorded as such after `timeout` seconds."""
     argv = [str(bl.BIN / "nightlake"), "ingest", str(spec_path), "--rse", "ONSITE", "--run", str(run),
             "--scheme", scheme, "--catalog-lanes", str(lanes), "--batch", str(batch), "--cluster", f"local:{workers}", "--cluster-port",
             str(port), "--quiet", "--json"]
@@ -69,11 +77,15 @@ def ingest(spec_path: Path, run: Path, workers: int, port: int, lake_dir: Path, 
     cpu = 0.0
     while child.poll() is None:
         cpu = max(cpu, bl._cpu_of(child.pid, reaped=False))
+        if time.perf_counter() - started > timeout:
+            child.terminate()
         time.sleep(0.2)
     seconds = time.perf_counter() - started
     out, err = child.communicate()
     if child.returncode != 0:
-        raise SystemExit(f"ingest with local:{workers} failed ({child.returncode}): {err.strip()[-800:]}")
+        counts = journal_counts(run / "journal.sqlite")
+        return {"workers": workers, "seconds": round(seconds, 2), "failed": child.returncode,
+                "journal": counts, "stderr": err.strip()[-500:]}
     summary = json.loads(out)
     per_worker: dict[str, list[float]] = {}
     for line in (run / "events.jsonl").read_text().splitlines():
@@ -141,6 +153,9 @@ def coordinator_ceiling(files: int, port: int) -> dict:
 def night_table(runs: list[dict], ceiling: dict) -> list[str]:
     """Workers for 500,000 files / 5.5 TB in 10 h, from the per-worker bytes rate measured."""
     need_files, need_mb = NIGHT_FILES / (NIGHT_HOURS * 3600), NIGHT_BYTES / (NIGHT_HOURS * 3600) / 1e6
+    runs = [r for r in runs if "failed" not in r]
+    if not runs:
+        return [f"needed: {need_files:.1f} files/s and {need_mb:.0f} MB/s; no run completed"]
     best = max(runs, key=lambda r: r["mb_per_s"] / r["workers"])
     per_worker_mb = best["mb_per_s"] / best["workers"]
     lines = [f"needed: {need_files:.1f} files/s and {need_mb:.0f} MB/s",
@@ -159,6 +174,7 @@ def main() -> None:
     parser.add_argument("--scheme", default="https", help="the RSE's protocol the workers put over")
     parser.add_argument("--catalog-lanes", type=int, default=1)
     parser.add_argument("--batch", type=int, default=1000, help="files per batch (a worker's task)")
+    parser.add_argument("--run-timeout", type=float, default=3600, help="seconds before a run is stopped")
     parser.add_argument("--ceiling-files", type=int, default=20_000)
     parser.add_argument("--lake-dir", type=Path, default=bl.DEFAULT_LAKE)
     parser.add_argument("--port", type=int, default=33900, help="first port of the Dask schedulers")
@@ -174,10 +190,15 @@ def main() -> None:
         for i, workers in enumerate(int(w) for w in args.workers.split(",")):
             path = spec(Path(work) / f"night-{workers}.toml", args.files, args.size, f"SCALE{stamp}W{workers}")
             runs.append(ingest(path, Path(work) / f"run-{workers}", workers, args.port + i, args.lake_dir,
-                               args.scheme, args.catalog_lanes, args.batch))
+                               args.scheme, args.catalog_lanes, args.batch, args.run_timeout))
             r = runs[-1]
+            if "failed" in r:
+                print(f"  local:{workers}: stopped or failed ({r['failed']}) after {r['seconds']} s, journal "
+                      f"{r['journal']}: {r['stderr']}")
+                continue
             print(f"  local:{workers}: {r['files_per_s']} files/s, {r['mb_per_s']} MB/s "
-                  f"(x{r['files_per_s'] / runs[0]['files_per_s']:.2f} vs local:1), {r['seconds']} s, "
+                  f"(x{r['files_per_s'] / runs[0].get('files_per_s', r['files_per_s']):.2f} vs the first), "
+                  f"{r['seconds']} s, "
                   f"coordinator {r['coordinator_cpu_ms_per_file']} ms CPU/file, lake CPU {r['lake_cpu_s']}")
     ceiling = coordinator_ceiling(args.ceiling_files, args.port + 10)
     print(f"  coordinator ceiling (no-I/O workers, instant catalog): {ceiling['files_per_s']} files/s, "
