@@ -3,8 +3,9 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# Debian packages the local lake needs (PostgreSQL 15, XRootD server and client, gfal2 for its transfer service).
-APT_PACKAGES := postgresql-15 xrootd-server xrootd-client chromium openssl gfal2 python3-gfal2 gfal2-plugin-http gfal2-plugin-xrootd gfal2-plugin-file xrootd-scitokens-plugins
+# Debian packages the local lake needs (PostgreSQL 15, XRootD server and client and its token plugin, gfal2 for
+# its transfer service; debootstrap for the personal HTCondor pool, `nightlake lake condor up`).
+APT_PACKAGES := postgresql-15 xrootd-server xrootd-client chromium openssl gfal2 python3-gfal2 gfal2-plugin-http gfal2-plugin-xrootd gfal2-plugin-file xrootd-scitokens-plugins debootstrap
 STAMP := .nightlake/stamps
 
 .PHONY: demo demo-dr test deps system venv clean bench-quick bench

@@ -129,3 +129,53 @@ def test_a_catalog_that_stays_down_stops_the_run_and_keeps_the_uploads_for_a_rer
     assert counts[FileState.FAILED] == counts[FileState.DONE] == 0  # nothing is failed for a catalog outage
     assert counts[FileState.UPLOADED] >= 1000  # what was uploaded waits, journaled, for the next run
     assert counts[FileState.PLANNED] > 0  # and the uploads stopped instead of going on for the whole night
+
+
+class CountingCatalog(FakeCatalog):
+    """Accepts everything, counts each replica added and the calls in flight at once (every call
+    takes a few milliseconds, as a server's would); twins share the counts."""
+
+    def __init__(self, shared=None):
+        import threading
+
+        self.shared = shared or {"lock": threading.Lock(), "added": [], "in_flight": 0, "most": 0}
+
+    def twin(self):
+        return CountingCatalog(self.shared)
+
+    def _call(self, result):
+        import time
+
+        with self.shared["lock"]:
+            self.shared["in_flight"] += 1
+            self.shared["most"] = max(self.shared["most"], self.shared["in_flight"])
+        time.sleep(0.005)
+        with self.shared["lock"]:
+            self.shared["in_flight"] -= 1
+        return result
+
+    def add_replicas(self, rse, files):
+        with self.shared["lock"]:
+            self.shared["added"] += [f["name"] for f in files]
+        return self._call([])
+
+    def set_metadata(self, items):
+        return self._call([])
+
+
+def test_several_catalog_lanes_register_each_file_exactly_once(tmp_path):
+    journal = IngestJournal.create(tmp_path / "journal.sqlite", {})
+    journal.add_files({"scope": "cta", "name": f"f{i:04d}", "dataset": f"ds{i % 3}", "source": "payload:1",
+                       "bytes": 4, "adler32": None, "meta": {}} for i in range(1200))
+    journal.add_datasets([("cta", f"ds{i}") for i in range(3)])
+    catalog = CountingCatalog()
+    ingest = Ingest(journal, catalog, FakeStorage(),
+                    pfn_of=lambda batch: {f"{r.scope}:{r.name}": f"root://h//rucio/{r.name}" for r in batch},
+                    open_source=lambda record: (lambda: iter([b"data"])),
+                    options=IngestOptions(rse="ONSITE", workers=4, batch_files=20, catalog_lanes=4),
+                    storage_policy=RetryPolicy(target="ONSITE", sleep=lambda s: None), metadata_catalog=catalog.twin())
+    ingest.run()
+    assert journal.counts()[FileState.DONE] == 1200
+    added = catalog.shared["added"]
+    assert sorted(added) == [f"f{i:04d}" for i in range(1200)]  # each once
+    assert catalog.shared["most"] > 1  # the lanes did call at once

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from nightlake import BadInput
+from nightlake.cli.cluster_flags import cluster_flags, cluster_spec
 from nightlake.cli.common import (
     directory_to_make,
     done_rows,
@@ -44,23 +45,27 @@ from nightlake.observe.events import Event, EventBus, Kind
 @click.option("--workers", type=click.IntRange(1, 256), default=8, show_default=True, help="Parallel uploads.")
 @click.option("--batch", type=click.IntRange(1, 1000), default=1000, show_default=True,
               help="Files per bulk catalog call (server limit 1000).")
+@click.option("--catalog-lanes", type=click.IntRange(1, 32), default=1, show_default=True,
+              help="Bulk catalog calls in flight in the register and in the metadata stage.")
 @click.option("--no-close", is_flag=True, help="Leave the datasets open at the end.")
 @click.option("--follow-links", is_flag=True,
               help="Ingest the files that a directory source's links point to out of its tree (default: skipped).")
 @patience
+@cluster_flags
 @metrics_port
 @click.option("--quiet", is_flag=True, help="No progress display.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 def ingest_cmd(source, rse, run_dir, scope, dataset, vo, register, in_place, scheme, rules, required, workers, batch,
-               no_close, follow_links, patience, metrics_port, quiet, as_json) -> None:
+               catalog_lanes, no_close, follow_links, patience, metrics_port, quiet, as_json, **cluster) -> None:
     """Upload, register, set the metadata of and replicate a night: SOURCE is a directory or a night spec (.toml)."""
     from nightlake.flows.ingest.run import IngestRequest, run_ingest
 
     options = IngestOptions(rse=rse, workers=workers, batch_files=batch, required_meta=tuple(required),
-                            close_datasets=not no_close, in_place=in_place, register=register)
+                            close_datasets=not no_close, in_place=in_place, register=register,
+                            catalog_lanes=catalog_lanes)
     request = IngestRequest(source=source, run=run_dir, options=options, scope=scope, dataset=dataset,
                             scheme=scheme, rules=tuple(_ingest_rule(r) for r in rules), follow_links=follow_links,
-                            vo=vo, patience=patience)
+                            vo=vo, patience=patience, cluster=cluster_spec(cluster))
 
     def run(bus: EventBus) -> dict:
         bus.subscribe(_warn_skipped)

@@ -1,15 +1,16 @@
-"""`nightlake lake up | down | status | env | fault`: the local data lake from the command line."""
+"""`nightlake lake up | down | status | env | fault | condor`: the local data lake from the command line."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
 from rich.table import Table
 
+from nightlake import BadInput
 from nightlake.cli.console import err as console
 from nightlake.cli.console import out
-from nightlake import BadInput
 from nightlake.lake import control, faults, rucio_server
 from nightlake.lake.layout import POLICIES, Layout, default_dir, default_server_venv
 
@@ -158,3 +159,54 @@ def fault(root: Path | None, rse: str, mode: str | None, clear: bool) -> None:
     else:
         faults.inject(layout, rse, mode)
         console.print(f"{rse}: fault {mode}")
+
+
+@lake.group("condor")
+def condor_pool() -> None:
+    """A personal HTCondor pool on 127.0.0.1 (Debian trixie's minicondor in a chroot) for --cluster htcondor:N."""
+
+
+_pool_dir = click.option("--dir", "root", type=click.Path(file_okay=False, path_type=Path),
+                         default=Path(".nightlake/condor"), show_default=True, help="The pool's directory.")
+
+
+@condor_pool.command("up")
+@_pool_dir
+@click.option("--port", type=click.IntRange(1024, 65000), default=9618, show_default=True,
+              help="The collector's (and every daemon's shared) port; the next 49 are the pool's too.")
+@click.option("--share", multiple=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Another directory the jobs must see at the same path (read-only). Repeatable.")
+@click.option("--proxy", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=lambda: os.environ.get("X509_USER_PROXY"),
+              help="Client certificate the jobs get a copy of [default: $X509_USER_PROXY].")
+def condor_up(root: Path, port: int, share: tuple[Path, ...], proxy: Path | None) -> None:
+    """Start the pool (bootstrapped the first time: debootstrap, about a minute or three)."""
+    from nightlake.lake import condor
+
+    pool = condor.Pool(root)
+    with console.status("starting the HTCondor pool…"):
+        started = condor.up(pool, port, condor.worker_shares() + list(share), proxy,
+                            echo=lambda line: console.print(f"  {line}"))
+    if not started:
+        console.print(f"the HTCondor pool in {pool.path} is already up")
+    console.print(f'submit with:  eval "$(nightlake lake condor env --dir {root})"; jobs get their proxy as '
+                  f'--job-extra \'environment = "X509_USER_PROXY={pool.proxy}"\'')
+
+
+@condor_pool.command("down")
+@_pool_dir
+def condor_down(root: Path) -> None:
+    """Stop the pool's master by its PID and unmount what `up` mounted."""
+    from nightlake.lake import condor
+
+    condor.down(condor.Pool(root), echo=lambda line: console.print(f"  {line}"))
+    console.print("HTCondor pool down")
+
+
+@condor_pool.command("env")
+@_pool_dir
+def condor_env(root: Path) -> None:
+    """Shell lines that put the pool's condor_submit / condor_rm first on PATH (for dask-jobqueue)."""
+    from nightlake.lake import condor
+
+    out.print(f"export PATH={condor.Pool(root).env()['PATH']}", markup=False, highlight=False)

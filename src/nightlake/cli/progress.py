@@ -40,6 +40,7 @@ class Tally:
         self.total = self.moved_before = self.done_before = 0
         self.moved = self.bytes = self.done = self.failed = 0
         self.waiting: dict[str, str] = {}  # target -> why: the services the run waits for
+        self.workers: dict[str, list[int]] = {}  # cluster worker -> [files, bytes] moved
 
     def count(self, event: Event) -> None:
         fields = event.fields
@@ -60,6 +61,16 @@ class Tally:
             self.waiting[fields.get("target", "?")] = fields.get("message", "")
         elif event.kind == Kind.SERVICE_UP:
             self.waiting.pop(fields.get("target", "?"), None)
+        elif event.kind == Kind.WORKER_BATCH:
+            moved = self.workers.setdefault(str(fields.get("worker", "?")), [0, 0])
+            moved[0] += fields.get("files", 0)
+            moved[1] += fields.get("bytes", 0)
+
+    def workers_line(self) -> str:
+        """Each cluster worker's files/s and MB/s this session, or "" without a cluster."""
+        elapsed = max(self.clock() - self.started, 1e-6)
+        return ", ".join(f"{worker} {files / elapsed:.1f} files/s {size / 1e6 / elapsed:.1f} MB/s"
+                         for worker, (files, size) in sorted(self.workers.items()))
 
     def waiting_line(self) -> str:
         """What the run waits for, or ""."""
@@ -98,7 +109,8 @@ class RunProgress:
                 self.progress.update(self.done_task, total=t.total or None, completed=t.done_before + t.done)
             files_per_s, mb_per_s = t.rates()
             status = f"{files_per_s:8.1f} files/s  {mb_per_s:8.1f} MB/s  {human_bytes(t.bytes)}  failed {t.failed}"
-            self.live.update(Group(self.progress, Text(f"{status}  {t.waiting_line()}".rstrip())))
+            lines = [f"{status}  {t.waiting_line()}".rstrip()] + ([f"workers: {w}"] if (w := t.workers_line()) else [])
+            self.live.update(Group(self.progress, Text("\n".join(lines))))
 
     def __enter__(self) -> RunProgress:
         self.live.__enter__()
@@ -149,7 +161,9 @@ class ProgressLog:
                      f"({human_bytes(t.bytes)} this session)")
         when = time.strftime("%H:%M:%S")
         waiting = f"; {t.waiting_line()}" if t.waiting else ""
-        return f"{when} " + ", ".join(parts) + (f"; ETA {eta / 60:.0f} min" if eta is not None else "") + waiting
+        workers = f"; workers: {t.workers_line()}" if t.workers else ""
+        return f"{when} " + ", ".join(parts) + (f"; ETA {eta / 60:.0f} min" if eta is not None else "") + waiting \
+            + workers
 
 
 class ReplicationRates:

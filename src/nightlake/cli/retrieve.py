@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from nightlake.cli.cluster_flags import cluster_flags, cluster_spec
 from nightlake.cli.common import (
     directory_to_make,
     done_rows,
@@ -34,17 +35,18 @@ from nightlake.cli.common import (
 @click.option("--batch", type=click.IntRange(1, 1000), default=1000, show_default=True,
               help="Files per batch (one list_replicas call each when planning).")
 @patience
+@cluster_flags
 @metrics_port
 @click.option("--quiet", is_flag=True, help="No progress display.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 def retrieve_cmd(dids, filters, scope, out, rse, from_rse, run_dir, workers, batch, patience, metrics_port, quiet,
-                 as_json) -> None:
+                 as_json, **cluster) -> None:
     """Download DIDs (files, datasets, containers) or a metadata selection, verified and resumable."""
     from nightlake.flows.retrieve.run import RetrieveRequest, parse_filter, run_retrieve
 
     request = RetrieveRequest(out=out, run=run_dir, dids=tuple(dids), filters=tuple(parse_filter(f) for f in filters),
                               scope=scope, rse=rse, from_rse=from_rse, workers=workers, batch_files=batch,
-                              patience=patience)
+                              patience=patience, cluster=cluster_spec(cluster))
     finish_run(lambda bus: run_with_progress(lambda b: run_retrieve(request, b), bus, quiet or as_json,
                                              "downloaded"),
                metrics_port, lambda summary: _print_summary(summary, run_dir, as_json))

@@ -45,6 +45,8 @@ class Kind(enum.StrEnum):
     DONE_BATCH = "done.batch"  # files, bytes: metadata set, the files are done
     DOWNLOAD_DONE = "download.done"  # files, bytes, rse: one file retrieved (live only)
     RETRIEVE_BATCH = "retrieve.batch"  # files, bytes: a batch of downloads journaled
+    WORKER_BATCH = "worker.batch"  # worker, files, bytes, seconds: a cluster worker's batch moved
+    WORKER_LOST = "worker.lost"  # files, message: a batch lost with its cluster worker, settled again
     SOURCE_SKIPPED = "source.skipped"  # reason, files, sample: entries of a directory source not ingested
     QUARANTINE = "quarantine"  # files, reason: files set aside (missing metadata), never ingested
     FILE_FAILED = "file.failed"  # files, error_class, message

@@ -53,6 +53,10 @@ class Metrics:
         self.down = Gauge("nightlake_service_down", "1 while the run waits for a target that is down",
                           ["target"], registry=r)
         self.run_files = Gauge("nightlake_run_files", "Files in the run", registry=r)
+        self.worker_files = Counter("nightlake_worker_files", "Files moved by each cluster worker", ["worker"],
+                                    registry=r)
+        self.worker_bytes = Counter("nightlake_worker_bytes", "Bytes moved by each cluster worker", ["worker"],
+                                    registry=r)
         self.rule_files = Gauge("nightlake_rule_files", "Files of the run's rules by replication state",
                                 ["state"], registry=r)
         self.last_event = Gauge("nightlake_last_event_timestamp_seconds", "When the last event came (a stall "
@@ -79,6 +83,9 @@ class Metrics:
             self.down.labels(f.get("target", "?")).set(int(kind == Kind.SERVICE_DOWN))
         elif kind == Kind.RUN_START:
             self.run_files.set(f.get("files", 0))
+        elif kind == Kind.WORKER_BATCH:
+            self.worker_files.labels(str(f.get("worker", "?"))).inc(f.get("files", 0))
+            self.worker_bytes.labels(str(f.get("worker", "?"))).inc(f.get("bytes", 0))
         elif kind == Kind.RULES_PROGRESS:
             self._rule_progress(f)
 

@@ -1,5 +1,5 @@
 """What every stage of an ingest shares: its options, the journal, the catalog, the storage of the
-upload RSE and its retry policy, the event bus, and the worker pool.
+upload RSE and its retry policy, the event bus, and the worker pool (or the cluster).
 
 One `Context` per run, built by `pipeline.Ingest`; the stages (`reconcile`, `upload`, `register`)
 take it and never build their own connections, so a run has one storage pool and one retry
@@ -34,6 +34,8 @@ class IngestOptions:
     dataset once all its files are done. `in_place`: the files already are on the RSE.
     `register`: `generic` (replicas, datasets, containers and attachments in bulk calls of their
     own) or `dirac` (Rucio's DIRAC endpoint, `add_files`: all of it in one call per batch).
+    `catalog_lanes`: bulk calls in flight in the register stage, and in the metadata stage (each
+    lane a thread with a Rucio client of its own): one waits on latency, several on the server.
     """
 
     rse: str
@@ -45,6 +47,7 @@ class IngestOptions:
     close_datasets: bool = True
     in_place: bool = False
     register: str = "generic"
+    catalog_lanes: int = 1
 
 
 PfnResolver = Callable[[list[FileRecord]], dict[str, str]]
@@ -62,6 +65,8 @@ class Context:
     bus: EventBus
     storage_policy: RetryPolicy
     pool: ThreadPoolExecutor = field(repr=False)
+    cluster: Any = field(default=None, repr=False)  # a flows.cluster.Cluster: uploads run on its workers
+    remote: Any = None  # an upload.RemoteStorage: how a cluster worker opens the upload RSE's storage
 
     def on_storage(self, fn: Callable, *args: Any, **kwargs: Any) -> Any:
         """A storage call under the upload RSE's retry policy."""

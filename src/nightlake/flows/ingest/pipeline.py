@@ -22,6 +22,7 @@ import queue
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from nightlake.catalog.client import Catalog
 from nightlake.catalog.retry import RetryPolicy
@@ -45,16 +46,18 @@ class Ingest:
     """One ingest run over a journal: reconcile, upload, register, set metadata, rule, close.
 
     `catalog` serves reconcile and the register stage; `metadata_catalog` (a second client:
-    threads do not share one) the metadata stage."""
+    threads do not share one) the metadata stage. With `cluster` (and `remote`, how its workers
+    open the storage) the uploads run on the cluster's workers."""
 
     def __init__(self, journal: IngestJournal, catalog: Catalog, storage: Storage, pfn_of: PfnResolver,
                  open_source: SourceOpener, options: IngestOptions, bus: EventBus | None = None,
-                 storage_policy: RetryPolicy | None = None, metadata_catalog: Catalog | None = None):
+                 storage_policy: RetryPolicy | None = None, metadata_catalog: Catalog | None = None,
+                 cluster: Any = None, remote: Any = None):
         self._pool = ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="upload")
         self.ctx = Context(journal, catalog, storage, pfn_of, open_source, options, bus or EventBus(),
-                           storage_policy or RetryPolicy(target=options.rse), self._pool)
+                           storage_policy or RetryPolicy(target=options.rse), self._pool, cluster, remote)
         self.registrar = Registrar(self.ctx, catalog)
-        self.finisher = Registrar(self.ctx, metadata_catalog or catalog)
+        self.finisher = Registrar(self.ctx, metadata_catalog or catalog, self.registrar.settling)
         self._stop = threading.Event()
 
     def run(self) -> None:
@@ -75,24 +78,38 @@ class Ingest:
             self._pool.shutdown(wait=True, cancel_futures=True)
 
     def _upload_and_register(self) -> None:
-        """The three stages; the first error in any of them stops the others and is raised here."""
-        to_register: queue.Queue = queue.Queue(maxsize=self.ctx.options.queue_depth)
-        to_finish: queue.Queue = queue.Queue(maxsize=self.ctx.options.queue_depth)
+        """The three stages, the two catalog ones in `catalog_lanes` threads each; the first error
+        in any of them stops the others and is raised here."""
+        ctx = self.ctx
+        to_register: queue.Queue = queue.Queue(maxsize=ctx.options.queue_depth)
+        to_finish: queue.Queue = queue.Queue(maxsize=ctx.options.queue_depth)
         errors: list[BaseException] = []
-        register = lambda batch: self.registrar.attach(self.registrar.register(batch))  # noqa: E731
-        stages = [threading.Thread(target=self._stage, name=name, args=(name, inbox, step, outbox, errors))
-                  for name, inbox, step, outbox in (("register", to_register, register, to_finish),
-                                                    ("metadata", to_finish, self.finisher.finish, None))]
-        for stage in stages:
+        registrars, finishers = self._lanes(self.registrar), self._lanes(self.finisher)
+
+        def lane(name: str, inbox: queue.Queue, step: Callable, outbox: queue.Queue | None) -> threading.Thread:
+            return threading.Thread(target=self._stage, name=name, args=(name, inbox, step, outbox, errors))
+        registering = [lane("register", to_register, lambda b, r=r: r.attach(r.register(b)), to_finish)
+                       for r in registrars]
+        finishing = [lane("metadata", to_finish, f.finish, None) for f in finishers]
+        for stage in registering + finishing:
             stage.start()
         try:
-            Uploader(self.ctx, lambda batch: self._hand_on(to_register, "register", batch), self._stop.is_set).run()
+            Uploader(ctx, lambda batch: self._hand_on(to_register, "register", batch), self._stop.is_set).run()
         finally:
-            to_register.put(_STOP)
-            for stage in stages:
-                stage.join()
+            for stages, inbox in ((registering, to_register), (finishing, to_finish)):
+                for _ in stages:
+                    inbox.put(_STOP)
+                for stage in stages:
+                    stage.join()
         if errors:
             raise errors[0]
+
+    def _lanes(self, first: Registrar) -> list[Registrar]:
+        """`catalog_lanes` registrars for a stage: the first one's, and twins of its catalog. They
+        share one lock for a dataset's rules and closing, so two lanes never do them twice."""
+        twins = [Registrar(self.ctx, first.catalog.twin(), first.settling)
+                 for _ in range(self.ctx.options.catalog_lanes - 1)]
+        return [first, *twins]
 
     def _hand_on(self, outbox: queue.Queue, stage: str, batch: list) -> None:
         """Queue a batch for `stage`; how many wait shows which stage holds the night back."""
@@ -102,7 +119,7 @@ class Ingest:
     def _stage(self, name: str, inbox: queue.Queue, step: Callable, outbox: queue.Queue | None,
                errors: list[BaseException]) -> None:
         """Apply `step` to each batch from `inbox`, pass its result on; after an error, only drain,
-        so that no stage ever blocks on a full queue."""
+        so that no stage ever blocks on a full queue. A lane ends at its own `_STOP`."""
         while (batch := inbox.get()) is not _STOP:
             self.ctx.bus.emit(Kind.QUEUE_DEPTH, stage=name, depth=inbox.qsize())
             if errors:
@@ -114,5 +131,3 @@ class Ingest:
             except BaseException as exc:  # surfaced by the uploading thread
                 errors.append(exc)
                 self._stop.set()
-        if outbox is not None:
-            outbox.put(_STOP)

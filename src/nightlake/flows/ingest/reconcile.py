@@ -26,14 +26,22 @@ def reconcile(ctx: Context) -> None:
 
 def _uploads(ctx: Context) -> None:
     for batch in ctx.journal.batches(S.UPLOADING, ctx.options.batch_files):
-        complete, redo = [], []
-        for record, stat in zip(batch, ctx.stat_all(batch)):
-            (complete if _is_complete(ctx, record, stat) else redo).append((record, stat))
-        ctx.discard_parts([r for r, _ in complete + redo])
-        ctx.delete_quietly(r.pfn for r, s in redo if s is not None)
+        complete = settle_uploads(ctx, batch)
         ctx.journal.mark_each(S.UPLOADED, [{"id": r.id, "adler32": s.adler32} for r, s in complete])
-        ctx.journal.mark([r.id for r, _ in redo], S.PLANNED)
-        ctx.bus.emit(Kind.RECONCILE_STORAGE, uploaded=len(complete), replanned=len(redo))
+
+
+def settle_uploads(ctx: Context, batch: list[FileRecord]) -> list[tuple[FileRecord, Stat]]:
+    """Files whose upload may or may not have happened (a crash, a cluster worker lost with its
+    batch): the complete ones are returned with their stat, for the caller to journal; the others'
+    leftovers are deleted and they are planned again."""
+    complete, redo = [], []
+    for record, stat in zip(batch, ctx.stat_all(batch)):
+        (complete if _is_complete(ctx, record, stat) else redo).append((record, stat))
+    ctx.discard_parts([r for r, _ in complete + redo])
+    ctx.delete_quietly(r.pfn for r, s in redo if s is not None)
+    ctx.journal.mark([r.id for r, _ in redo], S.PLANNED)
+    ctx.bus.emit(Kind.RECONCILE_STORAGE, uploaded=len(complete), replanned=len(redo))
+    return complete
 
 
 def _registrations(ctx: Context) -> None:

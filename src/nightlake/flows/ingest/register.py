@@ -7,11 +7,12 @@ and are closed as soon as all their files are done.
 
 Every call takes a whole batch (`catalog` chunks to the server's 1000 and bisects a failure), so a
 500,000-file night costs about one call per 200 files. A `Registrar` works with one catalog
-client: the register stage and the metadata stage run in two threads with one each.
+client: the register stage and the metadata stage run in threads (`catalog_lanes` each) with one each.
 """
 
 from __future__ import annotations
 
+import threading
 from collections import defaultdict
 
 from nightlake.catalog.bulk import Rejected
@@ -27,9 +28,13 @@ S = FileState
 
 
 class Registrar:
-    def __init__(self, ctx: Context, catalog: Catalog):
+    """The catalog side of a run with one client; `settling` is the lock the registrars of one run
+    share, so that a dataset completed in two lanes at once gets its rules and is closed once."""
+
+    def __init__(self, ctx: Context, catalog: Catalog, settling: threading.Lock | None = None):
         self.ctx, self.catalog = ctx, catalog
         self.dirac = ctx.options.register == "dirac"
+        self.settling = settling or threading.Lock()
 
     def create_datasets(self) -> None:
         """Each dataset is created once per run, in bulk, before any file is attached. Datasets
@@ -127,10 +132,11 @@ class Registrar:
         """Metadata for a batch; then the datasets it completed get their rules and are closed at
         once, while the rest of the night uploads, instead of all of them after the last upload."""
         done = self.set_metadata(batch)
-        for dataset in sorted(self.ctx.journal.settled_datasets({(r.scope, r.dataset) for r in batch})):
-            self.add_rules({dataset})
-            if self.ctx.options.close_datasets:
-                self.close_datasets({dataset})
+        with self.settling:
+            for dataset in sorted(self.ctx.journal.settled_datasets({(r.scope, r.dataset) for r in batch})):
+                self.add_rules({dataset})
+                if self.ctx.options.close_datasets:
+                    self.close_datasets({dataset})
         return done
 
     def add_rules(self, datasets: set[tuple[str, str]] | None = None) -> None:

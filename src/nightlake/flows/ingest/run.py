@@ -8,6 +8,7 @@ journal and the request into `run.json`, so a report can always say what ran.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -19,6 +20,7 @@ from nightlake.catalog.client import Catalog
 from nightlake.catalog.rules import RulePolicy
 from nightlake.flows.ingest.context import IngestOptions
 from nightlake.flows.ingest.pipeline import Ingest
+from nightlake.flows.ingest.upload import RemoteStorage
 from nightlake.flows.session import (
     DEFAULT_PATIENCE,
     concluded,
@@ -52,6 +54,7 @@ class IngestRequest:
     follow_links: bool = False  # a directory source's links to files out of its tree are ingested
     vo: str | None = None  # a directory source's names are CTAO's: /<vo>/<scope>/<path>
     patience: float = DEFAULT_PATIENCE  # seconds an outage of the catalog or the RSE is ridden through
+    cluster: Any = None  # a flows.cluster.ClusterSpec: the uploads run on its workers (not the run's identity)
 
     @property
     def is_spec(self) -> bool:
@@ -77,23 +80,40 @@ def run_ingest(request: IngestRequest, bus: EventBus) -> dict[str, Any]:
     catalog.check_expressions(rule.rse_expression for rule in rules)
     rse_info = catalog.rse_info(request.options.rse)
     protocol = _protocol(rse_info, request.scheme)
-    run = RunDir(request.run)
-    started, existed, planning = time.time(), run.path.exists(), False
-    try:
-        with run.open(INGEST, request.description()) as journal, logged(run, bus):
-            planning = not journal.run_meta().get("planned")
+    with contextlib.ExitStack() as stack:
+        cluster = _cluster(request, stack)
+        run = RunDir(request.run)
+        started, existed, planning = time.time(), run.path.exists(), False
+        try:
+            with run.open(INGEST, request.description()) as journal, logged(run, bus):
+                planning = not journal.run_meta().get("planned")
+                if planning:
+                    _journal_plan(journal, request, bus)
+                planning = False
+                return _ingest(journal, run, request, catalog, rse_info, protocol, started, bus, cluster)
+        except BadInput:
             if planning:
-                _journal_plan(journal, request, bus)
-            planning = False
-            return _ingest(journal, run, request, catalog, rse_info, protocol, started, bus)
-    except BadInput:
-        if planning:
-            run.discard(INGEST, keep_directory=existed)
-        raise
+                run.discard(INGEST, keep_directory=existed)
+            raise
+
+
+def _cluster(request: IngestRequest, stack: contextlib.ExitStack) -> Any:
+    """The cluster the uploads run on, started (or reached) before RUNDIR exists; a directory
+    source must be visible from every worker."""
+    if request.cluster is None:
+        return None
+    if request.options.in_place:
+        raise BadInput("--cluster moves bytes, and an --in-place ingest has none to move")
+    from nightlake.flows.cluster import open_cluster
+
+    cluster = stack.enter_context(open_cluster(request.cluster))
+    if not request.is_spec:
+        cluster.check_visible(request.source, "the source directory")
+    return cluster
 
 
 def _ingest(journal: IngestJournal, run: RunDir, request: IngestRequest, catalog: Catalog, rse_info: dict,
-            protocol: dict, started: float, bus: EventBus) -> dict[str, Any]:
+            protocol: dict, started: float, bus: EventBus, cluster: Any = None) -> dict[str, Any]:
     """The journaled run: storage opened, the pipeline run, the summary written whatever happens."""
     journal.set_meta(**catalog.provenance())
     creds = storage_credentials.from_rucio_config()
@@ -103,8 +123,10 @@ def _ingest(journal: IngestJournal, run: RunDir, request: IngestRequest, catalog
     pfn_of = _pfn_resolver(rse_info, protocol["scheme"])
     storage_policy = retry_policy(bus, request.options.rse, request.patience,
                                   probe=_storage_probe(storage, rse_info, protocol["scheme"]))
+    remote = None if cluster is None else RemoteStorage(request.options.rse, protocol, rse_info, ca_cert,
+                                                         client_cert, request.patience, cluster.spec.threads)
     ingest = Ingest(journal, catalog, storage, pfn_of, _source_opener, request.options, bus, storage_policy,
-                    catalog.twin())
+                    catalog.twin(), cluster, remote)
     try:
         return concluded(run, bus, ingest.run, lambda: ingest_summary(journal, started))
     finally:

@@ -8,27 +8,40 @@ journaled `uploaded` with their adler32 and handed on, `batch_files` at a time, 
 
 In place (`--in-place`) nothing is copied: the file on storage must be the source's very bytes,
 so it is verified (size, then adler32) and becomes the replica as it is.
+
+On a cluster (`--cluster`) the puts run on its workers, a batch per task (`put_on_worker`, which
+opens the RSE's storage itself from a `RemoteStorage`), while the journal stays here. A batch lost
+with its worker is settled like a crash (`reconcile.settle_uploads`: complete files go on, the
+others are planned again) and the files planned again get another pass.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import Any
 
 from nightlake.catalog.failures import ChecksumMismatch
+from nightlake.catalog.retry import RetryPolicy
+from nightlake.flows.cluster import BatchDone, Failure, run_batch
 from nightlake.flows.failing import Streak
 from nightlake.flows.ingest.context import Context
+from nightlake.flows.ingest.reconcile import settle_uploads
 from nightlake.flows.window import Window
 from nightlake.night.fits.verify import BadChecksum
 from nightlake.night.sources import required_missing
 from nightlake.observe.events import Kind
 from nightlake.runs.journal.ingest import FileRecord, FileState
-from nightlake.storage import Stat
+from nightlake.storage import Stat, Storage, open_storage
 
 S = FileState
 IN_FLIGHT = 4  # uploads per worker kept in flight
+CLUSTER_PASSES = 3  # passes over the planned files on a cluster: a lost batch's files get another
 HandOn = Callable[[list[FileRecord]], None]
 
 
@@ -44,6 +57,9 @@ class Uploader:
     def run(self) -> None:
         """Upload every planned file. Raises the failure that ends a `Streak` (the RSE is gone or
         refuses us): files in flight then stay `uploading`, for the next run to reconcile."""
+        if self.ctx.cluster is not None:
+            self._run_on_cluster()
+            return
         work = self._check_in_place if self.ctx.options.in_place else self._put
         window: Window[FileRecord] = Window(self.ctx.pool, self.ctx.options.workers * IN_FLIGHT)
         try:
@@ -58,6 +74,42 @@ class Uploader:
         finally:
             window.cancel()
         self._hand_on()
+
+    def _run_on_cluster(self) -> None:
+        """Batches to the cluster's workers, two per worker in flight; then the files of the batches
+        lost with a worker, settled and planned again, get another pass."""
+        ctx = self.ctx
+        in_flight = 2 * max(1, len(ctx.cluster.workers()))
+        for _ in range(CLUSTER_PASSES):
+            lost: list[FileRecord] = []
+            for batch, outcome in ctx.cluster.map_batches(put_on_worker, self._prepared(), in_flight,
+                                                          remote=ctx.remote, open_source=ctx.open_source):
+                if isinstance(outcome, BaseException):
+                    lost += batch
+                    ctx.bus.emit(Kind.WORKER_LOST, files=len(batch), message=str(outcome)[:200])
+                    continue
+                self._settle_batch(batch, outcome)
+            for record, stat in settle_uploads(ctx, lost) if lost else ():
+                self._settle_result(record, stat.adler32)
+            self._hand_on()
+            if not lost or self.stopped():
+                break
+
+    def _prepared(self) -> Iterator[list[FileRecord]]:
+        """The next batch, prepared only when the cluster has room for it."""
+        for batch in self._batches():
+            if self.stopped():
+                return
+            if prepared := self._prepare(batch):
+                yield prepared
+
+    def _settle_batch(self, batch: list[FileRecord], done: BatchDone) -> None:
+        files = sum(not isinstance(r, Failure) for r in done.results)
+        self.ctx.bus.emit(Kind.UPLOAD_DONE, files=files, bytes=done.bytes, rse=self.ctx.options.rse)
+        self.ctx.bus.emit(Kind.WORKER_BATCH, worker=done.worker, files=files, bytes=done.bytes,
+                          seconds=round(done.seconds, 3))
+        for record, result in zip(batch, done.results):
+            self._settle_result(record, result)
 
     def _batches(self) -> Iterator[list[FileRecord]]:
         """Planned files in batches bounded by count and by bytes (big files make small batches)."""
@@ -102,18 +154,26 @@ class Uploader:
         return keep
 
     def _settle(self, record: FileRecord, future: Future) -> None:
+        try:
+            result = future.result()
+        except Exception as exc:  # classified, recorded as data
+            result = exc
+        self._settle_result(record, result)
+
+    def _settle_result(self, record: FileRecord, result: str | BaseException | Failure) -> None:
         """A failure is recorded and the night goes on, unless the streak says the storage itself
         is gone."""
-        try:
-            adler32 = future.result()
-        except Exception as exc:  # classified, recorded as data
-            if (bad := _bad_fits(exc)) is not None:
+        if isinstance(result, Failure):
+            result = result.exception()
+        if isinstance(result, BaseException):
+            if (bad := _bad_fits(result)) is not None:
                 self.ctx.journal.quarantine([record.id], str(bad))
                 self.ctx.bus.emit(Kind.QUARANTINE, files=1, reason=str(bad))
                 return
-            self.ctx.fail([record], exc)
-            self.streak.failure(exc)
+            self.ctx.fail([record], result)
+            self.streak.failure(result)
             return
+        adler32 = result
         self.streak.success()
         self._finished.append(replace(record, adler32=adler32))
         self._finished_bytes += record.bytes
@@ -183,3 +243,44 @@ def _bad_fits(exc: BaseException) -> BadChecksum | None:
         seen.add(id(exc))
         exc = getattr(exc, "original", None) or exc.__cause__ or exc.__context__
     return None
+
+
+@dataclass(frozen=True)
+class RemoteStorage:
+    """How a cluster worker opens the upload RSE's storage itself: a storage holds sessions and
+    sockets, which cannot be sent, so each worker process opens its own, once."""
+
+    rse: str
+    protocol: dict
+    rse_info: dict
+    ca_cert: str | bool
+    client_cert: str | None
+    patience: float
+    pool_size: int = IN_FLIGHT
+
+    def open(self) -> Storage:
+        """The worker's storage; a worker with an `X509_USER_PROXY` of its own (a batch job's
+        delegated proxy) presents that one."""
+        client_cert = os.environ.get("X509_USER_PROXY") or self.client_cert
+        key = json.dumps([self.protocol, self.ca_cert, client_cert], sort_keys=True, default=str)
+        with _OPENED_LOCK:
+            if key not in _OPENED:
+                _OPENED[key] = open_storage(self.protocol, ca_cert=self.ca_cert, client_cert=client_cert,
+                                            pool_size=self.pool_size, rse_info=self.rse_info)
+            return _OPENED[key]
+
+
+_OPENED: dict[str, Storage] = {}  # in a worker process: the storages its batches share
+_OPENED_LOCK = threading.Lock()
+
+
+def put_on_worker(batch: list[FileRecord], remote: RemoteStorage, open_source: Any) -> BatchDone:
+    """On a cluster worker: put and verify a batch (the streamed payloads are generated here, from
+    the records), `remote.pool_size` at a time; each file's adler32, or its `Failure`."""
+    storage = remote.open()
+    policy = RetryPolicy(target=remote.rse, patience=remote.patience)
+
+    def put(record: FileRecord) -> str:
+        return policy.call(storage.put, record.pfn, open_source(record), size=record.bytes,
+                           adler32=record.adler32).adler32
+    return run_batch(put, batch, lambda r: r.bytes, remote.pool_size)

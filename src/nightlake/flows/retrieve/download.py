@@ -12,6 +12,10 @@ refuses us, as an ingest does, and a re-run resumes.
 
 Re-running the same command resumes: files in `downloading` (the intent) are checked locally and
 kept only if complete, `done` files gone from disk are planned again.
+
+On a cluster (`--cluster`) the gets run on its workers, a batch per task (`get_on_worker`), into
+OUT on a file system they share; a batch lost with its worker is settled from the local files,
+like a crash, and its files planned again get another pass.
 """
 
 from __future__ import annotations
@@ -21,8 +25,10 @@ import threading
 from collections import defaultdict
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from nightlake.catalog.retry import RetryPolicy
+from nightlake.flows.cluster import BatchDone, Failure, run_batch
 from nightlake.flows.failing import Streak, record_failure
 from nightlake.flows.window import Window
 from nightlake.night import names
@@ -43,6 +49,7 @@ if TYPE_CHECKING:
 LEGACY_STAGING = ".nightlake-get"  # where runs before Storage.get(expected=) staged a download
 IN_FLIGHT = 4  # downloads per worker kept in flight
 JOURNAL_BYTES = 1 << 30  # done files are journaled at least every GiB (a crash re-verifies less)
+CLUSTER_PASSES = 3  # passes over the planned files on a cluster: a lost batch's files get another
 
 
 class Storages:
@@ -82,8 +89,10 @@ def destination(out: Path, record: Download) -> Path:
 class Retrieve:
     """One retrieve run over a journal: requeue, reconcile, download."""
 
-    def __init__(self, journal: DownloadJournal, storages: Storages, request: RetrieveRequest, bus: EventBus):
+    def __init__(self, journal: DownloadJournal, storages: Storages, request: RetrieveRequest, bus: EventBus,
+                 cluster: Any = None):
         self.journal, self.storages, self.request, self.bus = journal, storages, request, bus
+        self.cluster = cluster  # a flows.cluster.Cluster: the downloads run on its workers
         self.out = request.out
         self.streaks: dict[str | None, Streak] = defaultdict(Streak)  # per source RSE
         self._done: list[Download] = []
@@ -95,6 +104,9 @@ class Retrieve:
         if requeued := self.journal.requeue_failed():
             self.bus.emit(Kind.RUN_REQUEUED, files=requeued)
         self.reconcile()
+        if self.cluster is not None:
+            self._run_on_cluster()
+            return
         with ThreadPoolExecutor(self.request.workers, thread_name_prefix="download") as pool:
             window: Window[Download] = Window(pool, self.request.workers * IN_FLIGHT)
             try:
@@ -107,6 +119,39 @@ class Retrieve:
             finally:
                 window.cancel()
                 self._journal_done()
+
+    def _run_on_cluster(self) -> None:
+        """Batches to the cluster's workers, two per worker in flight; the files of a batch lost
+        with its worker are settled from OUT and, if not there, get another pass."""
+        in_flight = 2 * max(1, len(self.cluster.workers()))
+        try:
+            for _ in range(CLUSTER_PASSES):
+                lost: list[Download] = []
+                batches = (b for b in map(self._prepare, self.journal.batches(D.PLANNED, self.request.batch_files))
+                           if b)
+                for batch, outcome in self.cluster.map_batches(get_on_worker, batches, in_flight, out=self.out,
+                                                               patience=self.request.patience,
+                                                               threads=self.cluster.spec.threads):
+                    if isinstance(outcome, BaseException):
+                        lost += batch
+                        self.bus.emit(Kind.WORKER_LOST, files=len(batch), message=str(outcome)[:200])
+                    else:
+                        self._settle_batch(batch, outcome)
+                for record in lost:
+                    self._discard_staging(record)
+                    self._settle_result(record, None if self._verified_locally(record) else False)
+                if not lost:
+                    return
+        finally:
+            self._journal_done()
+
+    def _settle_batch(self, batch: list[Download], done: BatchDone) -> None:
+        files = sum(not isinstance(r, Failure) for r in done.results)
+        self.bus.emit(Kind.DOWNLOAD_DONE, files=files, bytes=done.bytes)
+        self.bus.emit(Kind.WORKER_BATCH, worker=done.worker, files=files, bytes=done.bytes,
+                      seconds=round(done.seconds, 3))
+        for record, result in zip(batch, done.results):
+            self._settle_result(record, result)
 
     def reconcile(self) -> None:
         """Settle what a crash (or the user) may have changed, from local files only."""
@@ -152,12 +197,23 @@ class Retrieve:
         return batch
 
     def _settle(self, record: Download, future: Future) -> None:
-        """A failure is recorded and the others go on, unless its RSE's streak says stop."""
         try:
-            future.result()
+            result = future.result()
         except Exception as exc:  # classified, recorded as data
-            record_failure(self.journal, [record], exc, self.bus)
-            self.streaks[record.rse].failure(exc)
+            result = exc
+        self._settle_result(record, result)
+
+    def _settle_result(self, record: Download, result: None | bool | BaseException | Failure) -> None:
+        """A failure is recorded and the others go on, unless its RSE's streak says stop; False:
+        the file is planned again (its batch was lost with a cluster worker)."""
+        if result is False:
+            self.journal.mark([record.id], D.PLANNED)
+            return
+        if isinstance(result, Failure):
+            result = result.exception()
+        if isinstance(result, BaseException):
+            record_failure(self.journal, [record], result, self.bus)
+            self.streaks[record.rse].failure(result)
             return
         self.streaks[record.rse].success()
         self._done.append(record)
@@ -183,3 +239,21 @@ class Retrieve:
         """Verified against the catalog inside `get`: the final name never holds unverified bytes."""
         self.storages.for_pfn(record.pfn).get(record.pfn, destination(self.out, record),
                                               expected=Stat(record.bytes, record.adler32))
+
+
+_STORAGES: dict[int, Storages] = {}  # in a worker process: the storages its batches share
+_STORAGES_LOCK = threading.Lock()
+
+
+def get_on_worker(batch: list[Download], out: Path, patience: float, threads: int) -> BatchDone:
+    """On a cluster worker: download and verify a batch into OUT (a shared file system), `threads`
+    at a time; None for each file done, or its `Failure`."""
+    with _STORAGES_LOCK:
+        storages = _STORAGES.setdefault(threads, Storages(threads))
+    policy = RetryPolicy(patience=patience)
+
+    def get(record: Download) -> None:
+        storage = storages.for_pfn(record.pfn)
+        policy.for_target(record.rse or "storage").call(storage.get, record.pfn, destination(out, record),
+                                                        expected=Stat(record.bytes, record.adler32))
+    return run_batch(get, batch, lambda r: r.bytes, threads)

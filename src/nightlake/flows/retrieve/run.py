@@ -9,6 +9,7 @@ nothing, leaves no run directory behind.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
 import time
@@ -62,6 +63,7 @@ class RetrieveRequest:
     batch_files: int = 1000
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     patience: float = DEFAULT_PATIENCE
+    cluster: Any = None  # a flows.cluster.ClusterSpec: the downloads run on its workers (not the run's identity)
 
     def description(self) -> dict[str, Any]:
         return {"command": "retrieve", "dids": list(self.dids), "filters": dict(self.filters),
@@ -85,24 +87,41 @@ def run_retrieve(request: RetrieveRequest, bus: EventBus) -> dict[str, Any]:
     catalog.check_scopes([request.scope])
     catalog.check_expressions([request.rse, request.from_rse])
     types = did_types(catalog, [parse_did(d) for d in request.dids])
-    created, existed = False, run.path.exists()
-    try:
-        with run.open(RETRIEVE, request.description()) as journal, logged(run, bus):
-            created = not journal.run_meta().get("planned")
+    with contextlib.ExitStack() as stack:
+        cluster = _cluster(request, stack)
+        created, existed = False, run.path.exists()
+        try:
+            with run.open(RETRIEVE, request.description()) as journal, logged(run, bus):
+                created = not journal.run_meta().get("planned")
+                if created:
+                    files = named_files(catalog, types) if request.dids else \
+                        filtered_files(catalog, request.scope, dict(request.filters))
+                    journal_selection(journal, catalog, files, request.rse, request.from_rse, bus)
+                created = False
+                return _download_all(journal, run, request, started, bus, cluster)
+        except BadInput:
             if created:
-                files = named_files(catalog, types) if request.dids else \
-                    filtered_files(catalog, request.scope, dict(request.filters))
-                journal_selection(journal, catalog, files, request.rse, request.from_rse, bus)
-            created = False
-            return _download_all(journal, run, request, started, bus)
-    except BadInput:
-        if created:
-            run.discard(RETRIEVE, keep_directory=existed)
-        raise
+                run.discard(RETRIEVE, keep_directory=existed)
+            raise
+
+
+def _cluster(request: RetrieveRequest, stack: contextlib.ExitStack) -> Any:
+    """The cluster the downloads run on, started (or reached) before RUNDIR exists; OUT (or the
+    directory it will be made in) must be visible from every worker."""
+    if request.cluster is None:
+        return None
+    from nightlake.flows.cluster import open_cluster
+
+    cluster = stack.enter_context(open_cluster(request.cluster))
+    out = request.out.absolute()
+    while not out.exists() and out != out.parent:
+        out = out.parent
+    cluster.check_visible(out, "the destination directory")
+    return cluster
 
 
 def _download_all(journal: DownloadJournal, run: RunDir, request: RetrieveRequest, started: float,
-                  bus: EventBus) -> dict[str, Any]:
+                  bus: EventBus, cluster: Any = None) -> dict[str, Any]:
     if request.policy.on_retry is None:  # the command's own policy: report to this run's events
         policy = dataclasses.replace(request.policy, on_retry=retry_reporter(bus), on_outage=outage_reporter(bus),
                                      patience=request.patience)
@@ -111,7 +130,7 @@ def _download_all(journal: DownloadJournal, run: RunDir, request: RetrieveReques
     counts = journal.counts()
     bus.emit(Kind.RUN_START, files=sum(counts.values()), done=counts[D.DONE])
     try:
-        return concluded(run, bus, Retrieve(journal, storages, request, bus).run,
+        return concluded(run, bus, Retrieve(journal, storages, request, bus, cluster).run,
                          lambda: retrieve_summary(journal, request.out, started))
     finally:
         storages.close()

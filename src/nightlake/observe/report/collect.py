@@ -60,6 +60,7 @@ def collect(run_path: Path | str, retrieve_paths: Iterable[Path | str] = ()) -> 
         "rules": _rules_with_progress(rules, progress),
         "errors": errors + timeline.replication_errors(events) + [e for r in retrievals for e in r.pop("errors")],
         "retries": timeline.retries(merged),
+        "workers": timeline.workers(events),
         "throughput": timeline.throughput(merged, progress["series"]),
         "progress": timeline.cumulative(merged),
         "replication": progress["series"],

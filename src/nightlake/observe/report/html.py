@@ -41,6 +41,7 @@ def render_html(data: dict[str, Any], pngs: dict[str, bytes]) -> str:
         _figure("Throughput", pngs, "throughput.png",
                 "Files and bytes per second in each phase; a batch's files are spread over the time it took."),
         _figure("Progress", pngs, "progress.png", "Running totals from the batch events."),
+        _workers_section(data),
         _datasets_section(data, pngs),
         _rses_section(data),
         _rules_section(data, pngs),
@@ -96,6 +97,16 @@ def _files_section(data: dict[str, Any]) -> str:
     rows = [(s, data["files"][s], human_bytes(data["bytes"][s])) for s in states if data["files"][s]]
     rows.append(("total", data["files"]["total"], human_bytes(data["bytes"]["total"])))
     return "<h2>Files</h2>" + _table(["state", "files", "bytes"], rows)
+
+
+def _workers_section(data: dict[str, Any]) -> str:
+    """Per cluster worker, when the bytes moved on a cluster (`--cluster`)."""
+    if not data.get("workers"):
+        return ""
+    rows = [(w["worker"], w["batches"], w["files"], human_bytes(w["bytes"]), w["busy_s"], w["files_per_s"],
+             w["mb_per_s"]) for w in data["workers"]]
+    return "<h2>Cluster workers</h2>" + _table(
+        ["worker", "batches", "files", "bytes", "busy s", "files/s busy", "MB/s busy"], rows)
 
 
 def _datasets_section(data: dict[str, Any], pngs: dict[str, bytes]) -> str:

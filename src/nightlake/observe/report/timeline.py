@@ -186,3 +186,18 @@ def retries(events: list[dict]) -> list[dict[str, Any]]:
         key = (event.get("target", "?"), event.get("error_class", "?"))
         counts[key] = counts.get(key, 0) + 1
     return [{"target": t, "error_class": c, "retries": n} for (t, c), n in sorted(counts.items())]
+
+
+def workers(events: list[dict]) -> list[dict[str, Any]]:
+    """Per cluster worker (`worker.batch`): its batches, files and bytes, and its rates while busy
+    (the time its batches took), so a slow node shows against the others."""
+    totals: dict[str, list[float]] = {}
+    for event in (e for e in events if e["kind"] == Kind.WORKER_BATCH):
+        t = totals.setdefault(str(event.get("worker", "?")), [0, 0, 0, 0.0])
+        t[0] += 1
+        t[1] += event.get("files", 0)
+        t[2] += event.get("bytes", 0)
+        t[3] += event.get("seconds", 0.0)
+    return [{"worker": w, "batches": n, "files": f, "bytes": b, "busy_s": round(s, 1),
+             "files_per_s": round(f / s, 1) if s else None, "mb_per_s": round(b / s / 1e6, 2) if s else None}
+            for w, (n, f, b, s) in sorted(totals.items())]
