@@ -24,10 +24,10 @@ class DidCalls:
                 found[(meta["scope"], meta["name"])] = meta
         return found
 
-    def add_datasets(self, dids: Sequence[Did]) -> list[Rejected]:
-        """Create datasets in bulk (the caller has asked `existing` first); one that appeared
-        meanwhile is fine."""
-        items = [{"scope": s, "name": n, "type": "DATASET"} for s, n in dids]
+    def add_datasets(self, dids: Sequence[Did], did_type: str = "DATASET") -> list[Rejected]:
+        """Create datasets (or containers) in bulk (the caller has asked `existing` first); one
+        that appeared meanwhile is fine."""
+        items = [{"scope": s, "name": n, "type": did_type} for s, n in dids]
 
         def add(chunk: list[dict]) -> None:
             try:
@@ -38,7 +38,8 @@ class DidCalls:
         return self._bisected(add, items)
 
     def attach(self, dataset: Did, files: Sequence[Did]) -> list[Rejected]:
-        """Attach files to a dataset; files already attached are fine (`ignore_duplicate`)."""
+        """Attach files to a dataset (or datasets to a container); those already attached are
+        fine (`ignore_duplicate`)."""
         scope, name = dataset
         items = [{"scope": s, "name": n} for s, n in files]
 

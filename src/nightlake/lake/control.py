@@ -22,7 +22,7 @@ from nightlake.lake.layout import HOST, RSES, Layout
 
 Echo = Callable[[str], None]
 CATALOG_READY = "catalog.ready"
-CATALOG_CONTENT = "scope, RSEs, protocols, quotas, distances, fts\n"
+CATALOG_CONTENT = "scope, RSEs (ONSITE-DAQ too), protocols, quotas, distances, fts\n"
 
 
 @dataclass(frozen=True)
@@ -70,11 +70,11 @@ def up(layout: Layout, echo: Echo = print) -> bool:
     if not ready.exists():
         objects.create(layout, client(layout))
         ready.write_text(CATALOG_CONTENT)
-        echo("catalog ready: scope, 3 RSEs, quotas, distances, fts")
+        echo(f"catalog ready: scope, {len(RSES)} RSEs, quotas, distances, fts")
     elif ready.read_text() != CATALOG_CONTENT:
-        objects.add_fts(layout, client(layout))
+        objects.add_missing(layout, client(layout))
         ready.write_text(CATALOG_CONTENT)
-        echo("catalog: the RSEs' fts attribute added (the lake now replicates)")
+        echo("catalog: the RSEs and fts attributes an older lake lacked added")
     for daemon in rucio_server.DAEMONS:
         _ensure_running(layout, daemon, lambda d=daemon: rucio_server.start_daemon(layout, d), echo)
     return True

@@ -40,7 +40,21 @@ def protocols(layout: Layout, rse: RSESpec) -> list[dict]:
 def create(layout: Layout, client) -> None:
     """Scope, RSEs, protocols, attributes, quotas and distances of a fresh catalog."""
     client.add_scope(ACCOUNT, SCOPE)
-    for rse in RSES:
+    _add_rses(layout, client, RSES)
+    add_fts(layout, client)
+
+
+def add_missing(layout: Layout, client) -> None:
+    """RSEs a catalog made by an older lake lacks (ONSITE-DAQ), and every RSE's `fts`: run at `up`
+    when the catalog's content changed, so an existing lake gains them without a purge."""
+    known = {rse["rse"] for rse in client.list_rses()}
+    _add_rses(layout, client, tuple(rse for rse in RSES if rse.name not in known))
+    add_fts(layout, client)
+
+
+def _add_rses(layout: Layout, client, rses: tuple[RSESpec, ...]) -> None:
+    names = {rse.name for rse in rses}
+    for rse in rses:
         client.add_rse(rse.name)
         for protocol in protocols(layout, rse):
             client.add_protocol(rse.name, protocol)
@@ -48,8 +62,8 @@ def create(layout: Layout, client) -> None:
             client.add_rse_attribute(rse.name, key, value)
         client.set_local_account_limit(ACCOUNT, rse.name, -1)  # -1: unlimited
     for (src, dst), distance in DISTANCES.items():
-        client.add_distance(src, dst, {"distance": distance})
-    add_fts(layout, client)
+        if src in names or dst in names:
+            client.add_distance(src, dst, {"distance": distance})
 
 
 def add_fts(layout: Layout, client) -> None:

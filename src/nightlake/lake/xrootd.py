@@ -15,6 +15,7 @@ import os
 import pwd
 import shutil
 import socket
+from pathlib import Path
 
 from nightlake.lake import processes
 from nightlake.lake.layout import Layout, RSESpec
@@ -44,6 +45,12 @@ FAULT_CONFIG = {
     "slow": ("", "xrootd.fslib throttle default\nthrottle.throttle data 262144\n"),
     "error": ("", "ofs.authorize\nacc.authdb {home}/authdb\n"),
 }
+
+
+def storage_area(layout: Layout, rse: RSESpec, scope: str) -> Path:
+    """Where a scope's files of an identity-lfn2pfn RSE (ONSITE-DAQ) are on local disk: the
+    directory an on-site writer writes to and `nightlake daemon` watches."""
+    return layout.rse_data(rse) / EXPORT.strip("/") / scope
 
 
 def run_as() -> str | None:

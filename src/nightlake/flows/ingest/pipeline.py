@@ -57,12 +57,13 @@ class Ingest:
         self.finisher = Registrar(self.ctx, metadata_catalog or catalog)
         self._stop = threading.Event()
 
-    def run(self) -> None:
-        """Bring every journaled file as far as it can go. Raises AuthFailure, or GaveUp when a
-        service stays down: the run stops, and a re-run resumes."""
+    def run(self, requeue: bool = True) -> None:
+        """Bring every journaled file as far as it can go; failed files get another go unless
+        not `requeue` (a daemon's later batches). Raises AuthFailure, or GaveUp when a service
+        stays down: the run stops, and a re-run resumes."""
         ctx = self.ctx
         try:
-            if requeued := ctx.journal.requeue_failed():
+            if requeue and (requeued := ctx.journal.requeue_failed()):
                 ctx.bus.emit(Kind.RUN_REQUEUED, files=requeued)
             reconcile(ctx)
             self.registrar.create_datasets()
