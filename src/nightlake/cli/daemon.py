@@ -19,7 +19,7 @@ from nightlake.observe.events import EventBus
 @click.option("--rse", required=True, help="The on-site RSE whose storage area WATCH_DIR is (identity lfn2pfn).")
 @click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               callback=directory_to_make, help="Run directory: journal, events, summary. A restart resumes.")
-@click.option("--scope", required=True, help="Scope of the files (WATCH_DIR is the scope's directory on the RSE).")
+@click.option("--scope", required=True, help="Scope of the files (WATCH_DIR is its storage area on the RSE, or below it).")
 @click.option("--rule", "rules", multiple=True,
               help="Replication rule per dataset, added when it is created: EXPR[,copies=N][,lifetime=S][,activity=A].")
 @click.option("--dataset-name", default="{site}_{date}_obs{obs_id:06d}_run{run:06d}", show_default=True,

@@ -1,6 +1,7 @@
 """A ready file as the journal records it: read once, verified, named and described from its header.
 
-The DID name is the file's path under the watched directory, so that Rucio's `identity` lfn2pfn
+The DID name is the file's path under the scope's storage area (the watched directory or an
+ancestor of it), so that Rucio's `identity` lfn2pfn
 gives back the very path the writer wrote (`<prefix>/<scope>/<name>`): that is what makes the
 registration in place. Its dataset and the night's container come from naming rules over the
 header's metadata (by default the generator's: `{site}_{date}_obs{obs_id:06d}_run{run:06d}` and
@@ -43,9 +44,10 @@ class Described:
     container: str
 
 
-def describe(data: Path, root: Path, scope: str, naming: Naming, required: tuple[str, ...] = ()) -> Described:
-    """The journal record of `data` and the container of its dataset, or Invalid."""
-    name = data.relative_to(root).as_posix()
+def describe(data: Path, area: Path, scope: str, naming: Naming, required: tuple[str, ...] = ()) -> Described:
+    """The journal record of `data` (its name: its path under the scope's storage `area`) and the
+    container of its dataset, or Invalid."""
+    name = data.relative_to(area).as_posix()
     if problem := names.name_problem(name):
         raise Invalid(f"{name!r}: {problem}")
     try:

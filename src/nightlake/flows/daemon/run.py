@@ -52,6 +52,7 @@ from nightlake.storage import Storage, pfns
 
 TICK = 0.1  # seconds between two looks at the clock when there is nothing to do
 CLOSE_EVERY = 2.0  # seconds between two looks for datasets to close (a query over the journal)
+AREA_DEPTH = 8  # levels above WATCH_DIR where the scope's storage area may be
 
 
 @dataclass(frozen=True)
@@ -101,12 +102,13 @@ def run_daemon(request: DaemonRequest, bus: EventBus, stop: threading.Event,
     with lock.watching(watch):
         storage, pfn_of, policy = rse_storage(rse_info, protocol, request.workers, request.patience, bus)
         try:
-            _check_storage_area(watch, request, storage, rse_info, protocol["scheme"])
+            area = _storage_area(watch, request, storage, rse_info, protocol["scheme"])
             run, started = RunDir(request.run), time.time()
             with run.open(DAEMON, request.description()) as journal, logged(run, bus):
                 journal.set_meta(**catalog.provenance(), planned=True)
                 emit_start(bus, journal, request.rse, protocol["scheme"])
-                daemon = Daemon(request, watch, journal, catalog, _Pipeline(storage, pfn_of, policy), bus, stop, say)
+                daemon = Daemon(request, watch, area, journal, catalog, _Pipeline(storage, pfn_of, policy), bus,
+                                stop, say)
                 return concluded(run, bus, daemon.run, lambda: ingest_summary(journal, started))
         finally:
             storage.close()
@@ -121,14 +123,19 @@ def _check_watch(request: DaemonRequest) -> Path:
     return watch
 
 
-def _check_storage_area(watch: Path, request: DaemonRequest, storage: Storage, rse_info: dict, scheme: str) -> None:
-    """The directory must be where the RSE keeps the scope's files: the lock file, seen through its
-    PFN, is the same file. Otherwise every file would fail its in-place check, one by one."""
-    pfn = pfns(rse_info, scheme, [{"scope": request.scope, "name": lock.LOCK_NAME}])[f"{request.scope}:{lock.LOCK_NAME}"]
-    seen = storage.stat(pfn)
-    if seen is None or seen.size != (watch / lock.LOCK_NAME).stat().st_size:
-        raise BadInput(f"{request.watch} is not the storage area of scope {request.scope} on {request.rse} "
-                       f"({pfn} is not its lock file)")
+def _storage_area(watch: Path, request: DaemonRequest, storage: Storage, rse_info: dict, scheme: str) -> Path:
+    """Where the RSE keeps the scope's files (`<prefix>/<scope>/`, identity lfn2pfn): WATCH_DIR or
+    the ancestor of it through whose PFNs the lock file is seen on storage. The DID names are the
+    paths under it. Refused otherwise: every file would fail its in-place check, one by one."""
+    lock_file = watch / lock.LOCK_NAME
+    for area in (watch, *watch.parents[:AREA_DEPTH]):
+        name = lock_file.relative_to(area).as_posix()
+        pfn = pfns(rse_info, scheme, [{"scope": request.scope, "name": name}])[f"{request.scope}:{name}"]
+        seen = storage.stat(pfn)
+        if seen is not None and seen.size == lock_file.stat().st_size:
+            return area
+    raise BadInput(f"{request.watch} is not in the storage area of scope {request.scope} on {request.rse} "
+                   f"(its lock file is not seen through the RSE's PFNs)")
 
 
 @dataclass(frozen=True)
@@ -143,9 +150,9 @@ class _Pipeline:
 class Daemon:
     """The loop: rescan, batch, register in place, close quiet datasets, say how it goes."""
 
-    def __init__(self, request: DaemonRequest, watch: Path, journal: IngestJournal, catalog: Catalog,
+    def __init__(self, request: DaemonRequest, watch: Path, area: Path, journal: IngestJournal, catalog: Catalog,
                  pipeline: _Pipeline, bus: EventBus, stop: threading.Event, say: Callable[[str], None]):
-        self.request, self.root, self.journal, self.catalog = request, watch, journal, catalog
+        self.request, self.root, self.area, self.journal, self.catalog = request, watch, area, journal, catalog
         self.pipeline, self.bus, self.stop, self.say = pipeline, bus, stop, say
         self.metadata_catalog = catalog.twin()
         self.options = IngestOptions(rse=request.rse, workers=request.workers, batch_files=request.batch_files,
@@ -205,7 +212,7 @@ class Daemon:
         self.bus.emit(Kind.DAEMON_BACKLOG, files=len(self.waiting) + len(self.journaled))
 
     def _name(self, trigger: triggers.Trigger) -> str:
-        return trigger.data.relative_to(self.root).as_posix()
+        return trigger.data.relative_to(self.area).as_posix()
 
     def _batch_due(self) -> bool:
         if not self.waiting:
@@ -231,7 +238,7 @@ class Daemon:
 
     def _describe(self, trigger: triggers.Trigger) -> Described | Invalid:
         try:
-            return describe(trigger.data, self.root, self.request.scope, self.request.naming, self.request.required)
+            return describe(trigger.data, self.area, self.request.scope, self.request.naming, self.request.required)
         except Invalid as problem:
             return problem
 
