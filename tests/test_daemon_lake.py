@@ -9,7 +9,17 @@ import signal
 import subprocess
 
 import pytest
-from daemon_helpers import counts, events, night, start, stop, triggers_left, watch_dir, write, writing
+from daemon_helpers import (
+    counts,
+    events,
+    night,
+    start,
+    stop,
+    triggers_left,
+    watch_dir,
+    write,
+    writing,
+)
 from ingest_helpers import listed_by_cli, nightlake, rucio
 from lake_daemons import wait_for
 
