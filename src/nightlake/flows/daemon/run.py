@@ -9,11 +9,12 @@ leftovers are finished first, exactly as `ingest` resumes: after a SIGKILL the j
 where every file is, and nothing is registered twice.
 
 A loop then rescans the tree (`triggers`), gathers ready files into batches by count or age,
-describes them (`describe`; bad ones to `invalid/`), journals them with their datasets and
-rules, creates the new datasets at once (with their container and their rules, so replication
-starts while the night goes on) and feeds the batch to the ingest pipeline in place. A trigger
-is removed only when its file is done. `stop` (SIGTERM, SIGINT) lets the batch in progress
-finish; what is still waiting keeps its trigger for the next start.
+describes them (`describe`; bad ones to `invalid/`), creates their new datasets at once (with
+their container and their rules, so replication starts while the night goes on) and journals
+them; the ingest pipeline, in a thread of its own, follows the journal and registers them in
+place, so one batch registers while the next gathers. A trigger is removed only when its file
+is done. `stop` (SIGTERM, SIGINT) lets the pipeline finish what it has taken; what is still
+waiting keeps its trigger for the next start.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from nightlake.flows.daemon import lock, triggers
 from nightlake.flows.daemon.describe import Described, Invalid, Naming, describe
 from nightlake.flows.ingest.context import IngestOptions
 from nightlake.flows.ingest.pipeline import Ingest
+from nightlake.flows.ingest.register import Registrar
 from nightlake.flows.ingest.run import (
     emit_start,
     rse_storage,
@@ -148,7 +150,9 @@ class _Pipeline:
 
 
 class Daemon:
-    """The loop: rescan, batch, register in place, close quiet datasets, say how it goes."""
+    """Two threads: this one rescans, describes and journals batches, removes the triggers of
+    done files and closes datasets; the pipeline's follows the journal (`Ingest.run(follow=...)`),
+    so a batch is checked and registered while the next one gathers."""
 
     def __init__(self, request: DaemonRequest, watch: Path, area: Path, journal: IngestJournal, catalog: Catalog,
                  pipeline: _Pipeline, bus: EventBus, stop: threading.Event, say: Callable[[str], None]):
@@ -157,19 +161,38 @@ class Daemon:
         self.metadata_catalog = catalog.twin()
         self.options = IngestOptions(rse=request.rse, workers=request.workers, batch_files=request.batch_files,
                                      close_datasets=False, in_place=True)
+        self.registrar = Registrar(self._ingest().ctx, catalog.twin())  # this thread's own client
         self.waiting: dict[Path, triggers.Trigger] = {}  # found, not yet journaled: the backlog
         self.journaled: dict[str, triggers.Trigger] = {}  # DID name -> trigger, until the file is done
         self.ignored: set[Path] = set()  # refused triggers and those of failed files: not looked at again
         self.ended: dict[str, tuple[Path, float]] = {}  # dataset -> its end-of-observation marker, when
+        self.following = threading.Event()
+        self.failure: list[BaseException] = []
         self.tally = _Tally()
 
     def run(self) -> None:
-        """Finish an earlier run's leftovers, then batch until stopped."""
-        self._ingest(resume=True)
+        """Finish an earlier run's leftovers, then batch until stopped; the pipeline finishes what
+        it has started."""
+        self._resume()
+        self.following.set()
+        follower = threading.Thread(target=self._follow, name="pipeline")
+        follower.start()
+        try:
+            self._loop()
+        finally:
+            self.following.clear()
+            follower.join()
+        if self.failure:
+            raise self.failure[0]
+        self._settle()
+        self.say(self.tally.line(len(self.waiting), stopping=True))
+
+    def _loop(self) -> None:
         due = {"scan": 0.0, "close": 0.0, "log": time.monotonic() + self.request.log_every}
         while not self.stop.is_set():
             now = time.monotonic()
             if now >= due["scan"]:
+                self._settle()
                 self._scan()
                 due["scan"] = now + self.request.rescan
             if self._batch_due():
@@ -182,7 +205,27 @@ class Daemon:
                 self.say(self.tally.line(len(self.waiting)))
                 due["log"] = now + self.request.log_every
             self.stop.wait(TICK)
-        self.say(self.tally.line(len(self.waiting), stopping=True))
+
+    def _resume(self) -> None:
+        """What an earlier run left (a SIGKILL mid-batch included), finished as `ingest` resumes;
+        every dataset put in its container again (idempotent), in case a crash came between."""
+        ingest = self._ingest()
+        ingest.registrar.create_datasets()
+        self._contain({(s, n) for s, n, _ in self.journal.datasets()})
+        ingest.registrar.add_rules()
+        ingest.run(requeue=True)
+
+    def _follow(self) -> None:
+        try:
+            self._ingest().run(requeue=False, follow=self.following.is_set)
+        except BaseException as exc:  # raised by `run` in the daemon's thread
+            self.failure.append(exc)
+            self.stop.set()
+
+    def _ingest(self) -> Ingest:
+        p = self.pipeline
+        return Ingest(self.journal, self.catalog, p.storage, p.pfn_of, source_opener, self.options, self.bus,
+                      p.policy, self.metadata_catalog)
 
     # --- discovery ---------------------------------------------------------------------------
 
@@ -223,18 +266,14 @@ class Daemon:
     # --- one batch ---------------------------------------------------------------------------
 
     def _batch(self) -> None:
+        """Describe a batch (bad files set aside) and journal it: the pipeline takes it from there."""
         batch = list(islice(self.waiting.values(), self.request.batch_files))
         with ThreadPoolExecutor(self.request.workers, thread_name_prefix="describe") as pool:
             described = list(pool.map(self._describe, batch))
-        good = [(t, d) for t, d in zip(batch, described) if isinstance(d, Described)]
         for trigger, problem in zip(batch, described):
             if isinstance(problem, Invalid):
                 self._set_aside(trigger, str(problem))
-        self._plan(good)
-        self._ingest(resume=False)
-        latencies = self._settle()
-        self.bus.emit(Kind.DAEMON_BATCH, files=len(latencies), invalid=len(batch) - len(good),
-                      backlog=len(self.waiting), **_percentiles(latencies))
+        self._plan([(t, d) for t, d in zip(batch, described) if isinstance(d, Described)])
 
     def _describe(self, trigger: triggers.Trigger) -> Described | Invalid:
         try:
@@ -243,45 +282,31 @@ class Daemon:
             return problem
 
     def _plan(self, good: list[tuple[triggers.Trigger, Described]]) -> None:
-        """Journal the batch's files, their new datasets (with their container) and their rules."""
+        """New datasets first: journaled, created in Rucio, put in their container and given their
+        rules; then the files are journaled, and the pipeline, which follows the journal, takes them."""
         if not good:
             return
         scope, journal = self.request.scope, self.journal
         known = {(s, n) for s, n, _ in journal.datasets()}
         containers = {(scope, d.record.dataset): d.container for _, d in good}
         new = sorted(did for did in containers if did not in known)
-        journal.add_files(d.record for _, d in good)
-        journal.add_datasets(new)
-        for dataset in new:
-            for rule in self.request.rules:
-                journal.add_rule(*dataset, rule.rse_expression, rule.copies, rule.lifetime, rule.activity)
         if new:
+            journal.add_datasets(new)
+            for dataset in new:
+                for rule in self.request.rules:
+                    journal.add_rule(*dataset, rule.rse_expression, rule.copies, rule.lifetime, rule.activity)
             mapping = journal.run_meta().get("containers", {})
             journal.set_meta(containers={**mapping, **{f"{s}:{n}": containers[(s, n)] for s, n in new}})
+            self.registrar.create_datasets()
+            self._contain(set(new))
+            self.registrar.add_rules()
+        journal.add_files(d.record for _, d in good)
         for trigger, d in good:
             self.journaled[d.record.name] = self.waiting.pop(trigger.path)
 
-    def _ingest(self, resume: bool) -> None:
-        """The batch through the ingest pipeline, in place. New datasets are created first, put in
-        their container and given their rules; on resume, every dataset is put in its container
-        again (attaching is idempotent), in case a crash came between the two."""
-        ingest = self._pipeline()
-        if resume:
-            new = {(s, n) for s, n, _ in self.journal.datasets()}
-        else:
-            new = {(s, n) for s, n, _ in self.journal.datasets(DatasetState.PLANNED)}
-        ingest.registrar.create_datasets()
-        self._contain(new)
-        ingest.registrar.add_rules()
-        ingest.run(requeue=resume)
-
-    def _pipeline(self) -> Ingest:
-        p = self.pipeline
-        return Ingest(self.journal, self.catalog, p.storage, p.pfn_of, source_opener, self.options, self.bus,
-                      p.policy, self.metadata_catalog)
-
     def _contain(self, datasets: set[tuple[str, str]]) -> None:
         """Each dataset in its night's container, the containers created once."""
+        catalog = self.registrar.catalog
         mapping = self.journal.run_meta().get("containers", {})
         by_container: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)
         for scope, name in sorted(datasets):
@@ -289,28 +314,32 @@ class Daemon:
                 by_container[(scope, container)].append((scope, name))
         if not by_container:
             return
-        known = self.catalog.existing(list(by_container))
-        if rejected := self.catalog.add_datasets([c for c in by_container if c not in known], did_type="CONTAINER"):
+        known = catalog.existing(list(by_container))
+        if rejected := catalog.add_datasets([c for c in by_container if c not in known], did_type="CONTAINER"):
             raise rejected[0].failure
         for container, members in by_container.items():
-            if rejected := self.catalog.attach(container, members):
+            if rejected := catalog.attach(container, members):
                 raise rejected[0].failure
 
-    def _settle(self) -> list[float]:
-        """Triggers of the files now done are removed (their latency counted); those of failed
-        files are kept, for a restart to try again."""
+    def _settle(self) -> None:
+        """Triggers of the files now done are removed (their latency counted: trigger to done);
+        those of failed files are kept, for a restart to try again."""
+        if not self.journaled:
+            return
         records = self.journal.records_of(self.request.scope, list(self.journaled))
-        now, latencies = time.time(), []
+        latencies = []
         for name, record in records.items():
             if record.state is FileState.DONE:
                 trigger = self.journaled.pop(name)
                 triggers.remove(trigger.path)
-                latencies.append(now - trigger.at)
+                latencies.append(record.updated_at - trigger.at)
             elif record.state in (FileState.FAILED, FileState.QUARANTINED):
                 self.ignored.add(self.journaled.pop(name).path)
-        self.bus.emit(Kind.DAEMON_LATENCY, seconds=latencies)
+        if latencies:
+            self.bus.emit(Kind.DAEMON_LATENCY, seconds=latencies)
+            self.bus.emit(Kind.DAEMON_BATCH, files=len(latencies), backlog=len(self.waiting) + len(self.journaled),
+                          **_percentiles(latencies))
         self.tally.add(latencies, len(self.ignored))
-        return latencies
 
     # --- bad files ---------------------------------------------------------------------------
 
@@ -350,7 +379,7 @@ class Daemon:
                 ended[(scope, name)] = marker
         if not ended:
             return
-        self._pipeline().registrar.close_datasets(set(ended))
+        self.registrar.close_datasets(set(ended))
         closed = {(s, n) for s, n, _ in self.journal.datasets(DatasetState.CLOSED)}
         for dataset, marker in ended.items():
             if marker and dataset in closed:

@@ -57,10 +57,11 @@ class Ingest:
         self.finisher = Registrar(self.ctx, metadata_catalog or catalog)
         self._stop = threading.Event()
 
-    def run(self, requeue: bool = True) -> None:
-        """Bring every journaled file as far as it can go; failed files get another go unless
-        not `requeue` (a daemon's later batches). Raises AuthFailure, or GaveUp when a service
-        stays down: the run stops, and a re-run resumes."""
+    def run(self, requeue: bool = True, follow: Callable[[], bool] | None = None) -> None:
+        """Bring every journaled file as far as it can go; failed files get another go if
+        `requeue`; with `follow`, files journaled meanwhile too, while `follow()` is true (a
+        daemon). Raises AuthFailure, or GaveUp when a service stays down: the run stops, and a
+        re-run resumes."""
         ctx = self.ctx
         try:
             if requeue and (requeued := ctx.journal.requeue_failed()):
@@ -68,14 +69,14 @@ class Ingest:
             reconcile(ctx)
             self.registrar.create_datasets()
             self.registrar.leftovers()
-            self._upload_and_register()
+            self._upload_and_register(follow)
             self.registrar.add_rules()
             if ctx.options.close_datasets:
                 self.registrar.close_datasets()
         finally:
             self._pool.shutdown(wait=True, cancel_futures=True)
 
-    def _upload_and_register(self) -> None:
+    def _upload_and_register(self, follow: Callable[[], bool] | None = None) -> None:
         """The three stages; the first error in any of them stops the others and is raised here."""
         to_register: queue.Queue = queue.Queue(maxsize=self.ctx.options.queue_depth)
         to_finish: queue.Queue = queue.Queue(maxsize=self.ctx.options.queue_depth)
@@ -87,7 +88,8 @@ class Ingest:
         for stage in stages:
             stage.start()
         try:
-            Uploader(self.ctx, lambda batch: self._hand_on(to_register, "register", batch), self._stop.is_set).run()
+            Uploader(self.ctx, lambda batch: self._hand_on(to_register, "register", batch), self._stop.is_set,
+                     follow).run()
         finally:
             to_register.put(_STOP)
             for stage in stages:
