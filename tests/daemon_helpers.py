@@ -47,7 +47,8 @@ def writing(files: list, out: Path, rate: float):
 
 
 def start(watch: Path, run: Path, *extra: str) -> subprocess.Popen:
-    """`nightlake daemon` in the background; its stderr (the log) in RUN.log."""
+    """`nightlake daemon` in the background, quick to batch, rescan and close; its stderr (the
+    log) in RUN.log. `extra` options come last, so they win over these."""
     run.parent.mkdir(parents=True, exist_ok=True)
     log = open(run.with_suffix(".log"), "a")
     return subprocess.Popen([NIGHTLAKE, "daemon", str(watch), "--rse", DAQ.name, "--scope", SCOPE, "--run", str(run),

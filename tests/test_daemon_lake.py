@@ -71,7 +71,7 @@ def test_a_writer_at_100_files_per_s_for_a_minute_is_registered_in_place_once(la
     night's container, each dataset with its rule from its creation on and closed once quiet."""
     watch, run = watch_dir(lake, "minute"), tmp_path / "run"
     files = night(tmp_path, "Minute-Site", datasets=4, files=1500)
-    daemon = start(watch, run, "--rule", DAQ.name, "--metrics-port", "0")
+    daemon = start(watch, run, "--rule", DAQ.name, "--metrics-port", "0", "--batch-age", "5")  # the default
     try:
         with writing(files, watch, rate=100):
             pass

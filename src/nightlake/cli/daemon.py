@@ -45,7 +45,8 @@ def daemon_cmd(watch_dir, rse, run_dir, scope, rules, dataset_name, container_na
     """Register the files of WATCH_DIR in place as their `<file>.trigger` appears; SIGTERM or
     SIGINT finish the batch in progress and exit 0; a restart resumes."""
     from nightlake.flows.daemon.describe import Naming
-    from nightlake.flows.daemon.run import DaemonRequest, run_daemon
+    from nightlake.flows.daemon.request import DaemonRequest
+    from nightlake.flows.daemon.run import run_daemon
 
     request = DaemonRequest(watch=watch_dir, run=run_dir, rse=rse, scope=scope,
                             rules=tuple(parse_policy(r) for r in rules),
