@@ -29,6 +29,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import tomllib
 import uuid
 from pathlib import Path
 
@@ -60,7 +61,8 @@ size = "{size}"
 
 def night(site: str, n_files: int, size: int) -> list:
     datasets = max(1, -(-n_files // 1000))
-    spec = parse_spec(SPEC.format(site=site, datasets=datasets, files=-(-n_files // datasets), size=size))
+    spec = parse_spec(tomllib.loads(SPEC.format(site=site, datasets=datasets, files=-(-n_files // datasets),
+                                                size=size)))
     return list(Plan(spec).files())[:n_files]
 
 
