@@ -95,3 +95,17 @@ def test_a_second_lock_on_a_directory_is_refused_naming_the_holder(tmp_path):
                 pass
     with lock.watching(tmp_path):  # released with its holder
         pass
+
+
+def test_the_metrics_hold_the_daemons_latency_histogram_and_backlog():
+    from nightlake.observe.events import EventBus, Kind
+    from nightlake.observe.metrics import Metrics
+
+    bus, metrics = EventBus(), Metrics()
+    bus.subscribe(metrics)
+    bus.emit(Kind.DAEMON_LATENCY, seconds=[0.4, 3.0, 12.0])
+    bus.emit(Kind.DAEMON_BACKLOG, files=42)
+    value = metrics.registry.get_sample_value
+    assert value("nightlake_daemon_latency_seconds_count") == 3
+    assert value("nightlake_daemon_latency_seconds_bucket", {"le": "10.0"}) == 2
+    assert value("nightlake_daemon_backlog") == 42
