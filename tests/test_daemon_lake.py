@@ -165,3 +165,12 @@ def test_a_second_daemon_on_the_same_directory_exits_2_naming_the_first(lake, tm
         assert f"PID {first.pid}" in log and len(log.strip().splitlines()) == 1
     finally:
         assert stop(first) == 0
+
+
+def test_a_directory_outside_the_rses_storage_area_is_refused_before_a_run_is_made(lake, scratch):
+    run = scratch / "run"
+    result = nightlake("daemon", str(scratch), "--rse", DAQ.name, "--scope", SCOPE, "--run", str(run))
+    assert result.returncode == 2 and "is not in the storage area of scope cta on ONSITE-DAQ" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not run.exists()
+    hashed = nightlake("daemon", str(watch_dir(lake, "hashed")), "--rse", "ONSITE", "--scope", SCOPE, "--run", str(run))
+    assert hashed.returncode == 2 and "not 'identity'" in hashed.stderr and not run.exists()
