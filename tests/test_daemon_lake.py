@@ -174,3 +174,23 @@ def test_a_directory_outside_the_rses_storage_area_is_refused_before_a_run_is_ma
     assert len(result.stderr.strip().splitlines()) == 1 and not run.exists()
     hashed = nightlake("daemon", str(watch_dir(lake, "hashed")), "--rse", "ONSITE", "--scope", SCOPE, "--run", str(run))
     assert hashed.returncode == 2 and "not 'identity'" in hashed.stderr and not run.exists()
+
+
+def test_a_daemon_rides_through_a_restart_of_the_rucio_server(lake, tmp_path):
+    """The catalog goes away mid-stream and comes back within the patience window: nothing fails,
+    every file is registered once."""
+    from test_outage_lake import _restart
+
+    watch, run = watch_dir(lake, "outage"), tmp_path / "run"
+    files = night(tmp_path, "Outage-Site", datasets=2, files=150)
+    write(files, watch)
+    daemon = start(watch, run, "--batch", "50", "--patience", "300")
+    try:
+        wait_for(lambda: counts(run).get("done", 0) >= 50, timeout=300, interval=0.05)
+        _restart(lake, "rucio-server")
+        wait_for(_all_done(run, len(files)), timeout=600)
+    finally:
+        assert stop(daemon) == 0
+    assert counts(run).get("failed", 0) == 0 and not triggers_left(watch)
+    assert {e["target"] for e in events(run, "service.down")} == {"catalog"}
+    _assert_registered_in_place(lake, watch, files)

@@ -39,7 +39,7 @@ from nightlake.night import names
 from nightlake.observe.events import EventBus
 from nightlake.runs.rundir import DAEMON, RunDir
 from nightlake.runs.summary import ingest_summary
-from nightlake.storage import Storage, pfns
+from nightlake.storage import pfns
 
 AREA_DEPTH = 8  # levels above WATCH_DIR where the scope's storage area may be
 
@@ -59,7 +59,8 @@ def run_daemon(request: DaemonRequest, bus: EventBus, stop: threading.Event,
     with lock.watching(watch):
         storage, pfn_of, policy = rse_storage(rse_info, protocol, request.workers, request.patience, bus)
         try:
-            area = _storage_area(watch, request, storage, rse_info, protocol["scheme"])
+            area = _storage_area(watch, request, lambda pfn: policy.call(storage.stat, pfn), rse_info,
+                                 protocol["scheme"])
             run, started = RunDir(request.run), time.time()
             with run.open(DAEMON, request.description()) as journal, logged(run, bus):
                 journal.set_meta(**catalog.provenance(), planned=True)
@@ -80,7 +81,7 @@ def _check_watch(request: DaemonRequest) -> Path:
     return watch
 
 
-def _storage_area(watch: Path, request: DaemonRequest, storage: Storage, rse_info: dict, scheme: str) -> Path:
+def _storage_area(watch: Path, request: DaemonRequest, stat: Callable, rse_info: dict, scheme: str) -> Path:
     """Where the RSE keeps the scope's files (`<prefix>/<scope>/`, identity lfn2pfn): WATCH_DIR or
     the ancestor of it through whose PFNs the lock file is seen on storage. The DID names are the
     paths under it. Refused otherwise: every file would fail its in-place check, one by one."""
@@ -88,7 +89,7 @@ def _storage_area(watch: Path, request: DaemonRequest, storage: Storage, rse_inf
     for area in (watch, *watch.parents[:AREA_DEPTH]):
         name = lock_file.relative_to(area).as_posix()
         pfn = pfns(rse_info, scheme, [{"scope": request.scope, "name": name}])[f"{request.scope}:{name}"]
-        seen = storage.stat(pfn)
+        seen = stat(pfn)
         if seen is not None and seen.size == lock_file.stat().st_size:
             return area
     raise BadInput(f"{request.watch} is not in the storage area of scope {request.scope} on {request.rse} "
