@@ -7,9 +7,9 @@ from pathlib import Path
 import click
 from rich.table import Table
 
+from nightlake import BadInput
 from nightlake.cli.console import err as console
 from nightlake.cli.console import out
-from nightlake import BadInput
 from nightlake.lake import control, faults, rucio_server, xrootd
 from nightlake.lake.layout import DAQ, SCOPE, Layout
 
