@@ -109,3 +109,19 @@ def test_the_metrics_hold_the_daemons_latency_histogram_and_backlog():
     assert value("nightlake_daemon_latency_seconds_count") == 3
     assert value("nightlake_daemon_latency_seconds_bucket", {"le": "10.0"}) == 2
     assert value("nightlake_daemon_backlog") == 42
+
+
+def test_inotify_sees_a_trigger_made_in_a_directory_created_after_the_watch_began(tmp_path):
+    watcher = triggers.Watcher(tmp_path)
+    try:
+        (tmp_path / "obs1" / "deep").mkdir(parents=True)
+        (tmp_path / "obs1" / "deep" / "a.fits").write_bytes(b"x")
+        (tmp_path / "obs1" / "deep" / "a.fits.trigger").symlink_to("a.fits")
+        (tmp_path / "invalid").mkdir()
+        (tmp_path / "invalid" / "b.fits.trigger").touch()  # never watched
+        seen: list = []
+        for _ in range(20):
+            seen += watcher.ready(0.1)
+        assert seen == [tmp_path / "obs1" / "deep" / "a.fits.trigger"]
+    finally:
+        watcher.close()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import time
 
 import pytest
 from daemon_helpers import (
@@ -193,4 +194,19 @@ def test_a_daemon_rides_through_a_restart_of_the_rucio_server(lake, tmp_path):
         assert stop(daemon) == 0
     assert counts(run).get("failed", 0) == 0 and not triggers_left(watch)
     assert {e["target"] for e in events(run, "service.down")} == {"catalog"}
+    _assert_registered_in_place(lake, watch, files)
+
+
+def test_with_inotify_triggers_are_taken_as_they_appear_without_a_rescan(lake, tmp_path):
+    watch, run = watch_dir(lake, "inotify"), tmp_path / "run"
+    files = night(tmp_path, "Inotify-Site", datasets=2, files=40)
+    daemon = start(watch, run, "--inotify", "--rescan", "3600")  # one rescan, at the start
+    try:
+        wait_for(lambda: (run / "events.jsonl").exists(), timeout=120, interval=0.2)
+        time.sleep(1)  # the first rescan is over: what follows is seen by inotify only
+        write(files, watch, rate=100)  # into dataset directories made after the watch began
+        wait_for(_all_done(run, len(files)), timeout=300)
+        wait_for(lambda: not triggers_left(watch), timeout=60)
+    finally:
+        assert stop(daemon) == 0
     _assert_registered_in_place(lake, watch, files)

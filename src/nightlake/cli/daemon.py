@@ -34,6 +34,9 @@ from nightlake.observe.events import EventBus
               help="A dataset is closed once its files have been quiet this long (or at `<dataset>.end`).")
 @click.option("--rescan", type=click.FloatRange(0.1), default=1.0, show_default=True, metavar="SECONDS",
               help="Seconds between two scans of WATCH_DIR for triggers.")
+@click.option("--inotify", is_flag=True,
+              help="Also see triggers as they are created (inotify; `pip install nightlake[daemon]`): "
+                   "the rescan is then only the fallback, and can be rarer.")
 @click.option("--workers", type=click.IntRange(1, 256), default=8, show_default=True,
               help="Files verified in parallel.")
 @click.option("--log-every", type=click.FloatRange(1), default=30.0, show_default=True, metavar="SECONDS",
@@ -41,7 +44,7 @@ from nightlake.observe.events import EventBus
 @patience
 @metrics_port
 def daemon_cmd(watch_dir, rse, run_dir, scope, rules, dataset_name, container_name, required, batch, batch_age,
-               quiet_time, rescan, workers, log_every, patience, metrics_port) -> None:
+               quiet_time, rescan, inotify, workers, log_every, patience, metrics_port) -> None:
     """Register the files of WATCH_DIR in place as their `<file>.trigger` appears; SIGTERM or
     SIGINT finish the batch in progress and exit 0; a restart resumes."""
     from nightlake.flows.daemon.describe import Naming
@@ -52,7 +55,7 @@ def daemon_cmd(watch_dir, rse, run_dir, scope, rules, dataset_name, container_na
                             rules=tuple(parse_policy(r) for r in rules),
                             naming=Naming(dataset_name, container_name), required=tuple(required),
                             batch_files=batch, batch_age=batch_age, quiet=quiet_time, rescan=rescan,
-                            workers=workers, patience=patience, log_every=log_every)
+                            workers=workers, patience=patience, log_every=log_every, inotify=inotify)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

@@ -30,6 +30,7 @@ from nightlake.storage import Storage
 
 TICK = 0.1  # seconds between two looks at the clock when there is nothing to do
 CLOSE_EVERY = 2.0  # seconds between two looks for datasets to close (a query over the journal)
+SETTLE_EVERY = 0.5  # seconds between two looks for files done (their triggers removed)
 
 
 @dataclass(frozen=True)
@@ -80,23 +81,37 @@ class Daemon:
         self.say(self.tally.line(len(self.waiting), stopping=True))
 
     def _loop(self) -> None:
-        due = {"scan": 0.0, "close": 0.0, "log": time.monotonic() + self.request.log_every}
-        while not self.stop.is_set():
-            now = time.monotonic()
-            if now >= due["scan"]:
-                self._settle()
-                self._scan()
-                due["scan"] = now + self.request.rescan
-            if self._batch_due():
-                self._batch()
-                continue
-            if now >= due["close"]:
-                self._close_datasets()
-                due["close"] = now + CLOSE_EVERY
-            if now >= due["log"]:
-                self.say(self.tally.line(len(self.waiting)))
-                due["log"] = now + self.request.log_every
+        watcher = triggers.Watcher(self.root) if self.request.inotify else None
+        due = {"scan": 0.0, "settle": 0.0, "close": 0.0, "log": time.monotonic() + self.request.log_every}
+        try:
+            while not self.stop.is_set():
+                now = time.monotonic()
+                if now >= due["settle"]:
+                    self._settle()
+                    due["settle"] = now + SETTLE_EVERY
+                if now >= due["scan"]:
+                    self._take(triggers.scan(self.root))
+                    due["scan"] = now + self.request.rescan
+                if self._batch_due():
+                    self._batch()
+                    continue
+                if now >= due["close"]:
+                    self._close_datasets()
+                    due["close"] = now + CLOSE_EVERY
+                if now >= due["log"]:
+                    self.say(self.tally.line(len(self.waiting)))
+                    due["log"] = now + self.request.log_every
+                self._wait(watcher)
+        finally:
+            if watcher is not None:
+                watcher.close()
+
+    def _wait(self, watcher: triggers.Watcher | None) -> None:
+        """A tick of idleness, or, with inotify, until a trigger appears (taken at once)."""
+        if watcher is None:
             self.stop.wait(TICK)
+        elif appeared := watcher.ready(TICK):
+            self._take(triggers.look(appeared))
 
     def _resume(self) -> None:
         """What an earlier run left (a SIGKILL mid-batch included), finished as `ingest` resumes;
@@ -121,8 +136,9 @@ class Daemon:
 
     # --- discovery ---------------------------------------------------------------------------
 
-    def _scan(self) -> None:
-        found = triggers.scan(self.root)
+    def _take(self, found: triggers.Scan) -> None:
+        """What a rescan or inotify found: new triggers join the backlog, unless the journal
+        already knows their file (a restart's rescan finds triggers of files done or set aside)."""
         for trigger, reason in found.refused:
             if trigger not in self.ignored:
                 self.ignored.add(trigger)

@@ -18,7 +18,8 @@ class DaemonRequest:
 
     A batch is registered when it holds `batch_files` files (≤ 1000, the server's limit) or its
     oldest trigger is `batch_age` old. A dataset is closed once its files have been quiet for
-    `quiet` seconds, or at once when `<dataset>.end` appears. The tree is rescanned every `rescan`."""
+    `quiet` seconds, or at once when `<dataset>.end` appears. The tree is rescanned every `rescan`;
+    with `inotify`, triggers are also taken as they appear."""
 
     watch: Path
     run: Path
@@ -35,6 +36,7 @@ class DaemonRequest:
     patience: float = DEFAULT_PATIENCE
     log_every: float = 30.0
     scheme: str | None = None
+    inotify: bool = False  # triggers also seen as they are created (inotify_simple), the rescan a fallback
 
     def description(self) -> dict[str, Any]:
         watch = str(self.watch.absolute())

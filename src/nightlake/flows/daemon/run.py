@@ -19,6 +19,7 @@ waiting keeps its trigger for the next start.
 
 from __future__ import annotations
 
+import importlib.util
 import threading
 import time
 from collections.abc import Callable
@@ -78,6 +79,8 @@ def _check_watch(request: DaemonRequest) -> Path:
         raise BadInput(f"{request.watch}: not a directory")
     if problem := names.scope_problem(request.scope):
         raise BadInput(f"--scope {request.scope}: {problem}")
+    if request.inotify and importlib.util.find_spec("inotify_simple") is None:
+        raise BadInput("--inotify needs inotify_simple: pip install 'nightlake[daemon]'")
     return watch
 
 
