@@ -26,7 +26,7 @@ $(STAMP)/system:
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -c constraints.txt -e '.[test,ctao]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[test,ctao,daemon]'
 	@touch $@
 
 test: deps

@@ -2,7 +2,8 @@
 # The `make demo` night, end to end against the local lake: plan -> generate -> ingest with a
 # rule to an off-site RSE -> status -> replication watch -> more copies off-site, sourced off-site ->
 # watch -> the stock client downloads from each off-site RSE -> a fault drill (OFFSITE-B read-only: a
-# rule STUCK, its errors classified; fault cleared, rule retried, OK) -> retrieve one dataset -> report.
+# rule STUCK, its errors classified; fault cleared, rule retried, OK) -> retrieve one dataset -> the
+# on-site daemon registering a stream in place -> report.
 # Safe to run again: every step resumes or skips what is done. Its files live in the lake directory and go with `lake down --purge`.
 # NIGHTLAKE_AUTH=x509_proxy or oidc runs it with the lake's X.509 proxy or an OIDC token instead of
 # the password (oidc: a token from the lake's identity provider, written where WLCG discovery finds it).
@@ -69,6 +70,21 @@ nightlake rules watch "$work/drill" --timeout 300
 
 step "retrieve: one dataset back from the lake, every file verified against Rucio's adler32"
 nightlake retrieve "$dataset" --out "$work/retrieved" --run "$work/retrieve"
+
+step "daemon: an on-site writer drops files and triggers into ONSITE-DAQ; they are registered in place as they come"
+stream="$NIGHTLAKE_LAKE_DIR/storage/ONSITE-DAQ/rucio/cta/stream"   # in ONSITE-DAQ's area (see `nightlake lake status`)
+mkdir -p "$stream"
+nightlake daemon "$stream" --rse ONSITE-DAQ --scope cta --run "$work/daemon" --rule OFFSITE-A \
+  --batch-age 1 --log-every 2 &
+daemon=$!
+nightlake generate examples/stream.toml --out "$stream" --rate 20
+for _ in $(seq 120); do   # until every trigger and end-of-observation marker is consumed (datasets closed)
+  [ -z "$(find "$stream" -name '*.trigger' -o -name '*.end' | head -1)" ] && break
+  sleep 0.5
+done
+kill -TERM "$daemon" && wait "$daemon"
+nightlake status "$work/daemon"
+rucio did content list cta:CTAO-North_20260315
 
 step "report"
 nightlake report "$work/run" --retrieve "$work/retrieve" --out "$work/report"

@@ -127,7 +127,7 @@ def test_a_bad_datasum_is_quarantined_a_good_file_passes_and_each_is_read_once(t
     journal.add_datasets([("cta", "night")])
     catalog, storage = Catalog(), Consuming({"good.fits": good, "bad.fits": bad})
     Ingest(journal, catalog, storage, pfn_of=lambda b: {f"{r.scope}:{r.name}": f"root://h//rucio/{r.name}" for r in b},
-           open_source=ingest_run._source_opener, options=IngestOptions(rse="ONSITE", workers=1, in_place=in_place),
+           open_source=ingest_run.source_opener, options=IngestOptions(rse="ONSITE", workers=1, in_place=in_place),
            storage_policy=RetryPolicy(target="ONSITE", sleep=lambda s: None)).run()
     [quarantined] = next(journal.batches(FileState.QUARANTINED))
     assert quarantined.name == "bad.fits" and "HDU 1: DATASUM" in quarantined.error_message

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from nightlake.catalog.failures import ErrorClass, classify
-from nightlake.flows.ingest.run import _source_opener
+from nightlake.flows.ingest.run import source_opener
 from nightlake.night.sources import SourceChanged, from_directory, read_unchanged
 from nightlake.runs.journal.ingest import IngestJournal
 from nightlake.storage import PART_SUFFIX, open_storage
@@ -31,7 +31,7 @@ def planned(tmp_path):
 
 def _upload(record, tmp_path: Path):
     store = open_storage({"scheme": "file"})
-    return store.put(f"file://{tmp_path}/lake/a.fits", _source_opener(record), size=record.bytes)
+    return store.put(f"file://{tmp_path}/lake/a.fits", source_opener(record), size=record.bytes)
 
 
 def test_the_walk_records_each_files_mtime(planned):

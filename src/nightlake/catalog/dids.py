@@ -38,7 +38,8 @@ class DidCalls:
         return self._bisected(add, items)
 
     def attach(self, dataset: Did, files: Sequence[Did]) -> list[Rejected]:
-        """Attach files to a dataset; files already attached are fine (`ignore_duplicate`)."""
+        """Attach files to a dataset (or datasets to a container); those already attached are
+        fine (`ignore_duplicate`)."""
         scope, name = dataset
         items = [{"scope": s, "name": n} for s, n in files]
 

@@ -19,7 +19,7 @@ from nightlake.cli.console import err
 COMMANDS = {"lake": "lake:lake", "plan": "plan:plan_cmd", "generate": "generate:generate_cmd",
             "ingest": "ingest:ingest_cmd", "status": "status:status_cmd", "rules": "rules:rules",
             "retrieve": "retrieve:retrieve_cmd", "report": "report:report_cmd",
-            "campaign": "campaign:campaign_cmd"}
+            "campaign": "campaign:campaign_cmd", "daemon": "daemon:daemon_cmd"}
 """command → `module:attribute` under nightlake.cli."""
 
 

@@ -14,7 +14,7 @@ from rich.progress import (
 
 from nightlake.cli.common import directory_to_make
 from nightlake.cli.console import err, out
-from nightlake.flows.generate import generate
+from nightlake.flows.generate import generate, write_triggered
 from nightlake.night.plan import Plan, summarize
 from nightlake.night.spec import human_bytes, load_spec
 
@@ -25,9 +25,16 @@ from nightlake.night.spec import human_bytes, load_spec
               help="Directory to write into.")
 @click.option("--workers", type=click.IntRange(1, 256), default=None,
               help="Parallel writers (default: CPUs, at most 8).")
-def generate_cmd(spec: str, out_dir: str, workers: int | None) -> None:
+@click.option("--rate", type=click.FloatRange(0.1), default=None, metavar="FILES_PER_S",
+              help="Write one file after another at this rate, each followed by its `<file>.trigger`, and "
+                   "`<dataset>.end` after a dataset's last file: an on-site writer, for `nightlake daemon`.")
+def generate_cmd(spec: str, out_dir: str, workers: int | None, rate: float | None) -> None:
     """Write SPEC's files under OUT/<dataset>/<file> (valid FITS, deterministic; re-run resumes)."""
     plan = Plan(load_spec(spec))
+    if rate:
+        written = write_triggered(plan.files(), out_dir, rate, end_markers=True)
+        out.print(f"wrote {written:,} files with their triggers at up to {rate:g} files/s in {out_dir}")
+        return
     summary = summarize(plan)
     columns = ("generate", BarColumn(), TextColumn(f"{{task.fields[files]:,}}/{summary.n_files:,} files"),
                DownloadColumn(binary_units=False), TransferSpeedColumn(), TimeRemainingColumn())

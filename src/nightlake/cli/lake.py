@@ -11,8 +11,8 @@ from rich.table import Table
 from nightlake import BadInput
 from nightlake.cli.console import err as console
 from nightlake.cli.console import out
-from nightlake.lake import control, faults, rucio_server
-from nightlake.lake.layout import POLICIES, Layout, default_dir, default_server_venv
+from nightlake.lake import control, faults, rucio_server, xrootd
+from nightlake.lake.layout import DAQ, POLICIES, SCOPE, Layout, default_dir, default_server_venv
 
 _dir = click.option("--dir", "root", type=click.Path(file_okay=False, path_type=Path), default=None,
                     help="Lake state directory [env NIGHTLAKE_LAKE_DIR; default .nightlake/lake].")
@@ -80,6 +80,8 @@ def status(root: Path | None) -> None:
     out.print(table)
     if version := rucio_server.ping(layout) if layout.ca_cert.exists() else None:
         out.print(f"Rucio server: {version}")
+    out.print(f"{DAQ.name} storage area (identity lfn2pfn, for `nightlake daemon`): "
+              f"{xrootd.storage_area(layout, DAQ, SCOPE)}", markup=False)
     if not all(row.healthy for row in rows if row.fault != "down"):
         raise click.exceptions.Exit(1)
 

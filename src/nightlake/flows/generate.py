@@ -95,3 +95,32 @@ def generate(files: Iterable[PlannedFile], out: str | Path, workers: int | None 
             finish(*finished)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def write_triggered(files: Iterable[PlannedFile], out: str | Path, rate: float, end_markers: bool = False,
+                    stopped: Callable[[], bool] = lambda: False) -> int:
+    """Write files one after another at `rate` files/s, as an on-site writer does for
+    `nightlake daemon`: each complete under its name, then its `<file>.trigger` (a symlink to it);
+    with `end_markers`, `<dataset>.end` after a dataset's last file. Returns the files written."""
+    out, written, started, dataset = Path(out), 0, time.monotonic(), None
+    for planned in files:
+        if stopped():
+            break
+        if end_markers and dataset is not None and planned.dataset != dataset:
+            _mark_end(out, dataset)
+        dataset = planned.dataset
+        if (wait := started + written / rate - time.monotonic()) > 0:
+            time.sleep(wait)
+        write_file(planned, out)
+        path = file_path(out, planned)
+        trigger = path.with_name(path.name + ".trigger")
+        if not trigger.is_symlink():
+            trigger.symlink_to(path.name)
+        written += 1
+    if end_markers and dataset is not None and not stopped():
+        _mark_end(out, dataset)
+    return written
+
+
+def _mark_end(out: Path, dataset: str) -> None:
+    (out / dataset / f"{dataset}.end").touch()

@@ -23,7 +23,7 @@ from nightlake.lake.layout import HOST, RSES, Layout
 
 Echo = Callable[[str], None]
 CATALOG_READY = "catalog.ready"
-CATALOG_CONTENT = "scope, RSEs, protocols, quotas, distances, fts, x509 and oidc identities\n"
+CATALOG_CONTENT = "scope, RSEs (ONSITE-DAQ too), protocols, quotas, distances, fts, x509 and oidc identities\n"
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ def up(layout: Layout, echo: Echo = print) -> bool:
     if not ready.exists():
         objects.create(layout, client(layout))
         ready.write_text(CATALOG_CONTENT)
-        echo("catalog ready: scope, 3 RSEs, quotas, distances, fts")
+        echo(f"catalog ready: scope, {len(RSES)} RSEs, quotas, distances, fts")
     elif ready.read_text() != CATALOG_CONTENT:
         objects.upgrade(layout, client(layout), ready.read_text())
         ready.write_text(CATALOG_CONTENT)

@@ -35,18 +35,23 @@ class RSESpec:
     attributes: dict = field(default_factory=dict)
 
 
-# Modelled on the 2020 data challenge: one on-site ingest endpoint, two off-site RSEs.
+# Modelled on the 2020 data challenge: one on-site ingest endpoint, two off-site RSEs; and the on-site
+# DAQ buffer, whose files the daemon registers in place: its PFNs are paths (Rucio's `identity`
+# lfn2pfn: `<prefix>/<scope>/<name>`), the layout an on-site writer uses, and it deletes nothing greedily.
 RSES = (
     RSESpec("ONSITE", 0, {"ONSITE": True, "site": "CTAO-NORTH", "greedyDeletion": True}),
     RSESpec("OFFSITE-A", 1, {"OFFSITE": True, "site": "OFFSITE-A", "greedyDeletion": True}),
     RSESpec("OFFSITE-B", 2, {"OFFSITE": True, "site": "OFFSITE-B", "greedyDeletion": True}),
+    RSESpec("ONSITE-DAQ", 3, {"DAQ": True, "site": "CTAO-NORTH", "lfn2pfn_algorithm": "identity"}),
 )
+DAQ = RSES[3]
 
 # Distances (lower is closer): the on-site endpoint ships to both off-site RSEs, which mirror each other.
 DISTANCES = {
     ("ONSITE", "OFFSITE-A"): 1, ("ONSITE", "OFFSITE-B"): 2,
     ("OFFSITE-A", "OFFSITE-B"): 1, ("OFFSITE-A", "ONSITE"): 3,
     ("OFFSITE-B", "OFFSITE-A"): 1, ("OFFSITE-B", "ONSITE"): 3,
+    ("ONSITE-DAQ", "OFFSITE-A"): 1, ("ONSITE-DAQ", "OFFSITE-B"): 2,
 }
 
 

@@ -61,10 +61,27 @@ def scopes(layout: Layout) -> tuple[str, ...]:
 
 
 def create(layout: Layout, client) -> None:
-    """Scopes, RSEs, protocols, attributes, quotas and distances of a fresh catalog."""
+    """Scopes, RSEs, protocols, attributes, quotas, distances and identities of a fresh catalog."""
     for scope in scopes(layout):
         client.add_scope(ACCOUNT, scope)
-    for rse in RSES:
+    _add_rses(layout, client, RSES)
+    add_fts(layout, client)
+    add_identities(layout, client)
+
+
+def upgrade(layout: Layout, client, made: str) -> None:
+    """Bring a catalog made by an older lake up to date at `up`, without a purge; `made` is what its
+    ready file says it holds: RSEs it lacks (ONSITE-DAQ), every RSE's `fts`, the other identities."""
+    known = {rse["rse"] for rse in client.list_rses()}
+    _add_rses(layout, client, tuple(rse for rse in RSES if rse.name not in known))
+    add_fts(layout, client)
+    if "identities" not in made:
+        add_identities(layout, client)
+
+
+def _add_rses(layout: Layout, client, rses: tuple[RSESpec, ...]) -> None:
+    names = {rse.name for rse in rses}
+    for rse in rses:
         client.add_rse(rse.name)
         for protocol in protocols(layout, rse):
             client.add_protocol(rse.name, protocol)
@@ -72,9 +89,8 @@ def create(layout: Layout, client) -> None:
             client.add_rse_attribute(rse.name, key, value)
         client.set_local_account_limit(ACCOUNT, rse.name, -1)  # -1: unlimited
     for (src, dst), distance in DISTANCES.items():
-        client.add_distance(src, dst, {"distance": distance})
-    add_fts(layout, client)
-    add_identities(layout, client)
+        if src in names or dst in names:
+            client.add_distance(src, dst, {"distance": distance})
 
 
 def add_identities(layout: Layout, client) -> None:
@@ -82,14 +98,6 @@ def add_identities(layout: Layout, client) -> None:
     certificate (Rucio strips the proxy's own CN) and its OIDC identity at the lake's provider."""
     client.add_identity(ACCOUNT, certs.dn(certs.CLIENT), "X509", email="nightlake@localhost")
     client.add_identity(ACCOUNT, idp.identity(layout), "OIDC", email="nightlake@localhost")
-
-
-def upgrade(layout: Layout, client, made: str) -> None:
-    """Bring a catalog made by an older lake up to date; `made` is what its ready file says it holds."""
-    if "fts" not in made:
-        add_fts(layout, client)
-    if "identities" not in made:
-        add_identities(layout, client)
 
 
 def add_fts(layout: Layout, client) -> None:

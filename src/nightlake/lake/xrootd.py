@@ -92,6 +92,12 @@ FAULT_CONFIG = {
 }
 
 
+def storage_area(layout: Layout, rse: RSESpec, scope: str) -> Path:
+    """Where a scope's files of an identity-lfn2pfn RSE (ONSITE-DAQ) are on local disk: the
+    directory an on-site writer writes to and `nightlake daemon` watches."""
+    return layout.rse_data(rse) / EXPORT.strip("/") / scope
+
+
 def run_as() -> str | None:
     """`xrootd` when we are root (the server drops privileges to it), else ourselves."""
     return service_user("xrootd", "xrootd-server")

@@ -60,9 +60,15 @@ class Kind(enum.StrEnum):
     REPLICATION_PROGRESS = "replication.progress"  # rse_expression, rules, files, ok, replicating, stuck,
     #   bytes, bytes_ok, queued, active, failed: one destination at one poll of `rules watch`
     REPLICATION_ERROR = "replication.error"  # group, count, rses, sample
+    DAEMON_BATCH = "daemon.batch"  # files, backlog, latency_p50, latency_max: a daemon's files found done
+    DAEMON_LATENCY = "daemon.latency"  # seconds: trigger-to-registered of each file of a batch (live only)
+    DAEMON_BACKLOG = "daemon.backlog"  # files: triggers found and not yet registered (live only)
+    FILE_INVALID = "file.invalid"  # path, moved_to, reason: a bad file set aside in invalid/
+    TRIGGER_REFUSED = "trigger.refused"  # trigger, reason: its data file is missing or not a regular file
 
 
-LIVE_ONLY = frozenset({Kind.UPLOAD_DONE, Kind.DOWNLOAD_DONE, Kind.QUEUE_DEPTH})
+LIVE_ONLY = frozenset({Kind.UPLOAD_DONE, Kind.DOWNLOAD_DONE, Kind.QUEUE_DEPTH, Kind.DAEMON_LATENCY,
+                       Kind.DAEMON_BACKLOG})
 """Per-file and gauge kinds: they feed the live display and the metrics; the event log keeps the batches."""
 
 

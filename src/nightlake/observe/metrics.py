@@ -17,6 +17,8 @@ Event kinds counted (`events.Kind`; any other kind is ignored, so new kinds neve
     SERVICE_DOWN, SERVICE_UP             1 while a target is down and the run waits for it (a gauge)
     RULES_PROGRESS                       replication ok/replicating/stuck, summed over rules
     RUN_START                            files in the run
+    DAEMON_LATENCY, DAEMON_BACKLOG       a daemon's trigger-to-registered latency (a histogram) and
+                                         the triggers waiting (a gauge)
 """
 
 from __future__ import annotations
@@ -26,7 +28,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    start_http_server,
+)
 
 from nightlake import BadInput
 from nightlake.observe.events import Event, EventBus, Kind
@@ -35,6 +43,7 @@ from nightlake.observe.events import Event, EventBus, Kind
 STAGES = {Kind.UPLOAD_DONE: "upload", Kind.REGISTER_BATCH: "register", Kind.ATTACH_BATCH: "attach",
           Kind.DONE_BATCH: "done", Kind.DOWNLOAD_DONE: "retrieve"}
 RULE_STATES = ("ok", "replicating", "stuck")
+LATENCY_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300)  # seconds: the daemon's target is 10 s
 
 
 class Metrics:
@@ -61,6 +70,9 @@ class Metrics:
                                 ["state"], registry=r)
         self.last_event = Gauge("nightlake_last_event_timestamp_seconds", "When the last event came (a stall "
                                 "detector)", registry=r)
+        self.latency = Histogram("nightlake_daemon_latency_seconds", "Trigger to registered, per file",
+                                 buckets=LATENCY_BUCKETS, registry=r)
+        self.backlog = Gauge("nightlake_daemon_backlog", "Triggers found, not yet registered", registry=r)
         self._rules: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
 
@@ -88,6 +100,11 @@ class Metrics:
             self.worker_bytes.labels(str(f.get("worker", "?"))).inc(f.get("bytes", 0))
         elif kind == Kind.RULES_PROGRESS:
             self._rule_progress(f)
+        elif kind == Kind.DAEMON_LATENCY:
+            for seconds in f.get("seconds", ()):
+                self.latency.observe(seconds)
+        elif kind == Kind.DAEMON_BACKLOG:
+            self.backlog.set(f.get("files", 0))
 
     def _rule_progress(self, fields: dict[str, Any]) -> None:
         """Each event is one rule's latest counts; the gauges are the sums over all rules."""

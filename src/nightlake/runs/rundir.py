@@ -40,6 +40,9 @@ class RunKind:
 INGEST = RunKind("ingest", "journal.sqlite", IngestJournal,
                  ("command", "source", "rse", "scope", "dataset", "vo", "in_place"))
 RETRIEVE = RunKind("retrieve", "retrieve.sqlite", DownloadJournal, None)
+# A daemon's run is an ingest's journal fed batch by batch: status and report read it as an ingest
+# (`kind()` finds INGEST), while a re-start must watch the same directory for the same RSE and scope.
+DAEMON = RunKind("daemon", "journal.sqlite", IngestJournal, ("command", "watch", "rse", "scope"))
 KINDS = (INGEST, RETRIEVE)
 
 

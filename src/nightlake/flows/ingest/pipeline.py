@@ -60,24 +60,26 @@ class Ingest:
         self.finisher = Registrar(self.ctx, metadata_catalog or catalog, self.registrar.settling)
         self._stop = threading.Event()
 
-    def run(self) -> None:
-        """Bring every journaled file as far as it can go. Raises AuthFailure, or GaveUp when a
-        service stays down: the run stops, and a re-run resumes."""
+    def run(self, requeue: bool = True, follow: Callable[[], bool] | None = None) -> None:
+        """Bring every journaled file as far as it can go; failed files get another go if
+        `requeue`; with `follow`, files journaled meanwhile too, while `follow()` is true (a
+        daemon). Raises AuthFailure, or GaveUp when a service stays down: the run stops, and a
+        re-run resumes."""
         ctx = self.ctx
         try:
-            if requeued := ctx.journal.requeue_failed():
+            if requeue and (requeued := ctx.journal.requeue_failed()):
                 ctx.bus.emit(Kind.RUN_REQUEUED, files=requeued)
             reconcile(ctx)
             self.registrar.create_datasets()
             self.registrar.leftovers()
-            self._upload_and_register()
+            self._upload_and_register(follow)
             self.registrar.add_rules()
             if ctx.options.close_datasets:
                 self.registrar.close_datasets()
         finally:
             self._pool.shutdown(wait=True, cancel_futures=True)
 
-    def _upload_and_register(self) -> None:
+    def _upload_and_register(self, follow: Callable[[], bool] | None = None) -> None:
         """The three stages, the two catalog ones in `catalog_lanes` threads each; the first error
         in any of them stops the others and is raised here."""
         ctx = self.ctx
@@ -94,7 +96,8 @@ class Ingest:
         for stage in registering + finishing:
             stage.start()
         try:
-            Uploader(ctx, lambda batch: self._hand_on(to_register, "register", batch), self._stop.is_set).run()
+            Uploader(ctx, lambda batch: self._hand_on(to_register, "register", batch), self._stop.is_set,
+                     follow).run()
         finally:
             for stages, inbox in ((registering, to_register), (finishing, to_finish)):
                 for _ in stages:

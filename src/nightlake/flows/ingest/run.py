@@ -17,6 +17,7 @@ from typing import Any
 
 from nightlake import BadInput
 from nightlake.catalog.client import Catalog
+from nightlake.catalog.retry import RetryPolicy
 from nightlake.catalog.rules import RulePolicy
 from nightlake.flows.ingest.context import IngestOptions
 from nightlake.flows.ingest.pipeline import Ingest
@@ -79,7 +80,7 @@ def run_ingest(request: IngestRequest, bus: EventBus) -> dict[str, Any]:
     catalog.check_scopes([scope])
     catalog.check_expressions(rule.rse_expression for rule in rules)
     rse_info = catalog.rse_info(request.options.rse)
-    protocol = _protocol(rse_info, request.scheme)
+    protocol = write_protocol(rse_info, request.scheme)
     with contextlib.ExitStack() as stack:
         cluster = _cluster(request, stack)
         run = RunDir(request.run)
@@ -117,15 +118,12 @@ def _ingest(journal: IngestJournal, run: RunDir, request: IngestRequest, catalog
     """The journaled run: storage opened, the pipeline run, the summary written whatever happens."""
     journal.set_meta(**catalog.provenance())
     creds = storage_credentials.from_rucio_config()
-    storage = open_storage(protocol, ca_cert=creds.ca_cert, client_cert=creds.client_cert, token=creds.token,
-                           pool_size=request.options.workers, rse_info=rse_info)
-    _emit_start(bus, journal, request.options.rse, protocol["scheme"])
-    pfn_of = _pfn_resolver(rse_info, protocol["scheme"])
-    storage_policy = retry_policy(bus, request.options.rse, request.patience,
-                                  probe=_storage_probe(storage, rse_info, protocol["scheme"]))
+    storage, pfn_of, storage_policy = rse_storage(rse_info, protocol, request.options.workers, request.patience,
+                                                  bus, creds)
+    emit_start(bus, journal, request.options.rse, protocol["scheme"])
     remote = None if cluster is None else RemoteStorage(request.options.rse, protocol, rse_info, creds.ca_cert,
                                                          creds.client_cert, request.patience, cluster.spec.threads)
-    ingest = Ingest(journal, catalog, storage, pfn_of, _source_opener, request.options, bus, storage_policy,
+    ingest = Ingest(journal, catalog, storage, pfn_of, source_opener, request.options, bus, storage_policy,
                     catalog.twin(), cluster, remote)
     try:
         return concluded(run, bus, ingest.run, lambda: ingest_summary(journal, started))
@@ -133,7 +131,19 @@ def _ingest(journal: IngestJournal, run: RunDir, request: IngestRequest, catalog
         storage.close()
 
 
-def _emit_start(bus: EventBus, journal: IngestJournal, rse: str, scheme: str) -> None:
+def rse_storage(rse_info: dict, protocol: dict, workers: int, patience: float, bus: EventBus,
+                creds: storage_credentials.StorageCredentials | None = None) -> tuple[Storage, Callable, RetryPolicy]:
+    """The RSE's storage for `protocol` (TLS and the credential as the Rucio client has them), the
+    PFNs of its files (Rucio's lfn2pfn) and its retry policy, riding through an outage of
+    `patience` seconds."""
+    creds = creds or storage_credentials.from_rucio_config()
+    storage = open_storage(protocol, ca_cert=creds.ca_cert, client_cert=creds.client_cert, token=creds.token,
+                           pool_size=workers, rse_info=rse_info)
+    policy = retry_policy(bus, rse_info["rse"], patience, probe=_storage_probe(storage, rse_info, protocol["scheme"]))
+    return storage, _pfn_resolver(rse_info, protocol["scheme"]), policy
+
+
+def emit_start(bus: EventBus, journal: IngestJournal, rse: str, scheme: str) -> None:
     """The run's size and where a resumed run starts from, so that progress and ETA count only
     what is left to do."""
     counts = journal.counts()
@@ -201,7 +211,7 @@ def _journal_plan(journal: IngestJournal, request: IngestRequest, bus: EventBus)
     bus.emit(Kind.RUN_PLANNED, files=added, datasets=len(datasets))
 
 
-def _protocol(rse_info: dict, scheme: str | None) -> dict:
+def write_protocol(rse_info: dict, scheme: str | None) -> dict:
     """The RSE's write protocol: the one asked for, else Rucio's preferred (lowest wan priority)."""
     writable = [p for p in rse_info["protocols"] if (p["domains"]["wan"].get("write") or 0) > 0]
     if scheme:
@@ -227,7 +237,7 @@ def _storage_probe(storage: Storage, rse_info: dict, scheme: str) -> Callable[[]
     return lambda: storage.stat(pfn)
 
 
-def _source_opener(record: FileRecord):
+def source_opener(record: FileRecord):
     """A factory of the source's chunks, fresh on each attempt: the streamed payload's, or the
     local file's, refused if it is no longer the file that was planned. A FITS file's CHECKSUM and
     DATASUM are verified in this same pass (the upload's, or an in-place file's adler32)."""

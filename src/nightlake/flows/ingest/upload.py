@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
@@ -42,14 +43,18 @@ from nightlake.storage import Stat, Storage, open_storage
 S = FileState
 IN_FLIGHT = 4  # uploads per worker kept in flight
 CLUSTER_PASSES = 3  # passes over the planned files on a cluster: a lost batch's files get another
+FOLLOW_TICK = 0.2  # seconds between two looks for newly planned files, when following
 HandOn = Callable[[list[FileRecord]], None]
 
 
 class Uploader:
-    """One pass over the planned files; `stopped()` tells it to take no new batch."""
+    """One pass over the planned files; `stopped()` tells it to take no new batch. With `follow`,
+    passes go on while `follow()` is true, each handing on what it finished: a daemon journals
+    files as they come, and they are uploaded (checked in place) as they are journaled."""
 
-    def __init__(self, ctx: Context, hand_on: HandOn, stopped: Callable[[], bool]):
-        self.ctx, self.hand_on, self.stopped = ctx, hand_on, stopped
+    def __init__(self, ctx: Context, hand_on: HandOn, stopped: Callable[[], bool],
+                 follow: Callable[[], bool] | None = None):
+        self.ctx, self.hand_on, self.stopped, self.follow = ctx, hand_on, stopped, follow
         self.streak = Streak()
         self._finished: list[FileRecord] = []
         self._finished_bytes = 0  # of the uploads not yet handed on
@@ -63,17 +68,29 @@ class Uploader:
         work = self._check_in_place if self.ctx.options.in_place else self._put
         window: Window[FileRecord] = Window(self.ctx.pool, self.ctx.options.workers * IN_FLIGHT)
         try:
-            for batch in self._batches():
-                if self.stopped():
+            while True:
+                found = self._pass(window, work)
+                if self.follow is None or self.stopped() or not self.follow():
                     break
-                for record in self._prepare(batch):
-                    for finished in window.submit(work, record):
-                        self._settle(*finished)
-            for finished in window.drain():
-                self._settle(*finished)
+                if not found:
+                    time.sleep(FOLLOW_TICK)
         finally:
             window.cancel()
+
+    def _pass(self, window: Window[FileRecord], work: Callable) -> int:
+        """The planned files in batches through the window, then handed on; how many there were."""
+        found = 0
+        for batch in self._batches():
+            if self.stopped():
+                break
+            found += len(batch)
+            for record in self._prepare(batch):
+                for finished in window.submit(work, record):
+                    self._settle(*finished)
+        for finished in window.drain():
+            self._settle(*finished)
         self._hand_on()
+        return found
 
     def _run_on_cluster(self) -> None:
         """Batches to the cluster's workers, two per worker in flight; then the files of the batches

@@ -170,6 +170,23 @@ class IngestJournal(SQLiteJournal):
         """Files whose last side effect may or may not have happened: reconcile these on resume."""
         return self.batches(UNCERTAIN, size)
 
+    def records_of(self, scope: str, names: Iterable[str]) -> dict[str, FileRecord]:
+        """The journaled record of each of these names (absent: never journaled), for a daemon that
+        must not plan a file twice when a rescan finds its trigger again."""
+        found: dict[str, FileRecord] = {}
+        names = list(names)
+        for at in range(0, len(names), SQLITE_MAX_VARS - 1):
+            chunk = names[at:at + SQLITE_MAX_VARS - 1]
+            rows = self._query(f"SELECT {self.COLUMNS} FROM files WHERE scope = ? AND name IN "
+                               f"({', '.join('?' * len(chunk))})", (scope, *chunk))
+            found.update((record.name, record) for record in map(self.row, rows))
+        return found
+
+    def last_activity(self) -> dict[tuple[str, str], float]:
+        """When each dataset's files last changed state: how long its observation has been quiet."""
+        rows = self._query("SELECT scope, dataset, MAX(updated_at) FROM files GROUP BY scope, dataset")
+        return {(scope, dataset): at for scope, dataset, at in rows}
+
     def quarantine(self, ids: Iterable[int], reason: str) -> int:
         """Set files aside (e.g. missing required metadata) with the reason; terminal."""
         return self.mark(ids, S.QUARANTINED, error_class="quarantine", error_message=reason)
