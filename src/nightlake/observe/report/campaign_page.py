@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 
 from nightlake.night.spec import human_bytes
-from nightlake.observe.report.figures import _new_figure, _time_axis
-from nightlake.observe.report.html import _CSS, _e, _table, when
+from nightlake.observe.report.figures import new_figure, time_axis
+from nightlake.observe.report.html import CSS, escape, table, when
 
 PHASE_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
 
@@ -22,8 +22,8 @@ def timeline_png(data: dict[str, Any]) -> bytes | None:
     if not data["span"]:
         return None
     start, end = data["span"]["first"], data["span"]["last"]
-    scale, unit = _time_axis(end - start)
-    figure, (files_ax, bytes_ax, replicated_ax) = _new_figure(3, 2.6)
+    scale, unit = time_axis(end - start)
+    figure, (files_ax, bytes_ax, replicated_ax) = new_figure(3, 2.6)
     for i, phase in enumerate(p for p in data["phases"] if p.get("span")):
         colour = PHASE_COLOURS[i % len(PHASE_COLOURS)]
         label = f"{phase['name']} → {phase['rse']}, {phase['sizes']}" + (f", fault {phase['fault']}"
@@ -80,18 +80,18 @@ def render_page(data: dict[str, Any], png: bytes | None) -> str:
     names = ", ".join(p["name"] for p in data["phases"])
     figure = (f"<h2>Timeline</h2><p class=meta>Upload rate of each phase (its own bins), files replicated "
               f"per destination (dotted: files to replicate); shaded: each phase's span.</p>"
-              f"<img id=timeline alt='timeline of {len(data['phases'])} phases: {_e(names)}' "
+              f"<img id=timeline alt='timeline of {len(data['phases'])} phases: {escape(names)}' "
               f"src='data:image/png;base64,{base64.b64encode(png).decode()}'>") if png else ""
     bad = any(p["state"] != "finished" or p.get("errors_total") for p in data["phases"])
-    sections = [f"<h1>{_e(title)}</h1>",
-                f"<p class=meta>{_e(campaign['description'])}</p>",
-                f"<p class=meta>campaign directory {_e(campaign['path'])} · generated "
-                f"{when(data['generated']['at'])} by nightlake {_e(data['generated']['nightlake'])}</p>",
-                f"<p class='headline{' bad' if bad else ''}'>{_e(data['headline'])}</p>",
+    sections = [f"<h1>{escape(title)}</h1>",
+                f"<p class=meta>{escape(campaign['description'])}</p>",
+                f"<p class=meta>campaign directory {escape(campaign['path'])} · generated "
+                f"{when(data['generated']['at'])} by nightlake {escape(data['generated']['nightlake'])}</p>",
+                f"<p class='headline{' bad' if bad else ''}'>{escape(data['headline'])}</p>",
                 _phases_section(data), figure, _replication_section(data), _errors_section(data),
                 _provenance_section(data)]
-    return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{_e(title)}</title>"
-            f"<style>{_CSS}</style></head><body>{''.join(s for s in sections if s)}</body></html>\n")
+    return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{escape(title)}</title>"
+            f"<style>{CSS}</style></head><body>{''.join(s for s in sections if s)}</body></html>\n")
 
 
 def _span(phase: dict[str, Any]) -> str:
@@ -113,7 +113,7 @@ def _phases_section(data: dict[str, Any]) -> str:
                      "-" if p["mb_per_s"] is None else f"{p['mb_per_s']:.2f} MB/s",
                      "-" if p["files_per_s"] is None else f"{p['files_per_s']:.2f}", _replicated_text(p),
                      p["errors_total"]))
-    return "<h2>Phases</h2>" + _table(
+    return "<h2>Phases</h2>" + table(
         ["phase", "state", "time span (UTC)", "RSE", "condition", "file sizes", "files done", "bytes done",
          "mean rate", "files/s", "replicated", "files with errors"], rows)
 
@@ -132,7 +132,7 @@ def _replication_section(data: dict[str, Any]) -> str:
     if not rows:
         return ""
     return ("<h2>Replication per phase</h2><p class=meta>Locks per destination of each phase's rules at the "
-            "last poll of its watch.</p>" + _table(["phase", "destination", "files ok", "files", "bytes ok",
+            "last poll of its watch.</p>" + table(["phase", "destination", "files ok", "files", "bytes ok",
                                                     "stuck"], rows))
 
 
@@ -141,15 +141,15 @@ def _errors_section(data: dict[str, Any]) -> str:
             for p in data["phases"] if p["files"] for e in p["errors"]]
     retries = [(p["name"], r["target"], r["error_class"], r["retries"])
                for p in data["phases"] if p["files"] for r in p["retries"]]
-    body = _table(["phase", "source", "error class", "stage", "files", "sample message"], rows) if rows \
+    body = table(["phase", "source", "error class", "stage", "files", "sample message"], rows) if rows \
         else "<p>No failed, quarantined or stuck files in any phase.</p>"
     if retries:
-        body += _table(["phase", "target", "error class", "retries"], retries)
+        body += table(["phase", "target", "error class", "retries"], retries)
     return "<h2>Errors per phase</h2>" + body
 
 
 def _provenance_section(data: dict[str, Any]) -> str:
     rows = [(p["name"], (p["source"], "msg"), (p["run"], "msg"), p.get("sessions", "-"),
              (p.get("versions") or {}).get("rucio_server", "-"), p.get("rucio_host") or "-") for p in data["phases"]]
-    return "<h2>Provenance</h2>" + _table(["phase", "source", "run directory", "sessions", "Rucio server",
+    return "<h2>Provenance</h2>" + table(["phase", "source", "run directory", "sessions", "Rucio server",
                                            "at"], rows)

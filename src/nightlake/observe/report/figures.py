@@ -33,14 +33,14 @@ def figures(data: dict[str, Any]) -> dict[str, bytes]:
     return out
 
 
-def _time_axis(span_s: float) -> tuple[float, str]:
+def time_axis(span_s: float) -> tuple[float, str]:
     """Divisor and label that keep elapsed-time ticks readable for a 5 s demo and an 8 h night."""
     if span_s < 300:
         return 1, "s"
     return (60, "min") if span_s < 3 * 3600 else (3600, "h")
 
 
-def _new_figure(rows: int = 1, height: float = 3.2):
+def new_figure(rows: int = 1, height: float = 3.2):
     from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
 
     figure = Figure(figsize=(10, height * rows), layout="constrained")
@@ -52,9 +52,9 @@ def _throughput_figure(data: dict[str, Any]):
     if not throughput:
         return None
     width, bins = throughput["bin_s"], throughput["bins"]
-    scale, unit = _time_axis(width * bins)
+    scale, unit = time_axis(width * bins)
     edges = np.arange(bins + 1) * width / scale
-    figure, (files_ax, bytes_ax) = _new_figure(2)
+    figure, (files_ax, bytes_ax) = new_figure(2)
     for phase, values in throughput["phases"].items():
         files_ax.stairs(np.asarray(values["files"]) / width, edges, label=phase, color=COLOURS[phase], lw=1.5)
         if values["bytes"] is not None:
@@ -77,8 +77,8 @@ def _progress_figure(data: dict[str, Any]):
     if not series:
         return None
     start, end = data["span"]["first"], data["span"]["last"]  # the night's events and its retrieves'
-    scale, unit = _time_axis(end - start)
-    figure, (ax,) = _new_figure(1, 3.6)
+    scale, unit = time_axis(end - start)
+    figure, (ax,) = new_figure(1, 3.6)
     colours = {"uploaded": COLOURS["upload"], "done": COLOURS["done"], "replicated": COLOURS["replication"],
                "retrieved": COLOURS["retrieval"]}
     for name, values in series.items():  # from 0 at the start to the last value at the end
@@ -99,8 +99,8 @@ def _replication_figure(data: dict[str, Any]):
     if not series:
         return None
     start, end = series["ts"][0], max(series["ts"][-1], data["span"]["last"])
-    scale, unit = _time_axis(end - start)
-    figure, (ax,) = _new_figure(1, 3.2)
+    scale, unit = time_axis(end - start)
+    figure, (ax,) = new_figure(1, 3.2)
     ts = (np.asarray([*series["ts"], end]) - start) / scale  # hold the last counts until the end
     ax.stackplot(ts, *([*series[k], series[k][-1]] for k in ("ok", "replicating", "stuck")),
                  labels=["ok", "replicating", "stuck"],
@@ -119,8 +119,8 @@ def _destinations_figure(data: dict[str, Any]):
         return None
     start = min(series["ts"][0] for series in destinations.values())
     end = max(max(series["ts"][-1] for series in destinations.values()), data["span"]["last"])
-    scale, unit = _time_axis(end - start)
-    figure, (files_ax, bytes_ax) = _new_figure(2)
+    scale, unit = time_axis(end - start)
+    figure, (files_ax, bytes_ax) = new_figure(2)
     for expression, series in destinations.items():
         ts = (np.asarray([*series["ts"], end]) - start) / scale
         line = files_ax.step(ts, [*series["ok"], series["ok"][-1]], where="post", label=expression, lw=1.8)[0]
@@ -140,7 +140,7 @@ def _datasets_figure(data: dict[str, Any]):
     datasets = sorted(data["datasets"], key=lambda d: d["files"]["done"] / max(d["total"], 1))[:DATASET_BARS]
     if not datasets:
         return None
-    figure, (ax,) = _new_figure(1, max(1.6, 0.28 * len(datasets) + 1.0))
+    figure, (ax,) = new_figure(1, max(1.6, 0.28 * len(datasets) + 1.0))
     labels = [d["name"] for d in datasets][::-1]
     left = np.zeros(len(datasets))
     for state in STATES:
