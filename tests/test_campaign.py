@@ -162,6 +162,27 @@ def test_a_phase_not_started_yet_is_shown_as_such(campaign, tmp_path):
     assert data["phases"][2]["state"] == "not started" and data["headline"].startswith("2 of 3 phases finished")
 
 
+def test_status_of_a_campaign_is_each_phases_journal(campaign):
+    import shutil
+
+    from click.testing import CliRunner
+
+    from nightlake.cli import cli
+
+    shutil.rmtree(campaign.phase_run(2, NAMES[2]).path)
+    result = CliRunner().invoke(cli, ["status", str(campaign.path), "--json"])
+    assert result.exit_code == 0, result.output
+    phases = json.loads(result.output)["phases"]
+    assert [(p["phase"], p["state"], p["rse"]) for p in phases] == \
+        [(NAMES[0], "finished", "ONSITE"), (NAMES[1], "finished", "OFFSITE-B"), (NAMES[2], "finished", "ONSITE")]
+    for index, phase in enumerate(phases[:2]):
+        with IngestJournal.open(campaign.phase_run(index, NAMES[index]).journal()) as journal:
+            assert phase["files"]["total"] == sum(journal.counts().values())
+    assert phases[2]["files"] is None  # its run directory is gone: no journal to count
+    table = CliRunner().invoke(cli, ["status", str(campaign.path)])
+    assert table.exit_code == 0 and "campaign of 3 phases" in table.output and NAMES[1] in table.output
+
+
 @pytest.mark.skipif(not CHROMIUM, reason="chromium is not installed (make deps installs it: APT_PACKAGES)")
 def test_the_campaign_report_opens_in_headless_chromium_with_one_timeline_of_three_phases(campaign, tmp_path):
     out = tmp_path / "report"
