@@ -1,6 +1,7 @@
 """The lake admits only its own authenticated clients: the catalog's database asks for a password
 over TCP and keeps its socket private, Rucio's root account has none of Rucio's default
-identities (whose keys are public), only the lake's own password, proxy DN and OIDC identity, and the RSEs let only
+identities (whose keys are public; an SSH login as root is refused), only the lake's own password, proxy DN and
+OIDC identity, and the RSEs let only
 the lake's client certificate write or delete (over https and root://), while `lake status` says
 where each server really listens."""
 
@@ -59,6 +60,52 @@ def test_root_has_only_the_lakes_own_identities(lake):
     assert certs.dn(certs.CLIENT) in listed.stdout  # the lake's own proxy's DN, its key never published
     assert f"ISS={lake.idp_url}" in listed.stdout
     assert "ssh-rsa" not in listed.stdout and "ddmlab" not in listed.stdout.lower()
+
+
+# Run in the server's venv, which has paramiko (Rucio's server verifies SSH logins with it) and
+# Rucio's own signing function; the client side of nightlake needs neither.
+KEYGEN = ("import io, paramiko; k = paramiko.RSAKey.generate(2048); s = io.StringIO(); k.write_private_key(s); "
+          "print(s.getvalue(), end=''); print('ssh-rsa ' + k.get_base64())")
+SIGN = "import sys; from rucio.common.utils import ssh_sign; print(ssh_sign(open(sys.argv[1]).read(), sys.argv[2]))"
+
+
+def _server_python(lake, code: str, *args: str) -> str:
+    return subprocess.run([str(lake.server_venv / "bin" / "python"), "-c", code, *args], capture_output=True,
+                          text=True, check=True, timeout=60).stdout
+
+
+def _ssh_login(lake, account: str, key: Path) -> int:
+    """Rucio's SSH login as its client makes it: a challenge token, signed with the key; the status."""
+    import requests
+
+    url, ca = lake.rucio_url, str(lake.ca_cert)
+    challenge = requests.get(f"{url}/auth/ssh_challenge_token", headers={"X-Rucio-Account": account},
+                             verify=ca, timeout=30)
+    assert challenge.status_code == 200, challenge.text
+    signature = _server_python(lake, SIGN, str(key), challenge.headers["X-Rucio-SSH-Challenge-Token"]).strip()
+    login = requests.get(f"{url}/auth/ssh", headers={"X-Rucio-Account": account, "X-Rucio-SSH-Signature": signature},
+                         verify=ca, timeout=30)
+    assert login.status_code != 200 or login.headers.get("X-Rucio-Auth-Token")
+    return login.status_code
+
+
+def test_an_ssh_login_as_root_is_refused_whatever_the_key(lake, tmp_path):
+    """Rucio checks an SSH signature only against the account's SSH identities, and root has none
+    (the test above), so no key logs in as root: not Rucio's default one (its private half is public),
+    not a key that does log in elsewhere. The check is live: that key logs in to the account it is
+    registered to, and the same login to root is refused."""
+    from rucio.client import Client
+
+    private, public = _server_python(lake, KEYGEN).rsplit("-----\n", 1)
+    key = tmp_path / "key"
+    key.write_text(private + "-----\n")
+    key.chmod(0o600)
+    probe = f"sshprobe{uuid.uuid4().hex[:8]}"
+    client = Client()
+    client.add_account(probe, "USER", f"{probe}@localhost")
+    client.add_identity(probe, public.strip(), "SSH", email=f"{probe}@localhost")
+    assert _ssh_login(lake, probe, key) == 200
+    assert _ssh_login(lake, "root", key) == 401
 
 
 def _https(lake, method: str, path: str, cert: str | None = None, data: bytes | None = None):
