@@ -11,8 +11,8 @@ mapping's own names where the concept is the same (`data_level`, `obs_id`, `nigh
 
 The package is the optional extra `nightlake[ctaometa]` (it needs Python >= 3.12) and is imported
 only when a header has CTAOMETA. Without it, or when the header is not a valid `Product`,
-`reference_metadata` says None and the header mapping applies, unchanged. CTAO's reader costs ~4 ms
-a header (pydantic validation, astropy times), against ~21 us for the keyword mapping.
+`reference_metadata` says None and the header mapping applies, unchanged. CTAO's reader costs ~5 ms
+a header (pydantic validation, astropy times), against ~22 us for the keyword mapping of a plain header.
 """
 
 from __future__ import annotations
