@@ -29,19 +29,21 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/pip install -q -c constraints.txt -e '.[test,ctao,ctaometa]'
 	@touch $@
 
-# CTAO's reference metadata through ctao-datamodel (the ctaometa extra) needs Python >= 3.12: its tests
-# run in a venv of their own when a 3.12 is found (pyenv's, or PYTHON312=...), and are skipped otherwise.
+# CTAO's reference metadata through ctao-datamodel (the ctaometa extra) needs Python >= 3.12: its tests, and
+# its CTAO-policy lake test, run in a venv of their own when a 3.12 is found (pyenv's, or PYTHON312=...).
 PYTHON312 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python) $(shell command -v python3.12))
 VENV312 ?= .venv312
 $(VENV312)/.installed: pyproject.toml constraints.txt
 	$(PYTHON312) -m venv $(VENV312)
-	$(VENV312)/bin/pip install -q -c constraints.txt -e '.[test,ctaometa]'
+	$(VENV312)/bin/pip install -q -c constraints.txt -e '.[test,ctao,ctaometa]'
 	@touch $@
 
-test-ctaometa:
+test-ctaometa: deps
 	@if [ -z "$(PYTHON312)" ]; then echo "test-ctaometa: no Python 3.12 here, CTAO data model tests skipped"; \
 	else $(MAKE) --no-print-directory $(VENV312)/.installed && \
-	  $(VENV312)/bin/python -m pytest -q tests/test_ctaometa.py tests/test_fitsheader.py tests/test_sources.py; fi
+	  $(BIN)/nightlake lake install && $(BIN)/nightlake lake install --policy ctao && \
+	  $(VENV312)/bin/python -m pytest -q tests/test_ctaometa.py tests/test_fitsheader.py tests/test_sources.py \
+	    tests/test_ctao_lake.py::test_ctao_reference_metadata_is_registered_and_filtered_on; fi
 
 test: deps test-ctaometa
 	$(BIN)/nightlake lake install

@@ -82,7 +82,8 @@ def reference_metadata(raw: bytes) -> dict[str, Any] | None:
 
     try:
         product = fits_header_to_instance(fits.Header.fromstring(raw.decode("ascii")), Product)
-    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+    except Exception as exc:  # any header comes in: pydantic's ValidationError, or a TypeError from CTAO's
+        # unflattening of a card nested under a value; either way not a Product, and never a failed ingest
         LOG.debug("CTAOMETA header is not CTAO reference metadata (%s): keywords mapped instead", exc)
         return None
     return product_metadata(product)
