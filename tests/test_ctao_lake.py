@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from conftest import NIGHTLAKE, REPO, TEST_PORT_BASE, nightlake
 
+from nightlake.night.fits import ctaometa
+
 pytestmark = pytest.mark.lake
 
 LAKE = REPO / ".nightlake" / "test-ctao-lake"
@@ -154,6 +156,29 @@ def test_an_in_place_directory_is_registered_and_retrieved_by_did_and_by_filter(
     name, data = next(iter(expected.items()))
     assert f"{zlib.adler32(data) & 0xFFFFFFFF:08x}" in rucio(ctao, "replica", "list", "file", f"acada:{name}")
 
+
+
+@pytest.mark.skipif(not ctaometa.available(), reason="ctao-datamodel is not importable here (the ctaometa extra; "
+                                                     "Python >= 3.12)")
+def test_ctao_reference_metadata_is_registered_and_filtered_on(ctao, scratch):
+    from ctao_products import DATA_ID, EXPECTED, ctao_written, make_product
+
+    day = "/ctao/acada/DL0/LSTS-01/CTAO-South/events/2026/03/15"
+    name = f"{day}/LSTS-01_obs2000000123_0004.fits"
+    put_on_onsite(name, ctao_written(make_product(), scratch / "product.fits").read_bytes())
+    source = LAKE / "storage" / "ONSITE" / "rucio" / "ctao" / "acada" / "DL0" / "LSTS-01"
+    result = run(ctao, "ingest", str(source), "--scope", "acada", "--vo", "ctao", "--rse", "ONSITE", "--in-place",
+                 "--run", str(scratch / "r"), "--quiet", "--json")
+    assert json.loads(result.stdout)["files"]["done"] == 1
+    # the stock CLI finds the file by CTAO's own identifiers and shows the reference metadata
+    found = rucio(ctao, "did", "list", "--short", "--filter", f"data_id={DATA_ID}", "acada:/ctao/acada/*")
+    assert found.split() == [f"acada:{name}"]
+    found = rucio(ctao, "did", "list", "--short", "--filter", "data_type=AirShower,site=CTAO-South",
+                  f"acada:{day}/*")
+    assert found.split() == [f"acada:{name}"]
+    listed = rucio(ctao, "did", "metadata", "list", "--plugin", "JSON", f"acada:{name}")
+    meta = dict(line.split(":", 1) for line in listed.splitlines())
+    assert {key: value.strip() for key, value in meta.items()} == {key: str(value) for key, value in EXPECTED.items()}
 
 STATE = r"""
 import json, sys

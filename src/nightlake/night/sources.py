@@ -188,7 +188,7 @@ def _source_file(path: Path, scope: str, dataset: str, has_sidecar: bool, did: s
         if not stat.S_ISREG(info.st_mode):
             return None
         size = info.st_size
-        meta = fitsheader.rucio_metadata(fitsheader.read_header(path)) if fitsheader.is_fits(path) else {}
+        meta = fitsheader.file_metadata(path) if fitsheader.is_fits(path) else {}
     except fitsheader.BadHeader:
         meta = {}  # not valid FITS after all: ingested as bytes; required metadata decides
     except OSError as exc:

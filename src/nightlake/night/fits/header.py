@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from nightlake.night.fits import ctaometa
 from nightlake.night.fits.layout import BLOCK, KEYWORDS
 
 CARD = 80
@@ -53,6 +54,20 @@ def read_blocks(path: str | Path) -> bytes:
 def read_header(path: str | Path) -> dict[str, Any]:
     """Keyword -> value of the primary header (first occurrence; commentary cards left out)."""
     return parse_cards(read_blocks(path))
+
+
+def file_metadata(path: str | Path) -> dict[str, Any]:
+    """DID metadata of a FITS file, from its primary header's blocks read once: CTAO's reference
+    metadata when the header has CTAOMETA and `ctao-datamodel` is installed (`ctaometa`), the
+    keyword mapping (`rucio_metadata`) otherwise. With CTAO's metadata, TELESCOP is CTAO's facility
+    name (key `facility`), so it is not taken for `telescope`; keywords CTAO's model does not know
+    (RUN, SUBRUN, ...) still map as for any header."""
+    raw = read_blocks(path)
+    cards = parse_cards(raw)
+    if ctaometa.KEYWORD in cards and (reference := ctaometa.reference_metadata(raw)) is not None:
+        keywords = rucio_metadata({k: v for k, v in cards.items() if k != "TELESCOP"})
+        return {**keywords, **reference}
+    return rucio_metadata(cards)
 
 
 def parse_cards(raw: bytes) -> dict[str, Any]:
