@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import shlex
 import signal
 import socket
 import sys
@@ -315,7 +316,7 @@ def jobqueue_cluster(spec: ClusterSpec) -> Any:
 
     jobs = spec.jobs
     common = dict(cores=jobs.cores, processes=1, memory=jobs.memory, python=jobs.python,
-                  log_directory=jobs.log_directory,
+                  log_directory=jobs.log_directory, job_script_prologue=_trust_anchors(),
                   scheduler_options={"host": jobs.host, "port": spec.port, "dashboard_address": _http(spec)},
                   worker_extra_args=["--host", jobs.host] if jobs.host.startswith("127.") else [])
     if spec.kind == "slurm":
@@ -325,6 +326,13 @@ def jobqueue_cluster(spec: ClusterSpec) -> Any:
     pool = ["-pool", jobs.queue] if jobs.queue else None
     return dask_jobqueue.HTCondorCluster(disk=jobs.disk, job_extra_directives=extra, submit_command_extra=pool,
                                          cancel_command_extra=pool, **common)
+
+
+def _trust_anchors() -> list[str]:
+    """A batch job starts with the pool's environment, not ours: the CA directory the storage's TLS
+    and GSI are verified against (X509_CERT_DIR) goes with it. The job's proxy is its own
+    (X509_USER_PROXY in the job's environment, `--job-extra`), never a copy of the coordinator's."""
+    return [f"export X509_CERT_DIR={shlex.quote(path)}"] if (path := os.environ.get("X509_CERT_DIR")) else []
 
 
 def job_script(spec: ClusterSpec) -> str:

@@ -92,12 +92,16 @@ def up(pool: Pool, port: int, share: list[Path], client_cert: Path | None, echo=
         shutil.copy(client_cert, pool.proxy)
         os.chown(pool.proxy, JOB_UID, JOB_UID)
         pool.proxy.chmod(0o600)
-    proc = processes.start(pool.pids, "condor-master", ["chroot", str(pool.root), "/usr/sbin/condor_master", "-f"],
-                           pool.log / "condor-master.log")
-    proc = _exec_of(proc, "condor_master")
-    processes.pid_file(pool.pids, proc.name).write_text(f'{{"pid": {proc.pid}, "exe": "condor_master"}}')
-    processes.wait_ready(proc, lambda: _ready(pool), what="the HTCondor master", log=pool.log / "condor-master.log",
-                         timeout=timeout, interval=0.5)
+    try:
+        proc = processes.start(pool.pids, "condor-master",
+                               ["chroot", str(pool.root), "/usr/sbin/condor_master", "-f"], pool.log / "condor-master.log")
+        proc = _exec_of(proc, "condor_master")
+        processes.pid_file(pool.pids, proc.name).write_text(f'{{"pid": {proc.pid}, "exe": "condor_master"}}')
+        processes.wait_ready(proc, lambda: _ready(pool), what="the HTCondor master",
+                             log=pool.log / "condor-master.log", timeout=timeout, interval=0.5)
+    except BaseException:
+        down(pool, echo=lambda line: None)  # a pool that did not start leaves nothing running or mounted
+        raise
     echo(f"HTCondor pool up (master PID {proc.pid}), collector 127.0.0.1:{port}")
     return True
 
@@ -115,11 +119,13 @@ def down(pool: Pool, echo=print) -> None:
 
 
 def _exec_of(proc: processes.Proc, name: str, timeout: float = 10.0) -> processes.Proc:
-    """`chroot` started the master by exec'ing it: the same PID, another program, once it has."""
+    """`chroot` started the master by exec'ing it: the same PID, another program, once it has (its
+    first argument is the program: chroot's own command line names it too, further on)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            if name in Path(f"/proc/{proc.pid}/cmdline").read_bytes().decode(errors="replace"):
+            program = Path(f"/proc/{proc.pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+            if Path(program).name == name:
                 break
         except OSError:
             break
