@@ -67,8 +67,9 @@ def status(root: Path | None) -> None:
     should not be."""
     layout = _layout(root)
     table = Table()
-    for column in ("component", "address", "listens on", "pid", "state"):
-        table.add_column(column)
+    table.add_column("component", no_wrap=True)  # whole, so that `lake status | grep OFFSITE-B` finds it
+    for column in ("address", "listens on", "pid", "state"):
+        table.add_column(column, overflow="fold")  # folded, never cut: an address is to be copied
     rows = control.status(layout)
     for row in rows:
         state = ("[green]up[/]" if row.healthy else "[yellow]running, not answering[/]") if row.running \
