@@ -67,9 +67,10 @@ def status(root: Path | None) -> None:
     should not be."""
     layout = _layout(root)
     table = Table()
-    table.add_column("component", no_wrap=True)  # whole, so that `lake status | grep OFFSITE-B` finds it
-    for column in ("address", "listens on", "pid", "state"):
+    table.add_column("component", no_wrap=True)  # whole, so that `lake status | grep OFFSITE-B` shows its row
+    for column in ("address", "listens on", "pid"):
         table.add_column(column, overflow="fold")  # folded, never cut: an address is to be copied
+    table.add_column("state", no_wrap=True)
     rows = control.status(layout)
     for row in rows:
         state = ("[green]up[/]" if row.healthy else "[yellow]running, not answering[/]") if row.running \
