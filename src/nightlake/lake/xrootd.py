@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 from nightlake.lake import certs, idp, processes
-from nightlake.lake.layout import Layout, RSESpec
+from nightlake.lake.layout import CTAO_SCOPES, SCOPE, Layout, RSESpec
 from nightlake.lake.system import service_user
 
 EXPORT = "/rucio"
@@ -98,6 +98,15 @@ def storage_area(layout: Layout, rse: RSESpec, scope: str) -> Path:
     return layout.rse_data(rse) / EXPORT.strip("/") / scope
 
 
+def _scope_areas(layout: Layout, rse: RSESpec) -> list[Path]:
+    """An identity-lfn2pfn RSE's scope directories, made by the lake (owned by its server): an
+    on-site writer makes its own directories below them, and the server must still be able to
+    write beside those (a stock upload to the RSE)."""
+    if rse.attributes.get("lfn2pfn_algorithm") != "identity":
+        return []
+    return [storage_area(layout, rse, scope) for scope in (CTAO_SCOPES if layout.ctao else (SCOPE,))]
+
+
 def run_as() -> str | None:
     """`xrootd` when we are root (the server drops privileges to it), else ourselves."""
     return service_user("xrootd", "xrootd-server")
@@ -111,6 +120,9 @@ def prepare(layout: Layout, rse: RSESpec, fault: str | None = None) -> None:
     for sub in ("admin", "run", "tls", "cache"):
         (home / sub).mkdir(parents=True, exist_ok=True)
     (layout.rse_data(rse) / EXPORT.strip("/")).mkdir(parents=True, exist_ok=True)
+    areas = _scope_areas(layout, rse)
+    for area in areas:
+        area.mkdir(parents=True, exist_ok=True)
     _copy_credentials(layout, home / "tls")
     (home / "gridmap").write_text("".join(f'"{certs.dn(cn)}" {name}\n' for cn, name in USERS.items()))
     (home / "authdb").write_text("" if fault == "error" else AUTHDB)  # empty: no privileges for anyone
@@ -125,7 +137,8 @@ def prepare(layout: Layout, rse: RSESpec, fault: str | None = None) -> None:
     if user := run_as():
         uid = pwd.getpwnam(user).pw_uid
         for path in (home, home / "admin", home / "run", home / "tls", *(home / "tls").rglob("*"),
-                     *(home / "cache").rglob("*"), home / "cache", layout.rse_data(rse), layout.rse_data(rse) / EXPORT.strip("/")):
+                     *(home / "cache").rglob("*"), home / "cache", layout.rse_data(rse), layout.rse_data(rse) / EXPORT.strip("/"),
+                     *areas):
             if path.stat().st_uid != uid:  # a chown on a `full` RSE's overlay would need space
                 shutil.chown(path, user, user)
 
