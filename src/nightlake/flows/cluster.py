@@ -38,6 +38,7 @@ from nightlake.catalog.retry import CallFailed, ServiceDown
 T = TypeVar("T")
 KINDS = "local:N, tcp://HOST:PORT, htcondor:N or slurm:N"
 START_TIMEOUT = 120.0  # seconds for the first worker of a cluster to join (a batch job queues)
+WORKER_TTL = "60s"  # a worker silent this long is lost (its batch goes to another), not Dask's 5 minutes
 
 
 @dataclass(frozen=True)
@@ -262,11 +263,39 @@ def open_cluster(spec: ClusterSpec, start_timeout: float = START_TIMEOUT) -> Ite
         raise BadInput(f"--cluster {spec}: cannot start or reach the cluster: {reason}") from None
     cluster = Cluster(spec, client)
     try:
+        client.register_plugin(_no_profiler(), name=NO_PROFILER)
         with _closed_on_sigterm():
             yield cluster
     finally:
         cluster.close()
         _close(started)
+
+
+NO_PROFILER = "nightlake-no-profiler"
+
+
+def _no_profiler() -> Any:
+    """A worker plugin that stops Dask's statistical profiler on every worker of the cluster, those
+    that join later (a batch job, a restarted worker) included.
+
+    The profiler calls `sys._current_frames()` every 10 ms while a task runs. On CPython before
+    3.11.9 and 3.12.3 that call can deadlock the whole worker process (python/cpython#106883: a
+    garbage collection inside it, with the thread list locked, waits for that same lock, holding
+    the GIL): the worker's put threads then sit in their socket calls, its heartbeats stop, and
+    its batch stalls until the scheduler gives the worker up. A batch's dozens of threads and
+    thousands of short-lived objects per second make that collection likely. What the profiler
+    gives (the dashboard's flame graph) nightlake never reads."""
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class NoProfiler(WorkerPlugin):
+        idempotent = True
+
+        def setup(self, worker: Any) -> None:
+            # popped, not only stopped: a worker starts its periodic callbacks after its plugins
+            for name in ("profile", "profile-cycle"):
+                if (callback := worker.periodic_callbacks.pop(name, None)) is not None:
+                    callback.stop()
+    return NoProfiler()
 
 
 @contextlib.contextmanager
@@ -296,7 +325,7 @@ def _start(spec: ClusterSpec) -> Any:
 
         return LocalCluster(n_workers=spec.workers, threads_per_worker=1, processes=True,
                             host="127.0.0.1", scheduler_port=spec.port, dashboard_address=_http(spec),
-                            worker_dashboard_address=None)
+                            worker_dashboard_address=None, scheduler_kwargs={"worker_ttl": WORKER_TTL})
     cluster = jobqueue_cluster(spec)
     cluster.scale(jobs=spec.workers)
     return cluster
@@ -316,7 +345,8 @@ def jobqueue_cluster(spec: ClusterSpec) -> Any:
     jobs = spec.jobs
     common = dict(cores=jobs.cores, processes=1, memory=jobs.memory, python=jobs.python,
                   log_directory=jobs.log_directory,
-                  scheduler_options={"host": jobs.host, "port": spec.port, "dashboard_address": _http(spec)},
+                  scheduler_options={"host": jobs.host, "port": spec.port, "dashboard_address": _http(spec),
+                                     "worker_ttl": WORKER_TTL},
                   worker_extra_args=["--host", jobs.host] if jobs.host.startswith("127.") else [])
     if spec.kind == "slurm":
         return dask_jobqueue.SLURMCluster(queue=jobs.queue, walltime=jobs.walltime,

@@ -123,8 +123,8 @@ def _ingest(journal: IngestJournal, run: RunDir, request: IngestRequest, catalog
     pfn_of = _pfn_resolver(rse_info, protocol["scheme"])
     storage_policy = retry_policy(bus, request.options.rse, request.patience,
                                   probe=_storage_probe(storage, rse_info, protocol["scheme"]))
-    remote = None if cluster is None else RemoteStorage(request.options.rse, protocol, rse_info, ca_cert,
-                                                         client_cert, request.patience, cluster.spec.threads)
+    remote = None if cluster is None else RemoteStorage(request.options.rse, protocol, rse_info, creds.ca_cert,
+                                                         creds.client_cert, request.patience, cluster.spec.threads)
     ingest = Ingest(journal, catalog, storage, pfn_of, _source_opener, request.options, bus, storage_policy,
                     catalog.twin(), cluster, remote)
     try:
