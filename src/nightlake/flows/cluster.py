@@ -38,7 +38,6 @@ from nightlake.catalog.retry import CallFailed, ServiceDown
 T = TypeVar("T")
 KINDS = "local:N, tcp://HOST:PORT, htcondor:N or slurm:N"
 START_TIMEOUT = 120.0  # seconds for the first worker of a cluster to join (a batch job queues)
-WORKER_TTL = "60s"  # a worker silent this long is lost (its batch goes to another), not Dask's 5 minutes
 
 
 @dataclass(frozen=True)
@@ -278,13 +277,14 @@ def _no_profiler() -> Any:
     """A worker plugin that stops Dask's statistical profiler on every worker of the cluster, those
     that join later (a batch job, a restarted worker) included.
 
-    The profiler calls `sys._current_frames()` every 10 ms while a task runs. On CPython before
-    3.11.9 and 3.12.3 that call can deadlock the whole worker process (python/cpython#106883: a
-    garbage collection inside it, with the thread list locked, waits for that same lock, holding
-    the GIL): the worker's put threads then sit in their socket calls, its heartbeats stop, and
-    its batch stalls until the scheduler gives the worker up. A batch's dozens of threads and
-    thousands of short-lived objects per second make that collection likely. What the profiler
-    gives (the dashboard's flame graph) nightlake never reads."""
+    The profiler calls `sys._current_frames()` every 10 ms while a task runs. On CPython 3.11
+    before 3.11.9 that call can deadlock the whole worker process (python/cpython#106883: a garbage
+    collection inside it, with the interpreter's thread list locked, blocks on a lock while it
+    holds the GIL). Its put threads then sit in their socket calls for good and its batch never
+    comes back: Dask's 5-minute `worker-ttl` did not give such a worker up in 6 minutes. A batch's
+    threads, each making short-lived objects by the thousand, make that collection likely. What
+    the profiler gives (the dashboard's flame graph) nightlake never reads. Registered on a
+    `tcp://` scheduler too: its workers run nightlake's batches."""
     from distributed.diagnostics.plugin import WorkerPlugin
 
     class NoProfiler(WorkerPlugin):
@@ -325,7 +325,7 @@ def _start(spec: ClusterSpec) -> Any:
 
         return LocalCluster(n_workers=spec.workers, threads_per_worker=1, processes=True,
                             host="127.0.0.1", scheduler_port=spec.port, dashboard_address=_http(spec),
-                            worker_dashboard_address=None, scheduler_kwargs={"worker_ttl": WORKER_TTL})
+                            worker_dashboard_address=None)
     cluster = jobqueue_cluster(spec)
     cluster.scale(jobs=spec.workers)
     return cluster
@@ -345,8 +345,7 @@ def jobqueue_cluster(spec: ClusterSpec) -> Any:
     jobs = spec.jobs
     common = dict(cores=jobs.cores, processes=1, memory=jobs.memory, python=jobs.python,
                   log_directory=jobs.log_directory,
-                  scheduler_options={"host": jobs.host, "port": spec.port, "dashboard_address": _http(spec),
-                                     "worker_ttl": WORKER_TTL},
+                  scheduler_options={"host": jobs.host, "port": spec.port, "dashboard_address": _http(spec)},
                   worker_extra_args=["--host", jobs.host] if jobs.host.startswith("127.") else [])
     if spec.kind == "slurm":
         return dask_jobqueue.SLURMCluster(queue=jobs.queue, walltime=jobs.walltime,
