@@ -142,3 +142,18 @@ def test_per_worker_throughput_in_progress_metrics_and_report():
     report = workers([{"kind": e.kind, "ts": 0, **e.fields} for e in events])
     assert report[0] == {"worker": "w0", "batches": 2, "files": 20, "bytes": 20_000_000, "busy_s": 4.0,
                          "files_per_s": 5.0, "mb_per_s": 5.0}
+
+
+def test_a_worker_put_over_https_that_gets_no_answer_fails_in_30_s_not_120_and_root_keeps_xrdcl_s_own():
+    """XrdHttp 5.5.3 now and then never answers a PUT or a part's checksum HEAD: a worker's
+    storage gives such a request up after `HTTPS_NO_PROGRESS` seconds without a byte (a transient
+    error, retried), where each used to hold its batch for 120 s. root:// keeps 120 s, since
+    XrdCl counts a server's 30 s kXR_wait against it."""
+    from nightlake.flows.ingest.upload import HTTPS_NO_PROGRESS, RemoteStorage, put_timeout
+
+    https = {"scheme": "https", "hostname": "127.0.0.1", "port": 1, "prefix": "/rucio/"}
+    remote = RemoteStorage("ONSITE", https, {}, True, None, 0.0, 2, put_timeout(https))
+    assert remote.open()._timeout == (10.0, HTTPS_NO_PROGRESS) == (10.0, 30.0)
+    root = {**https, "scheme": "root"}
+    assert put_timeout(root) == 120.0
+    assert RemoteStorage("ONSITE", root, {}, True, None, 0.0, 2, put_timeout(root)).open()._timeout == 120

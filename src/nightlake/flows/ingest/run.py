@@ -20,7 +20,7 @@ from nightlake.catalog.client import Catalog
 from nightlake.catalog.rules import RulePolicy
 from nightlake.flows.ingest.context import IngestOptions
 from nightlake.flows.ingest.pipeline import Ingest
-from nightlake.flows.ingest.upload import RemoteStorage
+from nightlake.flows.ingest.upload import RemoteStorage, put_timeout
 from nightlake.flows.session import (
     DEFAULT_PATIENCE,
     concluded,
@@ -118,13 +118,14 @@ def _ingest(journal: IngestJournal, run: RunDir, request: IngestRequest, catalog
     journal.set_meta(**catalog.provenance())
     creds = storage_credentials.from_rucio_config()
     storage = open_storage(protocol, ca_cert=creds.ca_cert, client_cert=creds.client_cert, token=creds.token,
-                           pool_size=request.options.workers, rse_info=rse_info)
+                           pool_size=request.options.workers, timeout=put_timeout(protocol), rse_info=rse_info)
     _emit_start(bus, journal, request.options.rse, protocol["scheme"])
     pfn_of = _pfn_resolver(rse_info, protocol["scheme"])
     storage_policy = retry_policy(bus, request.options.rse, request.patience,
                                   probe=_storage_probe(storage, rse_info, protocol["scheme"]))
     remote = None if cluster is None else RemoteStorage(request.options.rse, protocol, rse_info, creds.ca_cert,
-                                                         creds.client_cert, request.patience, cluster.spec.threads)
+                                                         creds.client_cert, request.patience, cluster.spec.threads,
+                                                         put_timeout(protocol))
     ingest = Ingest(journal, catalog, storage, pfn_of, _source_opener, request.options, bus, storage_policy,
                     catalog.twin(), cluster, remote)
     try:

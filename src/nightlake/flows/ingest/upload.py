@@ -42,6 +42,7 @@ from nightlake.storage import Stat, Storage, open_storage
 S = FileState
 IN_FLIGHT = 4  # uploads per worker kept in flight
 CLUSTER_PASSES = 3  # passes over the planned files on a cluster: a lost batch's files get another
+HTTPS_NO_PROGRESS = 30.0  # seconds an https upload request may go without a byte (`put_timeout`)
 HandOn = Callable[[list[FileRecord]], None]
 
 
@@ -257,6 +258,7 @@ class RemoteStorage:
     client_cert: str | None
     patience: float
     pool_size: int = IN_FLIGHT
+    timeout: float = 120.0  # `put_timeout` of the protocol
 
     def open(self) -> Storage:
         """The worker's storage; a worker with an `X509_USER_PROXY` of its own (a batch job's
@@ -266,8 +268,19 @@ class RemoteStorage:
         with _OPENED_LOCK:
             if key not in _OPENED:
                 _OPENED[key] = open_storage(self.protocol, ca_cert=self.ca_cert, client_cert=client_cert,
-                                            pool_size=self.pool_size, rse_info=self.rse_info)
+                                            pool_size=self.pool_size, timeout=self.timeout,
+                                            rse_info=self.rse_info)
             return _OPENED[key]
+
+
+def put_timeout(protocol: dict) -> float:
+    """Seconds an upload's request may go without progress before it fails, as a transient storage
+    error that the policy retries. Over https 30 s: XrdHttp 5.5.3 now and then never answers a
+    request (a PUT's or a part's checksum HEAD; its log says `bad write retry` or an SSL read error),
+    so each of those waited the full 120 s, again at every retry, and a batch of 1,000 files waited
+    for its slowest; an answer takes milliseconds and a part's checksum seconds. XRootD's own
+    protocol keeps 120 s: XrdCl counts a server's 30 s kXR_wait against the timeout."""
+    return HTTPS_NO_PROGRESS if protocol["scheme"] in ("https", "davs") else 120.0
 
 
 _OPENED: dict[str, Storage] = {}  # in a worker process: the storages its batches share
