@@ -23,6 +23,7 @@ from nightlake.flows.cluster import (
     parse_cluster,
     run_batch,
 )
+from nightlake.flows.ingest.upload import HTTPS_NO_PROGRESS, RemoteStorage, put_timeout
 from nightlake.observe.events import Event, Kind
 from nightlake.observe.metrics import Metrics
 from nightlake.observe.report.timeline import workers
@@ -149,8 +150,6 @@ def test_a_worker_put_over_https_that_gets_no_answer_fails_in_30_s_not_120_and_r
     storage gives such a request up after `HTTPS_NO_PROGRESS` seconds without a byte (a transient
     error, retried), where each used to hold its batch for 120 s. root:// keeps 120 s, since
     XrdCl counts a server's 30 s kXR_wait against it."""
-    from nightlake.flows.ingest.upload import HTTPS_NO_PROGRESS, RemoteStorage, put_timeout
-
     https = {"scheme": "https", "hostname": "127.0.0.1", "port": 1, "prefix": "/rucio/"}
     remote = RemoteStorage("ONSITE", https, {}, True, None, 0.0, 2, put_timeout(https))
     assert remote.open()._timeout == (10.0, HTTPS_NO_PROGRESS) == (10.0, 30.0)
