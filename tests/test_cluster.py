@@ -23,7 +23,12 @@ from nightlake.flows.cluster import (
     parse_cluster,
     run_batch,
 )
-from nightlake.flows.ingest.upload import HTTPS_NO_PROGRESS, RemoteStorage, put_timeout
+from nightlake.flows.ingest.upload import (
+    HTTPS_NO_PROGRESS,
+    ROOT_NO_PROGRESS,
+    RemoteStorage,
+    put_timeout,
+)
 from nightlake.observe.events import Event, Kind
 from nightlake.observe.metrics import Metrics
 from nightlake.observe.report.timeline import workers
@@ -145,14 +150,13 @@ def test_per_worker_throughput_in_progress_metrics_and_report():
                          "files_per_s": 5.0, "mb_per_s": 5.0}
 
 
-def test_a_worker_put_over_https_that_gets_no_answer_fails_in_30_s_not_120_and_root_keeps_xrdcl_s_own():
-    """XrdHttp 5.5.3 now and then never answers a PUT or a part's checksum HEAD: a worker's
-    storage gives such a request up after `HTTPS_NO_PROGRESS` seconds without a byte (a transient
-    error, retried), where each used to hold its batch for 120 s. root:// keeps 120 s, since
-    XrdCl counts a server's 30 s kXR_wait against it."""
+def test_a_worker_put_that_gets_no_answer_fails_in_30_or_60_s_not_120():
+    """XRootD 5.5.3 now and then never answers a PUT or a part's checksum: a worker's storage gives
+    such a request up after 30 s over https, 60 s over root:// (XrdCl counts a server's 30 s
+    kXR_wait in it), a transient error that is retried, where each used to hold its batch 120 s."""
     https = {"scheme": "https", "hostname": "127.0.0.1", "port": 1, "prefix": "/rucio/"}
     remote = RemoteStorage("ONSITE", https, {}, True, None, 0.0, 2, put_timeout(https))
     assert remote.open()._timeout == (10.0, HTTPS_NO_PROGRESS) == (10.0, 30.0)
     root = {**https, "scheme": "root"}
-    assert put_timeout(root) == 120.0
-    assert RemoteStorage("ONSITE", root, {}, True, None, 0.0, 2, put_timeout(root)).open()._timeout == 120
+    assert put_timeout(root) == ROOT_NO_PROGRESS == 60.0
+    assert RemoteStorage("ONSITE", root, {}, True, None, 0.0, 2, put_timeout(root)).open()._timeout == 60

@@ -43,6 +43,7 @@ S = FileState
 IN_FLIGHT = 4  # uploads per worker kept in flight
 CLUSTER_PASSES = 3  # passes over the planned files on a cluster: a lost batch's files get another
 HTTPS_NO_PROGRESS = 30.0  # seconds an https upload request may go without a byte (`put_timeout`)
+ROOT_NO_PROGRESS = 60.0  # and a root:// one: XrdCl counts a server's 30 s kXR_wait in it
 HandOn = Callable[[list[FileRecord]], None]
 
 
@@ -274,13 +275,14 @@ class RemoteStorage:
 
 
 def put_timeout(protocol: dict) -> float:
-    """Seconds an upload's request may go without progress before it fails, as a transient storage
-    error that the policy retries. Over https 30 s: XrdHttp 5.5.3 now and then never answers a
-    request (a PUT's or a part's checksum HEAD; its log says `bad write retry` or an SSL read error),
-    so each of those waited the full 120 s, again at every retry, and a batch of 1,000 files waited
-    for its slowest; an answer takes milliseconds and a part's checksum seconds. XRootD's own
-    protocol keeps 120 s: XrdCl counts a server's 30 s kXR_wait against the timeout."""
-    return HTTPS_NO_PROGRESS if protocol["scheme"] in ("https", "davs") else 120.0
+    """Seconds an upload's request may go without an answer before it fails, as a transient storage
+    error that the policy retries. XRootD 5.5.3 (the lake's) now and then never answers one: over
+    https a PUT or a part's checksum HEAD (its log says `ssl3_write_pending: bad write retry`),
+    over root:// a part's checksum query, with no server thread working on it. Each such request
+    used to wait 120 s, and a batch of 1,000 files waited for its slowest. An answer takes
+    milliseconds, a part's checksum seconds; over root:// XrdCl counts a server's 30 s kXR_wait
+    (`xrootd.chksum max` reached) in the timeout, hence twice that."""
+    return HTTPS_NO_PROGRESS if protocol["scheme"] in ("https", "davs") else ROOT_NO_PROGRESS
 
 
 _OPENED: dict[str, Storage] = {}  # in a worker process: the storages its batches share
