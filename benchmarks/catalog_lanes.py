@@ -75,6 +75,11 @@ class SimulatedCatalog:
         self.server.serve(len(dids))
         return []
 
+    def attach_collections(self, links):
+        if links:
+            self.server.serve(len(links))
+        return []
+
     def set_metadata(self, items):
         self.server.serve(len(items))
         return []

@@ -23,6 +23,12 @@ from nightlake.flows.cluster import (
     parse_cluster,
     run_batch,
 )
+from nightlake.flows.ingest.upload import (
+    HTTPS_NO_PROGRESS,
+    ROOT_NO_PROGRESS,
+    RemoteStorage,
+    put_timeout,
+)
 from nightlake.observe.events import Event, Kind
 from nightlake.observe.metrics import Metrics
 from nightlake.observe.report.timeline import workers
@@ -89,6 +95,21 @@ def test_a_batch_that_cannot_start_is_refused_in_one_line_and_leaves_nothing(tmp
     assert "\n" not in str(refused.value)
 
 
+def _profiling(dask_worker) -> list[str]:
+    return sorted(name for name in dask_worker.periodic_callbacks if name.startswith("profile"))
+
+
+def test_workers_run_without_the_profiler_that_can_deadlock_them():
+    """Dask's profiler samples `sys._current_frames()`, which on CPython 3.11 before 3.11.9 can
+    deadlock a worker holding the GIL (python/cpython#106883; it froze puts mid-batch). A cluster
+    opened here has it off on every worker, one restarted after a loss included."""
+    with open_cluster(parse_cluster("local:1", port=PORT + 4)) as cluster:
+        client = cluster.client
+        assert list(client.run(_profiling).values()) == [[]]
+        client.restart()
+        assert list(client.run(_profiling).values()) == [[]]
+
+
 def test_a_failure_on_a_worker_comes_back_as_the_same_class_and_message():
     def work(x):
         if x == 2:
@@ -127,3 +148,15 @@ def test_per_worker_throughput_in_progress_metrics_and_report():
     report = workers([{"kind": e.kind, "ts": 0, **e.fields} for e in events])
     assert report[0] == {"worker": "w0", "batches": 2, "files": 20, "bytes": 20_000_000, "busy_s": 4.0,
                          "files_per_s": 5.0, "mb_per_s": 5.0}
+
+
+def test_a_worker_put_that_gets_no_answer_fails_in_30_or_60_s_not_120():
+    """XRootD 5.5.3 now and then never answers a PUT or a part's checksum: a worker's storage gives
+    such a request up after 30 s over https, 60 s over root:// (XrdCl counts a server's 30 s
+    kXR_wait in it), a transient error that is retried, where each used to hold its batch 120 s."""
+    https = {"scheme": "https", "hostname": "127.0.0.1", "port": 1, "prefix": "/rucio/"}
+    remote = RemoteStorage("ONSITE", https, {}, True, None, 0.0, 2, put_timeout(https))
+    assert remote.open()._timeout == (10.0, HTTPS_NO_PROGRESS) == (10.0, 30.0)
+    root = {**https, "scheme": "root"}
+    assert put_timeout(root) == ROOT_NO_PROGRESS == 60.0
+    assert RemoteStorage("ONSITE", root, {}, True, None, 0.0, 2, put_timeout(root)).open()._timeout == 60

@@ -263,11 +263,40 @@ def open_cluster(spec: ClusterSpec, start_timeout: float = START_TIMEOUT) -> Ite
         raise BadInput(f"--cluster {spec}: cannot start or reach the cluster: {reason}") from None
     cluster = Cluster(spec, client)
     try:
+        client.register_plugin(_no_profiler(), name=NO_PROFILER)
         with _closed_on_sigterm():
             yield cluster
     finally:
         cluster.close()
         _close(started)
+
+
+NO_PROFILER = "nightlake-no-profiler"
+
+
+def _no_profiler() -> Any:
+    """A worker plugin that stops Dask's statistical profiler on every worker of the cluster, those
+    that join later (a batch job, a restarted worker) included.
+
+    The profiler calls `sys._current_frames()` every 10 ms while a task runs. On CPython 3.11
+    before 3.11.9 that call can deadlock the whole worker process (python/cpython#106883: a garbage
+    collection inside it, with the interpreter's thread list locked, blocks on a lock while it
+    holds the GIL). Its put threads then sit in their socket calls for good and its batch never
+    comes back: Dask's 5-minute `worker-ttl` did not give such a worker up in 6 minutes. A batch's
+    threads, each making short-lived objects by the thousand, make that collection likely. What
+    the profiler gives (the dashboard's flame graph) nightlake never reads. Registered on a
+    `tcp://` scheduler too: its workers run nightlake's batches."""
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class NoProfiler(WorkerPlugin):
+        idempotent = True
+
+        def setup(self, worker: Any) -> None:
+            # popped, not only stopped: a worker starts its periodic callbacks after its plugins
+            for name in ("profile", "profile-cycle"):
+                if (callback := worker.periodic_callbacks.pop(name, None)) is not None:
+                    callback.stop()
+    return NoProfiler()
 
 
 @contextlib.contextmanager

@@ -21,7 +21,7 @@ from nightlake.catalog.retry import RetryPolicy
 from nightlake.catalog.rules import RulePolicy
 from nightlake.flows.ingest.context import IngestOptions
 from nightlake.flows.ingest.pipeline import Ingest
-from nightlake.flows.ingest.upload import RemoteStorage
+from nightlake.flows.ingest.upload import RemoteStorage, put_timeout
 from nightlake.flows.session import (
     DEFAULT_PATIENCE,
     concluded,
@@ -122,7 +122,8 @@ def _ingest(journal: IngestJournal, run: RunDir, request: IngestRequest, catalog
                                                   bus, creds)
     emit_start(bus, journal, request.options.rse, protocol["scheme"])
     remote = None if cluster is None else RemoteStorage(request.options.rse, protocol, rse_info, creds.ca_cert,
-                                                         creds.client_cert, request.patience, cluster.spec.threads)
+                                                         creds.client_cert, request.patience, cluster.spec.threads,
+                                                         put_timeout(protocol))
     ingest = Ingest(journal, catalog, storage, pfn_of, source_opener, request.options, bus, storage_policy,
                     catalog.twin(), cluster, remote)
     try:
@@ -138,7 +139,7 @@ def rse_storage(rse_info: dict, protocol: dict, workers: int, patience: float, b
     `patience` seconds."""
     creds = creds or storage_credentials.from_rucio_config()
     storage = open_storage(protocol, ca_cert=creds.ca_cert, client_cert=creds.client_cert, token=creds.token,
-                           pool_size=workers, rse_info=rse_info)
+                           pool_size=workers, timeout=put_timeout(protocol), rse_info=rse_info)
     policy = retry_policy(bus, rse_info["rse"], patience, probe=_storage_probe(storage, rse_info, protocol["scheme"]))
     return storage, _pfn_resolver(rse_info, protocol["scheme"]), policy
 

@@ -44,6 +44,8 @@ S = FileState
 IN_FLIGHT = 4  # uploads per worker kept in flight
 CLUSTER_PASSES = 3  # passes over the planned files on a cluster: a lost batch's files get another
 FOLLOW_TICK = 0.2  # seconds between two looks for newly planned files, when following
+HTTPS_NO_PROGRESS = 30.0  # seconds an https upload request may go without a byte (`put_timeout`)
+ROOT_NO_PROGRESS = 60.0  # and a root:// one: XrdCl counts a server's 30 s kXR_wait in it
 HandOn = Callable[[list[FileRecord]], None]
 
 
@@ -274,6 +276,7 @@ class RemoteStorage:
     client_cert: str | None
     patience: float
     pool_size: int = IN_FLIGHT
+    timeout: float = 120.0  # `put_timeout` of the protocol
 
     def open(self) -> Storage:
         """The worker's storage; a worker with an `X509_USER_PROXY` of its own (a batch job's
@@ -283,8 +286,20 @@ class RemoteStorage:
         with _OPENED_LOCK:
             if key not in _OPENED:
                 _OPENED[key] = open_storage(self.protocol, ca_cert=self.ca_cert, client_cert=client_cert,
-                                            pool_size=self.pool_size, rse_info=self.rse_info)
+                                            pool_size=self.pool_size, timeout=self.timeout,
+                                            rse_info=self.rse_info)
             return _OPENED[key]
+
+
+def put_timeout(protocol: dict) -> float:
+    """Seconds an upload's request may go without an answer before it fails, as a transient storage
+    error that the policy retries. XRootD 5.5.3 (the lake's) now and then never answers one: over
+    https a PUT or a part's checksum HEAD (its log says `ssl3_write_pending: bad write retry`),
+    over root:// a part's checksum query, with no server thread working on it. Each such request
+    used to wait 120 s, and a batch of 1,000 files waited for its slowest. An answer takes
+    milliseconds, a part's checksum seconds; over root:// XrdCl counts a server's 30 s kXR_wait
+    (`xrootd.chksum max` reached) in the timeout, hence twice that."""
+    return HTTPS_NO_PROGRESS if protocol["scheme"] in ("https", "davs") else ROOT_NO_PROGRESS
 
 
 _OPENED: dict[str, Storage] = {}  # in a worker process: the storages its batches share
