@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import sqlite3
 import subprocess
 import sys
 import time
@@ -186,3 +187,38 @@ def target_line(name: str, value, op: str, target, unit: str = "") -> str:
     ok = None if value is None else (value >= target if op == ">=" else value <= target)
     verdict = "n/a" if ok is None else ("MET" if ok else "MISSED")
     return f"  {name}: {value}{unit} (target {op} {target}{unit}) -> {verdict}"
+
+
+def journal_counts(journal: Path) -> dict[str, int]:
+    """Files per state of a run's journal, read from outside while the run goes on (empty while it
+    is being made or cannot be read yet)."""
+    if not journal.exists():
+        return {}
+    try:
+        db = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=1)
+        try:
+            return dict(db.execute("SELECT state, COUNT(*) FROM files GROUP BY state").fetchall())
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return {}
+
+
+def night_spec(site: str, datasets: int, files: int, size: str, telescopes: str, seed: int = 11) -> str:
+    """A night spec of `datasets` x `files` files of one `size`, as the benchmarks ingest them;
+    `site` keeps their DID names apart from other runs on the same lake."""
+    return f"""[night]
+site = "{site}"
+date = 2026-03-14
+scope = "cta"
+seed = {seed}
+telescopes = {telescopes}
+
+[datasets]
+count = {datasets}
+files = {files}
+
+[sizes]
+kind = "fixed"
+size = "{size}"
+"""

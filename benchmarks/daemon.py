@@ -43,26 +43,12 @@ from nightlake.lake.xrootd import storage_area  # noqa: E402
 from nightlake.night.plan import Plan  # noqa: E402
 from nightlake.night.spec import parse_spec  # noqa: E402
 
-SPEC = """
-[night]
-site = "{site}"
-date = 2026-03-14
-scope = "cta"
-seed = 11
-telescopes = ["LST-1", "LST-2", "LST-3", "LST-4"]
-[datasets]
-count = {datasets}
-files = {files}
-[sizes]
-kind = "fixed"
-size = "{size}"
-"""
 
 
 def night(site: str, n_files: int, size: int) -> list:
     datasets = max(1, -(-n_files // 1000))
-    spec = parse_spec(tomllib.loads(SPEC.format(site=site, datasets=datasets, files=-(-n_files // datasets),
-                                                size=size)))
+    spec = parse_spec(tomllib.loads(bl.night_spec(site, datasets, -(-n_files // datasets), size,
+                                                  '["LST-1", "LST-2", "LST-3", "LST-4"]')))
     return list(Plan(spec).files())[:n_files]
 
 

@@ -37,30 +37,9 @@ import benchlib as bl  # noqa: E402
 NIGHT_FILES, NIGHT_BYTES, NIGHT_HOURS = 500_000, 5.5e12, 10
 
 
-def journal_counts(journal: Path) -> dict[str, int]:
-    import sqlite3
-
-    with sqlite3.connect(f"file:{journal}?mode=ro", uri=True) as db:
-        return dict(db.execute("SELECT state, COUNT(*) FROM files GROUP BY state").fetchall())
-
-
 def spec(path: Path, files: int, size: str, site: str) -> Path:
     datasets = max(1, files // 2000)
-    path.write_text(f"""[night]
-site = "{site}"
-date = 2026-03-14
-scope = "cta"
-seed = 11
-telescopes = ["LST-1", "LST-2", "MST-1", "MST-2"]
-
-[datasets]
-count = {datasets}
-files = {files // datasets}
-
-[sizes]
-kind = "fixed"
-size = "{size}"
-""")
+    path.write_text(bl.night_spec(site, datasets, files // datasets, size, '["LST-1", "LST-2", "MST-1", "MST-2"]'))
     return path
 
 
@@ -83,7 +62,7 @@ def ingest(spec_path: Path, run: Path, workers: int, port: int, lake_dir: Path, 
     seconds = time.perf_counter() - started
     out, err = child.communicate()
     if child.returncode != 0:
-        counts = journal_counts(run / "journal.sqlite")
+        counts = bl.journal_counts(run / "journal.sqlite")
         return {"workers": workers, "seconds": round(seconds, 2), "failed": child.returncode,
                 "journal": counts, "stderr": err.strip()[-500:]}
     summary = json.loads(out)
