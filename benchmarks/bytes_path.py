@@ -108,9 +108,11 @@ def main() -> None:
     from rucio.rse import rsemanager
 
     from nightlake.night.spec import parse_size
-    from nightlake.storage import open_storage, tls_from_rucio_config
+    from nightlake.storage import open_storage
+    from nightlake.storage.credentials import from_rucio_config
 
-    ca, proxy = tls_from_rucio_config()
+    creds = from_rucio_config()
+    ca, proxy = creds.ca_cert, creds.client_cert
     info = rsemanager.get_rse_info(RSE)
     protos = {p["scheme"]: p for p in info["protocols"]}
     storages = {s: open_storage(protos[s], ca_cert=ca, client_cert=proxy, pool_size=2) for s in ("https", "root")}

@@ -102,11 +102,12 @@ def raw_https_getter(workers: int):
     import requests
     from requests.adapters import HTTPAdapter
 
-    from nightlake.storage import tls_from_rucio_config
+    from nightlake.storage.credentials import from_rucio_config
 
     session = requests.Session()
     session.trust_env = False  # as nightlake: REQUESTS_CA_BUNDLE would override `verify`
-    session.verify, session.cert = tls_from_rucio_config()
+    creds = from_rucio_config()
+    session.verify, session.cert = creds.ca_cert, creds.client_cert
     session.mount("https://", HTTPAdapter(pool_maxsize=workers))
 
     def get(pfn: str, dest: Path) -> str:

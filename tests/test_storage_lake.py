@@ -18,8 +18,8 @@ from nightlake.storage import (
     Stored,
     open_storage,
     pfns,
-    tls_from_rucio_config,
 )
+from nightlake.storage.credentials import from_rucio_config
 
 pytestmark = pytest.mark.lake
 
@@ -43,8 +43,8 @@ def scheme(request):
 @pytest.fixture
 def store(lake, rse_info, scheme):
     protocol = next(p for p in rse_info["protocols"] if p["scheme"] == scheme)
-    ca_cert, client_cert = tls_from_rucio_config()
-    storage = open_storage(protocol, ca_cert=ca_cert, client_cert=client_cert, pool_size=16)
+    creds = from_rucio_config()
+    storage = open_storage(protocol, ca_cert=creds.ca_cert, client_cert=creds.client_cert, pool_size=16)
     yield storage
     storage.close()
 
@@ -178,4 +178,5 @@ def test_rucio_plugin_fallback_does_the_same_verified_put(lake, scratch):
 
 
 def test_tls_comes_from_the_rucio_config_and_the_proxy(lake):
-    assert tls_from_rucio_config() == (str(lake.ca_cert), str(lake.proxy))
+    creds = from_rucio_config()
+    assert (creds.ca_cert, creds.client_cert) == (str(lake.ca_cert), str(lake.proxy))

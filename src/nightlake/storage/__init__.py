@@ -238,11 +238,3 @@ def pfns(rse_info: dict, scheme: str, dids: list[dict], operation: str = "write"
 
     return rsemanager.lfns2pfns(rse_info, [{"scope": d["scope"], "name": d["name"]} for d in dids],
                                 operation=operation, scheme=scheme)
-
-
-def tls_from_rucio_config() -> tuple[str | bool, str | None]:
-    """(ca_cert, client_cert) as the Rucio client would use them (`storage.credentials`)."""
-    from nightlake.storage.credentials import from_rucio_config
-
-    creds = from_rucio_config()
-    return creds.ca_cert, creds.client_cert
