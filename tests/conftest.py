@@ -40,6 +40,20 @@ def chromium(profile: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([CHROMIUM, *flags, *args], capture_output=True, text=True, timeout=120)
 
 
+PAGE_ERRORS = ("CONSOLE", "Failed to load resource", "Not allowed to load")  # in Chromium's stderr
+
+
+def open_in_chromium(page: Path, work: Path, height: int) -> tuple[list[str], int, str]:
+    """`page` rendered by headless Chromium (a 1280 x `height` screenshot), then its DOM dumped:
+    the page's errors (console messages, resources it could not load), the screenshot's size in
+    bytes (a blank page is small), and the DOM."""
+    shot, url = work / "shot.png", page.as_uri()
+    result = chromium(work / "profile", f"--window-size=1280,{height}", f"--screenshot={shot}", url)
+    assert result.returncode == 0, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if any(mark in line for mark in PAGE_ERRORS)]
+    return errors, shot.stat().st_size, chromium(work / "profile", "--dump-dom", url).stdout
+
+
 def free_port() -> int:
     """A loopback port nothing listens on (the OS picks it)."""
     with socket.socket() as s:

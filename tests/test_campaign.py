@@ -9,7 +9,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from conftest import CHROMIUM, chromium
+from conftest import CHROMIUM, open_in_chromium
 from test_report import make_run
 
 from nightlake import BadInput
@@ -187,15 +187,9 @@ def test_status_of_a_campaign_is_each_phases_journal(campaign):
 def test_the_campaign_report_opens_in_headless_chromium_with_one_timeline_of_three_phases(campaign, tmp_path):
     out = tmp_path / "report"
     data = write_campaign_report(campaign.path, out)
-    url = (out / "index.html").as_uri()
-    shot = tmp_path / "shot.png"
-    result = chromium(tmp_path / "profile", "--window-size=1280,2000", f"--screenshot={shot}", url)
-    assert result.returncode == 0, result.stderr[-2000:]
-    page_errors = [line for line in result.stderr.splitlines()
-                   if "CONSOLE" in line or "Failed to load resource" in line or "Not allowed to load" in line]
+    page_errors, shot_size, dom = open_in_chromium(out / "index.html", tmp_path, 2000)
     assert page_errors == []
-    assert shot.stat().st_size > 50_000  # a rendered page with its figure, not a blank one
-    dom = chromium(tmp_path / "profile", "--dump-dom", url).stdout
+    assert shot_size > 50_000  # a rendered page with its figure, not a blank one
     assert data["headline"] in dom
     assert dom.count("<img") == 1 and "timeline of 3 phases: phase1-slow, phase2-small, phase3-large" in dom
     assert all(dom.count(name) >= 3 for name in NAMES)  # the slide, the errors, the provenance

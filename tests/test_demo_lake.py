@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import CHROMIUM, NIGHTLAKE, REPO, chromium
+from conftest import CHROMIUM, NIGHTLAKE, REPO, open_in_chromium
 
 pytestmark = pytest.mark.lake
 
@@ -108,15 +108,9 @@ def test_the_reports_retrieval_is_the_retrieve_journals_counts(demo):
 def test_the_demo_report_opens_in_headless_chromium_without_errors(demo, tmp_path):
     _, _, report, _ = demo
     data = json.loads((report / "report.json").read_text())
-    url = (report / "index.html").as_uri()
-    shot = tmp_path / "shot.png"
-    result = chromium(tmp_path / "profile", "--window-size=1280,3000", f"--screenshot={shot}", url)
-    assert result.returncode == 0, result.stderr[-2000:]
-    page_errors = [line for line in result.stderr.splitlines()
-                   if "CONSOLE" in line or "Failed to load resource" in line or "Not allowed to load" in line]
+    page_errors, shot_size, dom = open_in_chromium(report / "index.html", tmp_path, 3000)
     assert page_errors == []
-    assert shot.stat().st_size > 50_000  # a page with its figures, not a blank one
-    dom = chromium(tmp_path / "profile", "--dump-dom", url).stdout
+    assert shot_size > 50_000  # a page with its figures, not a blank one
     assert data["headline"] in dom and "<h2>Retrieval</h2>" in dom
     images = re.findall(r'<img[^>]*src="([^"]*)"', dom)
     assert len(images) >= 3 and all(src.startswith("data:image/png;base64,") for src in images)

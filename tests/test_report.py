@@ -10,7 +10,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from conftest import CHROMIUM, chromium, nightlake
+from conftest import CHROMIUM, nightlake, open_in_chromium
 
 from nightlake.observe.report import write_report
 from nightlake.observe.report.collect import collect
@@ -205,12 +205,8 @@ def test_report_command_on_a_directory_without_a_run_exits_2(tmp_path):
 @pytest.mark.skipif(not CHROMIUM, reason="chromium is not installed (make deps installs it: APT_PACKAGES)")
 def test_html_opens_in_headless_chromium(report, tmp_path):
     data, out = report
-    url = (out / "index.html").as_uri()
-    shot = tmp_path / "shot.png"
-    result = chromium(tmp_path / "profile", "--window-size=1280,2400", f"--screenshot={shot}", url)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert shot.stat().st_size > 50_000  # a rendered page with figures, not a blank one
-    dom = chromium(tmp_path / "profile", "--dump-dom", url).stdout
+    _, shot_size, dom = open_in_chromium(out / "index.html", tmp_path, 2400)
+    assert shot_size > 50_000  # a rendered page with figures, not a blank one
     assert data["headline"] in dom
     assert dom.count("<img") == 3
 
