@@ -18,7 +18,7 @@ from typing import Callable
 
 from nightlake import BadInput
 from nightlake.lake import (certs, faults, idp, listening, objects, postgres, processes, rucio_server,
-                            system, transfer_service, xrootd)
+                            system, transfer_service, watchdog, xrootd)
 from nightlake.lake.layout import HOST, RSES, Layout
 
 Echo = Callable[[str], None]
@@ -41,7 +41,7 @@ class Component:
 
 def components(layout: Layout) -> list[str]:
     """Process names in start order (`down` walks it backwards)."""
-    return ["postgresql", idp.NAME, *(f"xrootd-{rse.name}" for rse in RSES), transfer_service.NAME,
+    return ["postgresql", idp.NAME, *(f"xrootd-{rse.name}" for rse in RSES), watchdog.NAME, transfer_service.NAME,
             "rucio-server", *rucio_server.DAEMONS]
 
 
@@ -68,6 +68,7 @@ def up(layout: Layout, echo: Echo = print) -> bool:
     for rse in RSES:
         if in_force.get(rse.name) != "down":
             _ensure_running(layout, f"xrootd-{rse.name}", lambda rse=rse: _start_rse(layout, rse, in_force), echo)
+    _ensure_running(layout, watchdog.NAME, lambda: watchdog.start(layout), echo)
     _ensure_running(layout, transfer_service.NAME, lambda: transfer_service.start(layout), echo)
     _ensure_running(layout, "rucio-server", lambda: rucio_server.start_server(layout), echo)
     ready = layout.etc / CATALOG_READY

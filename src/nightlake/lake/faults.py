@@ -17,6 +17,8 @@ The faults in force are kept in `faults.json`, so `lake up` starts each XRootD a
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -47,25 +49,44 @@ def rse_named(name: str) -> RSESpec:
     raise BadInput(f"unknown RSE {name!r}; the lake's RSEs are {', '.join(r.name for r in RSES)}")
 
 
+@contextlib.contextmanager
+def _storage_lock(layout: Layout):
+    """One change of the RSE servers at a time: a fault being put or cleared, or the storage
+    watchdog restarting a server, never both on the same PID files."""
+    layout.root.mkdir(parents=True, exist_ok=True)
+    with open(layout.root / "storage.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def inject(layout: Layout, name: str, mode: str) -> None:
     """Put the RSE in `mode` (replacing any fault it had) and restart its XRootD accordingly."""
     rse = rse_named(name)
     if mode not in MODES:
         raise BadInput(f"unknown fault mode {mode!r}; choose one of {', '.join(MODES)}")
-    _undo(layout, rse)
-    _save(layout, {**current(layout), rse.name: mode})
-    if mode == "full":
-        _mount_full(layout, rse)
-    if mode != "down":
-        _restart(layout, rse, mode)
+    with _storage_lock(layout):
+        _undo(layout, rse)
+        _save(layout, {**current(layout), rse.name: mode})
+        if mode == "full":
+            _mount_full(layout, rse)
+        if mode != "down":
+            _restart(layout, rse, mode)
 
 
 def clear(layout: Layout, name: str) -> None:
     """The RSE as `lake up` makes it, whatever fault it had."""
     rse = rse_named(name)
-    _undo(layout, rse)
-    _save(layout, {k: v for k, v in current(layout).items() if k != rse.name})
-    _restart(layout, rse, None)
+    with _storage_lock(layout):
+        _undo(layout, rse)
+        _save(layout, {k: v for k, v in current(layout).items() if k != rse.name})
+        _restart(layout, rse, None)
+
+
+def restart(layout: Layout, name: str) -> processes.Proc:
+    """Restart the RSE's XRootD as its fault in force says (the storage watchdog's remedy)."""
+    rse = rse_named(name)
+    with _storage_lock(layout):
+        return _restart(layout, rse, current(layout).get(rse.name))
 
 
 def clear_all(layout: Layout) -> None:
@@ -86,10 +107,10 @@ def _stop(layout: Layout, rse: RSESpec) -> None:
         processes.stop(layout.pids, proc, signal.SIGTERM)
 
 
-def _restart(layout: Layout, rse: RSESpec, mode: str | None) -> None:
+def _restart(layout: Layout, rse: RSESpec, mode: str | None) -> processes.Proc:
     _stop(layout, rse)
     xrootd.prepare(layout, rse, fault=mode)
-    xrootd.start(layout, rse)
+    return xrootd.start(layout, rse)
 
 
 def _full_dirs(layout: Layout, rse: RSESpec):

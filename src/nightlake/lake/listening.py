@@ -1,6 +1,8 @@
 """Which local addresses a port listens on, read from the kernel's socket tables (/proc/net/tcp and
 tcp6): `lake status` says where a server is bound, not where it was asked to be. XRootD 5.5.3, for
-one, cannot be told an address and binds every interface."""
+one, cannot be told an address and binds every interface. The same tables tell how many accepted
+connections wait for the server to take them (`accept_queue`): the storage watchdog's sign of a
+server that has stopped accepting."""
 
 from __future__ import annotations
 
@@ -12,20 +14,31 @@ TABLES = (Path("/proc/net/tcp"), Path("/proc/net/tcp6"))
 LISTEN = "0A"  # TCP_LISTEN in the tables' `st` column
 
 
-def bound(port: int) -> list[str]:
-    """Every address listening on `port`, as `127.0.0.1:5432` or `[::]:1094` (all interfaces)."""
-    found = set()
+def _listening(port: int):
+    """(hex address, connections waiting in its accept queue) of each socket listening on `port`:
+    for a listening socket the kernel's `rx_queue` column is the accept queue's length."""
     for table in TABLES:
         try:
             rows = table.read_text().splitlines()[1:]
         except OSError:  # no IPv6 in this kernel
             continue
         for row in rows:
-            local, state = row.split()[1], row.split()[3]
-            address, _, hex_port = local.partition(":")
-            if state == LISTEN and int(hex_port, 16) == port:
-                found.add(_address(address, port))
-    return sorted(found)
+            fields = row.split()
+            address, _, hex_port = fields[1].partition(":")
+            if fields[3] == LISTEN and int(hex_port, 16) == port:
+                yield address, int(fields[4].partition(":")[2], 16)
+
+
+def bound(port: int) -> list[str]:
+    """Every address listening on `port`, as `127.0.0.1:5432` or `[::]:1094` (all interfaces)."""
+    return sorted({_address(address, port) for address, _ in _listening(port)})
+
+
+def accept_queue(port: int) -> int | None:
+    """Connections the kernel has accepted on `port` that its server has not taken yet; None when
+    nothing listens on it."""
+    queues = [queued for _, queued in _listening(port)]
+    return sum(queues) if queues else None
 
 
 def _address(hex_address: str, port: int) -> str:
