@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 APT_PACKAGES := postgresql-15 xrootd-server xrootd-client chromium openssl gfal2 python3-gfal2 gfal2-plugin-http gfal2-plugin-xrootd gfal2-plugin-file xrootd-scitokens-plugins debootstrap
 STAMP := .nightlake/stamps
 
-.PHONY: demo demo-dr test test-ctaometa deps system venv clean bench-quick bench
+.PHONY: demo demo-dr test test-ctaometa lint deps system venv clean bench-quick bench
 
 deps: system venv
 
@@ -45,7 +45,11 @@ test-ctaometa: deps
 	  $(VENV312)/bin/python -m pytest -q tests/test_ctaometa.py tests/test_fitsheader.py tests/test_sources.py \
 	    tests/test_ctao_lake.py::test_ctao_reference_metadata_is_registered_and_filtered_on; fi
 
-test: deps test-ctaometa
+# pyflakes and import order ([tool.ruff] in pyproject.toml): cheap, so first.
+lint: deps
+	$(BIN)/ruff check src tests benchmarks
+
+test: deps lint test-ctaometa
 	$(BIN)/nightlake lake install
 	$(BIN)/nightlake lake install --policy ctao
 	$(BIN)/python -m pytest

@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 from benchlib import write_result
-
 from nightlake.catalog.retry import RetryPolicy
 from nightlake.flows.ingest.context import IngestOptions
 from nightlake.flows.ingest.pipeline import Ingest

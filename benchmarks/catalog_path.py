@@ -59,9 +59,9 @@ def make_files(directory: Path, prefix: str, n: int, size: int) -> list[Path]:
 
 def method_a(paths: list[Path], dataset: str) -> float:
     """UploadClient.upload of the list into one dataset; seconds."""
-    from rucio.client.uploadclient import UploadClient
-
     import warnings
+
+    from rucio.client.uploadclient import UploadClient
 
     # Rucio's WebDAV protocol plugin does not verify the server's certificate; say so once, not per file.
     warnings.filterwarnings("ignore", message="Unverified HTTPS request")

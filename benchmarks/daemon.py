@@ -35,14 +35,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchlib as bl  # noqa: E402
-
 from nightlake.flows.daemon.describe import Naming, describe  # noqa: E402
 from nightlake.flows.generate import file_path, generate, write_triggered  # noqa: E402
 from nightlake.lake.layout import DAQ, SCOPE, Layout  # noqa: E402
 from nightlake.lake.xrootd import storage_area  # noqa: E402
 from nightlake.night.plan import Plan  # noqa: E402
 from nightlake.night.spec import parse_spec  # noqa: E402
-
 
 
 def night(site: str, n_files: int, size: int) -> list:

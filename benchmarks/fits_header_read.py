@@ -26,8 +26,8 @@ from pathlib import Path
 import astropy
 from astropy.io import fits
 
-from nightlake.night.fits.header import astropy_cards, read_blocks, read_header
 from nightlake.flows.generate import file_path, generate
+from nightlake.night.fits.header import astropy_cards, read_blocks, read_header
 from nightlake.night.plan import Plan
 from nightlake.night.spec import parse_spec
 

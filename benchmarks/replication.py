@@ -33,7 +33,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchlib as bl  # noqa: E402
-
 from nightlake.lake import transfer_service  # noqa: E402
 from nightlake.lake.layout import RSES, Layout  # noqa: E402
 

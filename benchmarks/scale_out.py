@@ -103,7 +103,6 @@ def coordinator_ceiling(files: int, port: int) -> dict:
     """The pipeline on a `local:2` cluster whose workers do no I/O, against a catalog that answers at
     once: what the coordinator (journal, scheduler, stages) sustains, and its CPU per file."""
     from catalog_lanes import NoStorage, Server, SimulatedCatalog
-
     from nightlake.catalog.retry import RetryPolicy
     from nightlake.flows.cluster import open_cluster, parse_cluster
     from nightlake.flows.ingest.context import IngestOptions

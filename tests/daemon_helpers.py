@@ -13,7 +13,6 @@ from pathlib import Path
 
 from conftest import NIGHTLAKE
 from ingest_helpers import journal_counts, write_spec
-
 from nightlake.flows.generate import write_triggered
 from nightlake.lake.layout import DAQ, SCOPE
 from nightlake.lake.xrootd import storage_area

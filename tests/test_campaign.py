@@ -9,9 +9,8 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from conftest import CHROMIUM, open_in_chromium
-from test_report import make_run
 
+from conftest import CHROMIUM, open_in_chromium
 from nightlake import BadInput
 from nightlake.lake.faults import LakeFaults
 from nightlake.lake.layout import Layout
@@ -24,6 +23,7 @@ from nightlake.observe.report.campaign import (
 )
 from nightlake.runs.campaign import CampaignDir
 from nightlake.runs.journal.ingest import IngestJournal
+from test_report import make_run
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 PHASE = """

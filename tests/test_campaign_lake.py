@@ -9,9 +9,9 @@ import json
 from pathlib import Path
 
 import pytest
+
 from conftest import TEST_LAKE_DIR
 from ingest_helpers import dids, journal_counts, kill_when, nightlake, write_spec
-
 from nightlake.lake import faults
 from nightlake.night.plan import Plan
 from nightlake.night.spec import load_spec

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 from click.testing import CliRunner
-from conftest import TEST_PORT_BASE
 
+from conftest import TEST_PORT_BASE
 from nightlake import BadInput
 from nightlake.catalog.failures import ErrorClass
 from nightlake.catalog.retry import CallFailed, ServiceDown

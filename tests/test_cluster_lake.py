@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from conftest import TEST_PORT_BASE
 from ingest_helpers import (
     assert_cli_lists,
@@ -25,7 +26,6 @@ from ingest_helpers import (
     summary,
     write_spec,
 )
-
 from nightlake.lake.layout import RSES
 from nightlake.night.plan import Plan
 from nightlake.night.spec import load_spec

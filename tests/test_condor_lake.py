@@ -14,9 +14,9 @@ import shutil
 import subprocess
 
 import pytest
+
 from conftest import NIGHTLAKE, REPO, TEST_PORT_BASE
 from ingest_helpers import assert_cli_lists, streamed, summary, write_spec
-
 from nightlake.lake.layout import RSES
 from nightlake.night.plan import Plan
 from nightlake.night.spec import load_spec

@@ -7,7 +7,6 @@ import os
 
 from conftest import nightlake
 from ingest_helpers import write_spec
-
 from nightlake.cli import console
 
 EXPRESSION = "|".join(f"(site=SITE-{i}&tier=2&type=DISK)" for i in range(4))  # 131 characters

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import NIGHTLAKE
 from cryptography import x509
 
+from conftest import NIGHTLAKE
 from nightlake.lake import certs, control, idp, postgres, rucio_server
 from nightlake.lake.layout import RSES, SCOPE
 

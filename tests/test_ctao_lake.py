@@ -12,8 +12,8 @@ import zlib
 from pathlib import Path
 
 import pytest
-from conftest import NIGHTLAKE, REPO, TEST_PORT_BASE, nightlake
 
+from conftest import NIGHTLAKE, REPO, TEST_PORT_BASE, nightlake
 from nightlake.night.fits import ctaometa
 
 pytestmark = pytest.mark.lake

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import nightlake
 
+from conftest import nightlake
 from nightlake import BadInput
 from nightlake.night import names
 from nightlake.night.plan import Plan

@@ -3,8 +3,8 @@ installed, the keyword mapping otherwise; either way from the header's blocks al
 
 import pytest
 from astropy.io import fits
-from ctao_products import DATA_ID, EXPECTED, ctao_written, make_product, write_fits
 
+from ctao_products import DATA_ID, EXPECTED, ctao_written, make_product, write_fits
 from nightlake.night.fits import ctaometa
 from nightlake.night.fits import header as fitsheader
 from nightlake.night.fits.header import file_metadata, read_header, rucio_metadata

@@ -7,8 +7,8 @@ import os
 import zlib
 
 import pytest
-from ingest_helpers import write_spec
 
+from ingest_helpers import write_spec
 from nightlake import BadInput
 from nightlake.flows.daemon import lock, triggers
 from nightlake.flows.daemon.describe import Invalid, Naming, describe

@@ -10,6 +10,7 @@ import subprocess
 import time
 
 import pytest
+
 from daemon_helpers import (
     counts,
     events,
@@ -23,7 +24,6 @@ from daemon_helpers import (
 )
 from ingest_helpers import listed_by_cli, nightlake, rucio
 from lake_daemons import wait_for
-
 from nightlake.lake.layout import DAQ, SCOPE
 from nightlake.lake.xrootd import storage_area
 

@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from conftest import CHROMIUM, NIGHTLAKE, REPO, open_in_chromium
 
 pytestmark = pytest.mark.lake

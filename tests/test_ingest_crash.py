@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 
 import pytest
+
 from ingest_helpers import (
     adler32,
     kill_when,
@@ -15,7 +16,6 @@ from ingest_helpers import (
     summary,
     write_spec,
 )
-
 from nightlake.lake.layout import RSES
 from nightlake.night.plan import Plan
 from nightlake.night.spec import load_spec

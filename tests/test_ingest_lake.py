@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pytest
+
 from ingest_helpers import (
     Expected,
     adler32,
@@ -27,7 +28,6 @@ from ingest_helpers import (
     summary,
     write_spec,
 )
-
 from nightlake.flows.generate import file_path, generate
 from nightlake.lake.layout import RSES
 from nightlake.night.plan import Plan

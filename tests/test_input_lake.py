@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 import pytest
+
 from ingest_helpers import nightlake, summary, write_spec
 
 pytestmark = pytest.mark.lake

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import nightlake
 
+from conftest import nightlake
 from nightlake.lake import control, processes
 from nightlake.lake.layout import RSES, SCOPE, Layout
 

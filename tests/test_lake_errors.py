@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from conftest import TEST_PORT_BASE
-
 from nightlake import BadInput
 from nightlake.lake import postgres, system
 from nightlake.lake.layout import Layout

@@ -8,8 +8,8 @@ import socket
 from pathlib import Path
 
 import pytest
-from conftest import TEST_PORT_BASE, nightlake
 
+from conftest import TEST_PORT_BASE, nightlake
 from nightlake.lake import control, processes
 from nightlake.lake.layout import Layout
 from nightlake.lake.system import port_in_use

@@ -8,8 +8,8 @@ import json
 import shutil
 
 import pytest
-from ingest_helpers import nightlake, stored_files, summary, write_spec
 
+from ingest_helpers import nightlake, stored_files, summary, write_spec
 from nightlake.lake.layout import RSES
 
 pytestmark = pytest.mark.lake

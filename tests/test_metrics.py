@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from conftest import scrape
 
+from conftest import scrape
 from nightlake import BadInput
 from nightlake.observe import metrics
 from nightlake.observe.events import EventBus

@@ -8,9 +8,9 @@ import time
 
 import pytest
 import requests
+
 from conftest import NIGHTLAKE, free_port, scrape
 from ingest_helpers import summary, write_spec
-
 from nightlake.lake.layout import RSES
 
 pytestmark = pytest.mark.lake

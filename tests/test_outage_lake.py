@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
+
 from conftest import NIGHTLAKE, nightlake
 from ingest_helpers import journal_counts, stored_files, summary, write_spec
-
 from nightlake.lake import processes
 from nightlake.lake.layout import RSES
 

@@ -10,8 +10,8 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from conftest import CHROMIUM, nightlake, open_in_chromium
 
+from conftest import CHROMIUM, nightlake, open_in_chromium
 from nightlake.observe.report import write_report
 from nightlake.observe.report.collect import collect
 from nightlake.runs.journal.ingest import DatasetState, FileState, IngestJournal

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from ingest_helpers import nightlake, summary, write_spec
 
+from ingest_helpers import nightlake, summary, write_spec
 from nightlake.lake.layout import RSES
 
 pytestmark = pytest.mark.lake

@@ -9,16 +9,16 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import nightlake
 
+from conftest import nightlake
 from nightlake import BadInput
 from nightlake.catalog.failures import ErrorClass
 from nightlake.catalog.retry import GaveUp, RetryPolicy
 from nightlake.cli.common import stopped_message
 from nightlake.flows.failing import STREAKS
 from nightlake.flows.retrieve.download import Retrieve, Storages, destination
-from nightlake.flows.retrieve.run import RetrieveRequest, parse_filter
 from nightlake.flows.retrieve.replicas import UNREADABLE, ReadPriorities, ReplicaChooser, choose_replica
+from nightlake.flows.retrieve.run import RetrieveRequest, parse_filter
 from nightlake.observe.events import EventBus
 from nightlake.runs.journal.download import D, DownloadJournal
 from nightlake.runs.journal.states import IllegalTransition

@@ -13,8 +13,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import NIGHTLAKE, nightlake
 
+from conftest import NIGHTLAKE, nightlake
 from nightlake.lake.layout import RSES, SCOPE
 
 pytestmark = pytest.mark.lake

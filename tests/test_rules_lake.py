@@ -26,9 +26,9 @@ import uuid
 from pathlib import Path
 
 import pytest
+
 from ingest_helpers import nightlake
 from lake_daemons import stopped
-
 from nightlake.catalog.failures import replication_error_group
 from nightlake.lake.rucio_server import server_env
 

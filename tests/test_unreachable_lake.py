@@ -8,6 +8,7 @@ import re
 import subprocess
 
 import pytest
+
 from conftest import NIGHTLAKE, free_port
 from ingest_helpers import write_spec
 

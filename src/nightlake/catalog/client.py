@@ -22,10 +22,10 @@ from typing import Any
 from rucio.common import exception as rucio_exc
 
 from nightlake import BadInput, __version__
+from nightlake.catalog import credentials
 from nightlake.catalog.bulk import BATCH_SIZE, Rejected, bisect_chunks
 from nightlake.catalog.dids import DidCalls
 from nightlake.catalog.replicas import ReplicaCalls
-from nightlake.catalog import credentials
 from nightlake.catalog.retry import AuthFailure, GaveUp, RetryPolicy
 from nightlake.catalog.rses import RseCalls
 from nightlake.catalog.rules import RuleCalls

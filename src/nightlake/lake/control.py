@@ -17,8 +17,20 @@ from pathlib import Path
 from typing import Callable
 
 from nightlake import BadInput
-from nightlake.lake import (certs, faults, idp, listening, objects, postgres, processes, rucio_server,
-                            system, transfer_service, watchdog, xrootd)
+from nightlake.lake import (
+    certs,
+    faults,
+    idp,
+    listening,
+    objects,
+    postgres,
+    processes,
+    rucio_server,
+    system,
+    transfer_service,
+    watchdog,
+    xrootd,
+)
 from nightlake.lake.layout import HOST, RSES, Layout
 
 Echo = Callable[[str], None]

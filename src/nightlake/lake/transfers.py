@@ -57,8 +57,7 @@ VERSION = "3.12.0"  # the FTS REST API version whose subset this serves
 PROXY_CNS = re.compile(r"(/CN=(\d+|proxy|limited proxy))+$")
 
 if __package__:  # imported as nightlake.lake.transfers (tests)
-    from nightlake.lake.transfer_jobs import (BASE_ID, VO, BadRequest, Store, file_view, job_from_submission,
-                                              job_view)
+    from nightlake.lake.transfer_jobs import BASE_ID, VO, BadRequest, Store, file_view, job_from_submission, job_view
 else:  # run as a script by Debian's python3, beside its sibling module
     from transfer_jobs import BASE_ID, VO, BadRequest, Store, file_view, job_from_submission, job_view
 
