@@ -55,17 +55,17 @@ def test_the_stock_client_downloads_the_dataset_from_both_offsite_rses(demo):
 
 def test_the_second_offsite_copy_came_from_offsite(lake, demo):
     """Both watches end OK, and every copy of the night into OFFSITE-B read from OFFSITE-A (the
-    transfer service's own record of it): the site's uplink was crossed once."""
+    transfer service's own record of it, a retried copy included): the site's uplink was crossed once."""
     from nightlake.lake.layout import RSES
 
     stdout, run, _, _ = demo
     assert sorted({r for (r,) in _journal(run, "SELECT rse_expression FROM rules")}) == ["OFFSITE", "OFFSITE-A"]
     assert "3 of 3 rules OK" in stdout and "6 of 6 rules OK" in stdout
     with sqlite3.connect(f"file:{lake.root / 'transfers' / 'jobs.sqlite'}?mode=ro", uri=True) as db:
-        sources = db.execute("SELECT source_surl FROM files WHERE dest_surl LIKE ? AND dest_surl LIKE ?",
-                             (f"%:{lake.https_port(RSES[2])}/%", "%CTAO-North_20260314%")).fetchall()
-    assert len(sources) == 180
-    assert all(f":{lake.https_port(RSES[1])}/" in surl for (surl,) in sources)
+        copies = db.execute("SELECT dest_surl, source_surl FROM files WHERE dest_surl LIKE ? AND dest_surl LIKE ?",
+                            (f"%:{lake.https_port(RSES[2])}/%", "%CTAO-North_20260314%")).fetchall()
+    assert len({dest for dest, _ in copies}) == 180
+    assert all(f":{lake.https_port(RSES[1])}/" in source for _, source in copies)
 
 
 def test_the_fault_drill_goes_stuck_with_its_errors_classified_then_ok(demo):
