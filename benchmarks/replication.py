@@ -40,8 +40,9 @@ POLL_S = 0.5
 
 # Run under /usr/bin/python3 (gfal2's bindings): copy each row with the service's own function.
 DIRECT = """
-import importlib.util, json, sys, time
+import importlib.util, json, os, sys, time
 from concurrent.futures import ThreadPoolExecutor
+sys.path.insert(0, os.path.dirname(sys.argv[1]))  # its sibling transfer_jobs, as when the service runs it
 spec = importlib.util.spec_from_file_location("transfers", sys.argv[1])
 transfers = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(transfers)
@@ -99,7 +100,7 @@ def direct(lake: Layout, dataset: str, sums: dict[str, str]) -> dict:
                      "checksum": f"ADLER32:{sums[replica['name']]}",
                      "params": {"verify_checksum": "both", "overwrite": False}})
     env = {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/root"), "X509_USER_PROXY": str(lake.proxy),
-           "X509_CERT_DIR": str(transfer_service.hashed_ca_dir(lake))}
+           "X509_CERT_DIR": str(lake.ca_dir)}
     script = Path(transfer_service.__file__).with_name("transfers.py")
     out = subprocess.run([transfer_service.PYTHON, "-c", DIRECT, str(script), str(transfer_service.PER_LINK)],
                          input=json.dumps(rows), capture_output=True, text=True, env=env, check=True)
@@ -118,8 +119,11 @@ def measure(lake: Layout, scratch: Path, name: str, count: int, size: int) -> di
     run = scratch / f"run-{tag}"
     nightlake("ingest", str(source.parent), "--scope", "cta", "--rse", "ONSITE", "--run", str(run), "--quiet")
     ingested = time.monotonic()
+    print(f"{name}: {count} x {size:,} B ingested to ONSITE; rule to OFFSITE-A ...", flush=True)
     by_conveyor = conveyor(run, tag)
+    print(f"{name}: conveyor {by_conveyor['seconds']:.1f} s; gfal2 directly ...", flush=True)
     by_gfal2 = direct(lake, tag, sums)
+    print(f"{name}: gfal2 {by_gfal2['seconds']:.1f} s", flush=True)
     total = count * size
     figures = {"files": count, "bytes": total,
                "conveyor": {"seconds": round(by_conveyor["seconds"], 2),
@@ -144,6 +148,9 @@ def main() -> None:
     args = parser.parse_args()
     bl.use_lake(args.lake_dir)
     lake = Layout.load_or_new(args.lake_dir)
+    print(__doc__.split("\n\n    .venv")[0], flush=True)
+    print(f"inputs: small {args.small} x {args.small_size:,} B, large {args.large} x {args.large_size:,} B; "
+          f"baseline: gfal2 directly, {transfer_service.PER_LINK} at once; lake {args.lake_dir}", flush=True)
     scratch = bl.ROOT / ".nightlake" / "scratch" / f"bench-replication-{uuid.uuid4().hex[:8]}"
     scratch.mkdir(parents=True)
     scratch.chmod(0o755)
