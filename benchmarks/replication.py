@@ -12,7 +12,9 @@ per set:
   gfal2:    the same files' ONSITE replicas copied by `lake/transfers.copy` (the function the
             service runs per file: same gfal2 options, adler32 checked at both ends) to a scratch
             path on OFFSITE-A, under Debian's python3, as many at once as the service allows on one
-            link (`transfer_service.PER_LINK`); deleted afterwards.
+            link (`transfer_service.PER_LINK`); deleted afterwards. A failed copy is tried again, up
+            to 4 times 10 s apart, as the conveyor retries one; the retries are counted, and so are
+            the lake watchdog's restarts of a wedged XRootD during the set (its log).
 ratio = conveyor / gfal2 (files/s and MB/s): what Rucio's orchestration costs on top of the copies.
 MB = 1e6 bytes; wall-clock seconds.
 
@@ -47,10 +49,18 @@ spec = importlib.util.spec_from_file_location("transfers", sys.argv[1])
 transfers = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(transfers)
 rows, workers = json.load(sys.stdin), int(sys.argv[2])
+retried = []
+def copy(row):  # up to 5 attempts, 10 s apart, as the conveyor retries a failed transfer
+    for attempt in range(5):
+        reason = transfers.copy(row, 300)
+        if not reason or attempt == 4:
+            return reason
+        retried.append(reason)
+        time.sleep(10)
 start = time.monotonic()
 with ThreadPoolExecutor(workers) as pool:
-    reasons = list(pool.map(lambda row: transfers.copy(row, 300), rows))
-print(json.dumps({"seconds": time.monotonic() - start, "failed": [r for r in reasons if r]}))
+    reasons = list(pool.map(copy, rows))
+print(json.dumps({"seconds": time.monotonic() - start, "failed": [r for r in reasons if r], "retried": retried}))
 """
 
 
@@ -112,6 +122,12 @@ def direct(lake: Layout, dataset: str, sums: dict[str, str]) -> dict:
     return result
 
 
+def watchdog_restarts(lake: Layout) -> int:
+    """How many times the lake's storage watchdog has restarted a wedged XRootD so far (its log)."""
+    log = lake.logs / "storage-watchdog.log"
+    return log.read_text().count("XRootD restarted") if log.exists() else 0
+
+
 def measure(lake: Layout, scratch: Path, name: str, count: int, size: int) -> dict:
     """One set: ingested, replicated by the conveyor, copied directly; the figures."""
     tag = f"{name}_{uuid.uuid4().hex[:8]}"
@@ -123,7 +139,7 @@ def measure(lake: Layout, scratch: Path, name: str, count: int, size: int) -> di
     by_conveyor = conveyor(run, tag)
     print(f"{name}: conveyor {by_conveyor['seconds']:.1f} s; gfal2 directly ...", flush=True)
     by_gfal2 = direct(lake, tag, sums)
-    print(f"{name}: gfal2 {by_gfal2['seconds']:.1f} s", flush=True)
+    print(f"{name}: gfal2 {by_gfal2['seconds']:.1f} s, {len(by_gfal2['retried'])} attempt(s) retried", flush=True)
     total = count * size
     figures = {"files": count, "bytes": total,
                "conveyor": {"seconds": round(by_conveyor["seconds"], 2),
@@ -132,7 +148,9 @@ def measure(lake: Layout, scratch: Path, name: str, count: int, size: int) -> di
                             "last_upload_to_rule_ok_s": round(by_conveyor["ok_at"] - ingested, 2)},
                "gfal2": {"seconds": round(by_gfal2["seconds"], 2),
                          "files_per_s": round(count / by_gfal2["seconds"], 2),
-                         "mb_per_s": round(total / 1e6 / by_gfal2["seconds"], 2)}}
+                         "mb_per_s": round(total / 1e6 / by_gfal2["seconds"], 2),
+                         "attempts_retried": len(by_gfal2["retried"]), "retry_reasons": by_gfal2["retried"][:5]},
+               "watchdog_restarts": watchdog_restarts(lake)}
     figures["ratio_conveyor_to_gfal2"] = bl.ratio(figures["conveyor"]["files_per_s"], figures["gfal2"]["files_per_s"])
     return figures
 
