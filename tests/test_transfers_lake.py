@@ -181,23 +181,48 @@ def test_a_chained_rule_copies_from_offsite_a_to_offsite_b(lake, scratch, datase
     assert all(f"//{offsite_a}/" in r["source_surl"] for r in into_b)
 
 
-@pytest.mark.xfail(strict=False, reason="known flaky: in one of two clean-clone runs of 2026-12-02 the rule did not "
-                   "reach OK within 300 s after the conveyor was SIGKILLed and restarted; cause not yet found "
-                   "(issue W2.2's note). It still runs, and its outcome is reported.")
+def submission_recorded(source: str, destination: str, files: dict[str, bytes]):
+    """A poll, once the service holds the copies, for Rucio's requests of these files having left
+    SUBMITTING: the submitter has recorded the job the service gave back (SUBMITTED, or already
+    done by the poller)."""
+    def recorded():
+        """the conveyor-submitter recording its submission (no request left SUBMITTING)"""
+        from rucio.client import Client
+
+        return not {r["name"] for r in Client().list_requests(source, destination, "G")} & set(files)
+
+    return recorded
+
+
+def made_once(rows) -> bool:
+    """Every file copied, and none copied twice: one FINISHED row each (a row that failed and was
+    retried, e.g. across a storage restart by the lake's watchdog, is no second copy)."""
+    finished = sorted(Path(r["dest_surl"]).name for r in rows if r["file_state"] == "FINISHED")
+    return finished == sorted(set(finished))
+
+
+@pytest.mark.xfail(strict=False, reason="was flaky (one miss in four clean runs); the kill now waits until no request "
+                   "is SUBMITTING, which should remove the race (issue W2.2's note); too few runs yet to make it strict")
 def test_a_conveyor_killed_mid_transfer_finishes_without_lost_or_twice_made_replicas(lake, scratch, dataset):
-    """Submitter, poller and finisher are SIGKILLed by PID as soon as the service holds the copies,
-    and started again by `lake up`: the service answered for its jobs meanwhile, so the new poller
-    finds them done, and no file is submitted twice."""
+    """Submitter, poller and finisher are SIGKILLed by PID once the service holds the copies and
+    Rucio has recorded their submission (no request left SUBMITTING), and started again by `lake up`: the service answered for
+    its jobs meanwhile, so the new poller finds them done, and no copy is made twice.
+
+    Why wait for that: a submitter killed between the service's answer and its own database
+    update leaves the requests SUBMITTING, and Rucio's finisher takes those up again only after a
+    fixed two hours (FAILED_DURING_SUBMISSION_DELAY in rucio/daemons/conveyor/finisher.py) -- a
+    property of Rucio, the same in front of a real FTS, that this test is not about."""
     did, files = dataset
     rule_id = add_rule(did, "OFFSITE-B")
     submitted = sent_to(lake, 2, files)
     wait_for(submitted, RULE_TIMEOUT, interval=0.2)
+    wait_for(submission_recorded("ONSITE", "OFFSITE-B", files), RULE_TIMEOUT, interval=0.2)
     kill(lake, *CONVEYOR)
     restart(lake)
     wait_for(lambda: rule_ok(rule_id), RULE_TIMEOUT)
     rows = submitted()
-    assert sorted(Path(r["dest_surl"]).name for r in rows) == sorted(files)  # each file sent once
-    assert {r["file_state"] for r in rows} == {"FINISHED"}
+    assert {Path(r["dest_surl"]).name for r in rows} == set(files)
+    assert made_once(rows), [(Path(r["dest_surl"]).name, r["file_state"]) for r in rows]
     assert replicas(did) == {name: {"ONSITE", "OFFSITE-B"} for name in files}
     download_and_check(lake, scratch, did, files, "OFFSITE-B")
 
