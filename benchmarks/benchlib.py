@@ -14,6 +14,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -162,6 +163,20 @@ def server_version() -> str | None:
     from rucio.client import Client
 
     return Client().ping().get("version")
+
+
+def method(doc: str) -> str:
+    """The "Method: ..." paragraph of a benchmark's docstring, for its printout and its result file."""
+    return doc.split("Method: ")[1].split("\n\n")[0]
+
+
+def scratch(name: str) -> Path:
+    """A fresh working directory for one benchmark run, under the checkout's .nightlake/scratch and
+    readable by the lake's unprivileged servers (mode 0755)."""
+    path = ROOT / ".nightlake" / "scratch" / f"bench-{name}-{uuid.uuid4().hex[:8]}"
+    path.mkdir(parents=True)
+    path.chmod(0o755)
+    return path
 
 
 def write_result(name: str, result: dict) -> Path:

@@ -131,13 +131,12 @@ def main() -> None:
     args = parser.parse_args()
     bl.use_lake(args.lake_dir)
     lake = Layout.load_or_new(args.lake_dir)
-    work = bl.ROOT / ".nightlake" / "scratch" / f"bench-daemon-{uuid.uuid4().hex[:8]}"
-    work.mkdir(parents=True)
+    work = bl.scratch("daemon")
     rates = [float(r) for r in args.rates.split(",")]
-    print(f"method: {__doc__.split('Method: ')[1].split(chr(10) + chr(10))[0]}")
+    print(f"method: {bl.method(__doc__)}")
     print(f"inputs: rates {rates} files/s for {args.seconds} s each, {args.size} bytes per file; "
           f"per-file baseline on {args.baseline} files; lake {bl.relative(str(args.lake_dir))}")
-    result = {"method": __doc__.split("Method: ")[1].split("\n\n")[0], "load_before": bl.loadavg(),
+    result = {"method": bl.method(__doc__), "load_before": bl.loadavg(),
               "rates": [measure_rate(lake, r, args.seconds, args.size, work) for r in rates],
               "per_file": per_file_baseline(lake, args.baseline, args.size, work), "load_after": bl.loadavg()}
     best = max(r["sustained_files_per_s"] for r in result["rates"])

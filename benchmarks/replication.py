@@ -169,10 +169,8 @@ def main() -> None:
     print(__doc__.split("\n\n    .venv")[0], flush=True)
     print(f"inputs: small {args.small} x {args.small_size:,} B, large {args.large} x {args.large_size:,} B; "
           f"baseline: gfal2 directly, {transfer_service.PER_LINK} at once; lake {args.lake_dir}", flush=True)
-    scratch = bl.ROOT / ".nightlake" / "scratch" / f"bench-replication-{uuid.uuid4().hex[:8]}"
-    scratch.mkdir(parents=True)
-    scratch.chmod(0o755)
-    result = {"method": __doc__.split("Method: ")[1].split("\n\n")[0], "load_before": bl.loadavg(),
+    scratch = bl.scratch("replication")
+    result = {"method": bl.method(__doc__), "load_before": bl.loadavg(),
               "small": measure(lake, scratch, "small", args.small, args.small_size),
               "large": measure(lake, scratch, "large", args.large, args.large_size),
               "load_after": bl.loadavg()}
