@@ -15,19 +15,19 @@ def test_the_accept_queue_counts_connections_the_server_has_not_taken():
         server.bind(("127.0.0.1", 0))
         server.listen(8)
         port = server.getsockname()[1]
-        assert listening.accept_queue(port) == 0
+        assert listening.accept_queues().get(port) == 0
         clients = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(3)]
         try:
             deadline = time.monotonic() + 5
-            while listening.accept_queue(port) != 3 and time.monotonic() < deadline:
+            while listening.accept_queues().get(port) != 3 and time.monotonic() < deadline:
                 time.sleep(0.01)
-            assert listening.accept_queue(port) == 3
+            assert listening.accept_queues().get(port) == 3
             server.accept()[0].close()
-            assert listening.accept_queue(port) == 2
+            assert listening.accept_queues().get(port) == 2
         finally:
             for client in clients:
                 client.close()
-    assert listening.accept_queue(port) is None  # nothing listens any more
+    assert listening.accept_queues().get(port) is None  # nothing listens any more
 
 
 def test_a_port_is_wedged_only_when_its_queue_stays_full_for_the_whole_window():

@@ -1,7 +1,7 @@
 """Which local addresses a port listens on, read from the kernel's socket tables (/proc/net/tcp and
 tcp6): `lake status` says where a server is bound, not where it was asked to be. XRootD 5.5.3, for
 one, cannot be told an address and binds every interface. The same tables tell how many accepted
-connections wait for the server to take them (`accept_queue`): the storage watchdog's sign of a
+connections wait for their server to take them (`accept_queues`): the storage watchdog's sign of a
 server that has stopped accepting."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ TABLES = (Path("/proc/net/tcp"), Path("/proc/net/tcp6"))
 LISTEN = "0A"  # TCP_LISTEN in the tables' `st` column
 
 
-def _listening(port: int):
-    """(hex address, connections waiting in its accept queue) of each socket listening on `port`:
-    for a listening socket the kernel's `rx_queue` column is the accept queue's length."""
+def _listening():
+    """(port, hex address, connections waiting in its accept queue) of every listening socket, in one
+    read of each table: for a listening socket the kernel's `rx_queue` column is the accept queue's length."""
     for table in TABLES:
         try:
             rows = table.read_text().splitlines()[1:]
@@ -24,21 +24,23 @@ def _listening(port: int):
             continue
         for row in rows:
             fields = row.split()
-            address, _, hex_port = fields[1].partition(":")
-            if fields[3] == LISTEN and int(hex_port, 16) == port:
-                yield address, int(fields[4].partition(":")[2], 16)
+            if fields[3] == LISTEN:
+                address, _, hex_port = fields[1].partition(":")
+                yield int(hex_port, 16), address, int(fields[4].partition(":")[2], 16)
 
 
 def bound(port: int) -> list[str]:
     """Every address listening on `port`, as `127.0.0.1:5432` or `[::]:1094` (all interfaces)."""
-    return sorted({_address(address, port) for address, _ in _listening(port)})
+    return sorted({_address(address, port) for listening_port, address, _ in _listening() if listening_port == port})
 
 
-def accept_queue(port: int) -> int | None:
-    """Connections the kernel has accepted on `port` that its server has not taken yet; None when
-    nothing listens on it."""
-    queues = [queued for _, queued in _listening(port)]
-    return sum(queues) if queues else None
+def accept_queues() -> dict[int, int]:
+    """{port: connections the kernel has accepted on it that its server has not taken yet} for every
+    port something listens on (a port missing here has no listener)."""
+    queues: dict[int, int] = {}
+    for port, _, queued in _listening():
+        queues[port] = queues.get(port, 0) + queued
+    return queues
 
 
 def _address(hex_address: str, port: int) -> str:

@@ -55,31 +55,30 @@ class Watch:
             self.since.pop(port, None)
 
 
-def check(layout: Layout, rse: RSESpec, watch: Watch, now: float, log=print) -> bool:
-    """Restart the RSE's XRootD if one of its ports is wedged; True when it did."""
+def check(layout: Layout, rse: RSESpec, watch: Watch, now: float, queues: dict[int, int], log=print) -> None:
+    """Restart the RSE's XRootD if one of its ports is wedged (`queues`: this sample's accept queues)."""
     ports = (layout.root_port(rse), layout.https_port(rse))
-    queues = {port: listening.accept_queue(port) for port in ports}
-    wedged = [port for port in ports if watch.wedged(port, queues[port], now)]
+    wedged = [port for port in ports if watch.wedged(port, queues.get(port), now)]
     if not wedged:
-        return False
+        return
     proc = processes.read(layout.pids, f"xrootd-{rse.name}")
     if proc is None or not proc.alive():
-        return False
+        return
     waiting = ", ".join(f"port {port}: {queues[port]} connection(s)" for port in wedged)
     log(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {rse.name}: XRootD (pid {proc.pid}) has not accepted a "
         f"connection for {WEDGED_AFTER:g} s ({waiting} waiting); restarting it")
     new = faults.restart(layout, rse.name)
     log(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {rse.name}: XRootD restarted (pid {new.pid})")
     watch.forget(*ports)
-    return True
 
 
 def run(layout: Layout, stop: threading.Event) -> None:
     watch = Watch()
     while not stop.is_set():
+        queues, now = listening.accept_queues(), time.monotonic()
         for rse in RSES:
             try:
-                check(layout, rse, watch, time.monotonic(), log=lambda line: print(line, flush=True))
+                check(layout, rse, watch, now, queues, log=lambda line: print(line, flush=True))
             except Exception as error:  # one RSE's failed restart must not end the watch over the others
                 print(f"{rse.name}: restart failed: {error}", flush=True)
         stop.wait(INTERVAL)
