@@ -23,5 +23,5 @@ def test_postgres_refusing_to_start_reports_the_log_line(scratch):
         conf.write("shared_buffers = 'lots'\n")
     with pytest.raises(BadInput) as err:
         postgres.start(layout)
-    assert "PostgreSQL refused to start" in str(err.value)
+    assert "PostgreSQL exited at start" in str(err.value)
     assert "shared_buffers" in str(err.value)

@@ -65,9 +65,8 @@ def start(layout: Layout) -> processes.Proc:
             str(layout.certs / "host.key"), str(layout.idp_dir / "jwk.json")]
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
            "NODE_PATH": str(package_dir(layout) / "node_modules"), "NIGHTLAKE_IDP_SCOPE": DEFAULT_SCOPE}
-    proc = processes.start(layout.pids, NAME, argv, layout.logs / f"{NAME}.log", env=env, cwd=layout.idp_dir)
-    return processes.wait_ready(proc, lambda: healthy(layout), what="the identity provider",
-                                log=layout.logs / f"{NAME}.log", timeout=30, interval=0.2)
+    return processes.serve(layout.pids, NAME, argv, layout.logs / f"{NAME}.log", env=env, cwd=layout.idp_dir,
+                           ready=lambda: healthy(layout), what="the identity provider", timeout=30, interval=0.2)
 
 
 def _context(layout: Layout) -> ssl.SSLContext:

@@ -12,7 +12,6 @@ import os
 import secrets
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 from nightlake import BadInput
@@ -84,17 +83,8 @@ def start(layout: Layout) -> processes.Proc:
             "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
             "-c", "max_connections=200"]
     user = run_as()
-    size_before = log.stat().st_size if log.exists() else 0
-    proc = processes.start(layout.pids, "postgresql", argv, log, cwd=layout.pgdata.parent, user=user)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if not proc.alive():
-            raise BadInput(f"PostgreSQL refused to start: {_last_line(_log_since(log, size_before))} "
-                           f"(log: {log})")
-        if _ready(layout):
-            return proc
-        time.sleep(0.1)
-    raise BadInput(f"PostgreSQL did not accept connections within 30 s (log: {log})")
+    return processes.serve(layout.pids, "postgresql", argv, log, cwd=layout.pgdata.parent, user=user,
+                           ready=lambda: _ready(layout), what="PostgreSQL", timeout=30, why=_last_line)
 
 
 def _private_socket_dir(layout: Layout) -> None:
@@ -129,15 +119,6 @@ def create_database(layout: Layout) -> None:
 
 def healthy(layout: Layout) -> bool:
     return _ready(layout)
-
-
-def _log_since(log: Path, offset: int) -> str:
-    try:
-        with open(log, "rb") as handle:
-            handle.seek(offset)
-            return handle.read().decode(errors="replace")
-    except OSError:
-        return ""
 
 
 def _last_line(text: str) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -87,14 +88,75 @@ def start(pids: Path, name: str, argv: list[str], log: Path, *, env: dict | None
 def wait_ready(proc: Proc, ready: Callable[[], bool], *, what: str, log: Path, timeout: float,
                interval: float = 0.1) -> Proc:
     """Wait until a process just started answers; one line naming its log when it dies or stays mute."""
+    outcome = _wait(proc, ready, time.monotonic() + timeout, interval)
+    if outcome == "exited":
+        raise BadInput(f"{what} exited at start (log: {log})")
+    if outcome == "mute":
+        raise BadInput(f"{what} did not answer within {timeout:g} s (log: {log})")
+    return proc
+
+
+# How a server says its port is taken: XRootD, PostgreSQL and Python (EADDRINUSE), Node, gunicorn.
+PORT_TAKEN = re.compile(r"address already in use|EADDRINUSE|connection in use", re.IGNORECASE)
+RESTART_AFTER = 0.5  # seconds between the starts of a server whose port was taken
+
+
+def serve(pids: Path, name: str, argv: list[str], log: Path, *, ready: Callable[[], bool], what: str,
+          timeout: float, interval: float = 0.1, errors: Path | None = None,
+          why: Callable[[str], str] | None = None, **options) -> Proc:
+    """Start a server (`start`) and wait until it answers, starting it again while its port is taken.
+
+    Why the second start: where the kernel's ephemeral port range covers the lake's ports (Linux's
+    `ip_local_port_range`, 1024-65535 on some machines), an outgoing connection made while a
+    server is being restarted can be given the server's port as its source port, and the server's
+    bind then fails with EADDRINUSE until that connection closes, usually within a second. A start
+    whose log (`errors`, default `log`) says so is repeated until `timeout`; any other exit is one
+    line with the log's reason (`why` picks it from what the server wrote, default its last line).
+    """
+    errors = errors or log
     deadline = time.monotonic() + timeout
+    while True:
+        offset = errors.stat().st_size if errors.exists() else 0
+        proc = start(pids, name, argv, log, **options)
+        outcome = _wait(proc, ready, deadline, interval)
+        if outcome == "ready":
+            return proc
+        if outcome == "mute":
+            raise BadInput(f"{what} did not answer within {timeout:g} s (log: {errors})")
+        written = _since(errors, offset)
+        if not PORT_TAKEN.search(written) or time.monotonic() + RESTART_AFTER >= deadline:
+            pid_file(pids, name).unlink(missing_ok=True)
+            raise BadInput(f"{what} exited at start: {(why or _last_line)(written)} (log: {errors})")
+        time.sleep(RESTART_AFTER)
+
+
+def _wait(proc: Proc, ready: Callable[[], bool], deadline: float, interval: float) -> str:
+    """"ready", "exited" or "mute" (still running at the deadline without answering)."""
     while time.monotonic() < deadline:
         if not proc.alive():
-            raise BadInput(f"{what} exited at start (log: {log})")
+            break
         if ready():
-            return proc
+            return "ready"
         time.sleep(interval)
-    raise BadInput(f"{what} did not answer within {timeout:g} s (log: {log})")
+    if proc.alive():
+        return "mute"
+    _reap(proc.pid)
+    return "exited"
+
+
+def _since(log: Path, offset: int) -> str:
+    """What the server wrote to `log` after `offset`."""
+    try:
+        with open(log, "rb") as handle:
+            handle.seek(offset)
+            return handle.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else "(no output)"
 
 
 def stop(pids: Path, proc: Proc, sig: int = signal.SIGTERM, timeout: float = 20.0) -> bool:

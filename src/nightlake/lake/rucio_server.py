@@ -139,10 +139,9 @@ def start_server(layout: Layout, workers: int = 2, threads: int = 4) -> processe
             "--certfile", str(layout.certs / "host.pem"), "--keyfile", str(layout.certs / "host.key"),
             "--access-logfile", str(layout.access_log), "--error-logfile", str(layout.logs / "rucio-server.log"),
             "--config", str(GATEWAY), "--pythonpath", str(GATEWAY.parent), "rucio_gateway:application"]
-    proc = processes.start(layout.pids, "rucio-server", argv, layout.logs / "rucio-server.out",
-                           env=server_env(layout), cwd=layout.root)
-    return processes.wait_ready(proc, lambda: healthy(layout), what="the Rucio server (/ping)",
-                                log=layout.logs / "rucio-server.log", timeout=60, interval=0.2)
+    return processes.serve(layout.pids, "rucio-server", argv, layout.logs / "rucio-server.out",
+                           env=server_env(layout), cwd=layout.root, errors=layout.logs / "rucio-server.log",
+                           ready=lambda: healthy(layout), what="the Rucio server (/ping)", timeout=60, interval=0.2)
 
 
 def ping(layout: Layout) -> str | None:

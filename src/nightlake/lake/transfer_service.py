@@ -34,8 +34,8 @@ def start(layout: Layout) -> processes.Proc:
     env = {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/root"), "X509_USER_PROXY": str(layout.proxy),
            "X509_CERT_DIR": str(layout.ca_dir)}
     log = layout.logs / f"{NAME}.log"
-    proc = processes.start(layout.pids, NAME, argv, log, env=env, cwd=layout.root)
-    return processes.wait_ready(proc, lambda: healthy(layout), what="the transfer service", log=log, timeout=20)
+    return processes.serve(layout.pids, NAME, argv, log, env=env, cwd=layout.root,
+                           ready=lambda: healthy(layout), what="the transfer service", timeout=20)
 
 
 def version(layout: Layout) -> dict | None:

@@ -178,10 +178,16 @@ def start(layout: Layout, rse: RSESpec) -> processes.Proc:
         argv += ["-R", user]
     env = {"PATH": "/usr/bin:/bin", "X509_USER_PROXY": str(home / "tls" / "x509up"),
            "X509_CERT_DIR": str(home / "tls" / "cadir"), "XDG_CACHE_HOME": str(home / "cache")}
-    proc = processes.start(layout.pids, f"xrootd-{rse.name}", argv, layout.logs / f"xrootd-{rse.name}.log",
-                           env=env, cwd=home)
-    return processes.wait_ready(proc, lambda: healthy(layout, rse), what=f"XRootD for {rse.name}",
-                                log=layout.logs / f"xrootd-{rse.name}.log", timeout=20, interval=0.05)
+    return processes.serve(layout.pids, f"xrootd-{rse.name}", argv, layout.logs / f"xrootd-{rse.name}.log",
+                           env=env, cwd=home, ready=lambda: healthy(layout, rse), what=f"XRootD for {rse.name}",
+                           timeout=20, interval=0.05, why=_why)
+
+
+def _why(log: str) -> str:
+    """XRootD's reason for not starting: its last line that is not one of its section banners
+    (`++++++ ... started.`, `------ ... initialization failed.`)."""
+    lines = [line.strip() for line in log.splitlines() if line.strip() and not line.startswith(("++++++", "------"))]
+    return lines[-1] if lines else "(no output)"
 
 
 def healthy(layout: Layout, rse: RSESpec) -> bool:
