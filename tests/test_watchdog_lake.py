@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -29,12 +30,25 @@ def _answers(lake) -> bool:
         return False
 
 
+def freeze(pid: int) -> None:
+    """SIGSTOP the server and wait until every one of its threads has stopped: the signal is only
+    sent by `kill`, and a thread running on another core could still accept a connection."""
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        states = {(task / "stat").read_text().rsplit(")", 1)[1].split()[0] for task in Path(f"/proc/{pid}/task").iterdir()}
+        if states == {"T"}:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"XRootD (pid {pid}) did not stop: its threads are {states}")
+
+
 def test_a_server_that_stops_accepting_is_restarted_with_its_fault(lake):
     faults.inject(lake, RSE.name, "readonly")
     stalled = processes.read(lake.pids, f"xrootd-{RSE.name}")
-    os.kill(stalled.pid, signal.SIGSTOP)
     waiting = []
     try:
+        freeze(stalled.pid)
         waiting = [socket.create_connection(("127.0.0.1", lake.https_port(RSE)), timeout=5) for _ in range(2)]
         assert listening.accept_queues().get(lake.https_port(RSE)) >= 2
         deadline = time.monotonic() + watchdog.WEDGED_AFTER + 90
