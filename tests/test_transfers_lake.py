@@ -181,15 +181,25 @@ def test_a_chained_rule_copies_from_offsite_a_to_offsite_b(lake, scratch, datase
     assert all(f"//{offsite_a}/" in r["source_surl"] for r in into_b)
 
 
-def submission_recorded(source: str, destination: str, files: dict[str, bytes]):
-    """A poll, once the service holds the copies, for Rucio's requests of these files having left
-    SUBMITTING: the submitter has recorded the job the service gave back (SUBMITTED, or already
-    done by the poller)."""
+def submission_recorded(destination: str, files: dict[str, bytes], scope: str = "cta"):
+    """A poll, once the service holds the copies, for Rucio's request of each file having left
+    SUBMITTING: the submitter has recorded the job the service gave back (SUBMITTED, or later; a
+    request done and archived is no longer found). Asked file by file (`list_request_by_did`):
+    `list_requests` filters on the source RSE, which Rucio sets only at SUBMITTED, so it never
+    lists a request still SUBMITTING."""
     def recorded():
         """the conveyor-submitter recording its submission (no request left SUBMITTING)"""
         from rucio.client import Client
+        from rucio.common.exception import RequestNotFound
 
-        return not {r["name"] for r in Client().list_requests(source, destination, "G")} & set(files)
+        client = Client()
+        for name in files:
+            try:
+                if client.list_request_by_did(name, destination, scope)["state"] == "SUBMITTING":
+                    return False
+            except RequestNotFound:
+                continue
+        return True
 
     return recorded
 
@@ -201,12 +211,11 @@ def made_once(rows) -> bool:
     return finished == sorted(set(finished))
 
 
-@pytest.mark.xfail(strict=False, reason="was flaky (one miss in four clean runs); the kill now waits until no request "
-                   "is SUBMITTING, which should remove the race (issue W2.2's note); too few runs yet to make it strict")
 def test_a_conveyor_killed_mid_transfer_finishes_without_lost_or_twice_made_replicas(lake, scratch, dataset):
     """Submitter, poller and finisher are SIGKILLed by PID once the service holds the copies and
-    Rucio has recorded their submission (no request left SUBMITTING), and started again by `lake up`: the service answered for
-    its jobs meanwhile, so the new poller finds them done, and no copy is made twice.
+    Rucio has recorded their submission (no request left SUBMITTING), and started again by
+    `lake up`: the service answered for its jobs meanwhile, so the new poller finds them done, and
+    no copy is made twice.
 
     Why wait for that: a submitter killed between the service's answer and its own database
     update leaves the requests SUBMITTING, and Rucio's finisher takes those up again only after a
@@ -216,7 +225,7 @@ def test_a_conveyor_killed_mid_transfer_finishes_without_lost_or_twice_made_repl
     rule_id = add_rule(did, "OFFSITE-B")
     submitted = sent_to(lake, 2, files)
     wait_for(submitted, RULE_TIMEOUT, interval=0.2)
-    wait_for(submission_recorded("ONSITE", "OFFSITE-B", files), RULE_TIMEOUT, interval=0.2)
+    wait_for(submission_recorded("OFFSITE-B", files), RULE_TIMEOUT, interval=0.2)
     kill(lake, *CONVEYOR)
     restart(lake)
     wait_for(lambda: rule_ok(rule_id), RULE_TIMEOUT)
