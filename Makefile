@@ -4,8 +4,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # Debian packages the local lake needs (PostgreSQL 15, XRootD server and client and its token plugin, gfal2 for
-# its transfer service; debootstrap for the personal HTCondor pool, `nightlake lake condor up`).
-APT_PACKAGES := postgresql-15 xrootd-server xrootd-client chromium openssl gfal2 python3-gfal2 gfal2-plugin-http gfal2-plugin-xrootd gfal2-plugin-file xrootd-scitokens-plugins debootstrap
+# its transfer service; fusepy for the `error` fault; debootstrap for the personal HTCondor pool, `nightlake lake condor up`).
+APT_PACKAGES := postgresql-15 xrootd-server xrootd-client chromium openssl gfal2 python3-gfal2 gfal2-plugin-http gfal2-plugin-xrootd gfal2-plugin-file xrootd-scitokens-plugins python3-fusepy libfuse2 debootstrap
 STAMP := .nightlake/stamps
 
 .PHONY: demo demo-dr test test-ctaometa lint deps system venv clean bench-quick bench

@@ -137,6 +137,8 @@ def test_classification_keeps_the_original_message():
      "memory (used: 1056964615, max: 1073741824)", "storage-out-of-memory"),
     ("HTTP 500 : Copy failed with mode streamed, with error: Transfer failed: failure: Server returned "
      "nothing (no headers, no data)", "http-500-copy"),
+    ("RequestErrMsg.TRANSFER_FAILED:TRANSFER ERROR: Copy failed (3rd pull, 3rd push, streamed). Last attempt: "
+     "HTTP 500 : Unexpected server error: 500  (destination)", "http-500-copy"),  # the lake's `error` fault
     ("TRANSFER [70] DESTINATION OVERWRITE srm-ifce err: Communication error on send, err: [SE][srmRm]"
      "[SRM_FAILURE] No write pools online for <cta:f1.fits>", "no-write-pools"),
     ("SOURCE CHECKSUM MISMATCH User defined checksum and source checksum do not match "

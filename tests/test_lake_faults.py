@@ -68,10 +68,33 @@ def test_readonly_refuses_writes_and_still_serves_reads(lake, fault, existing):
     assert get(lake, existing[0]).content == existing[1]
 
 
-def test_error_refuses_every_request(lake, fault, existing):
-    fault("error")
+def test_denied_refuses_every_request(lake, fault, existing):
+    fault("denied")
     assert get(lake, existing[0]).status_code == 403
     assert put(lake, f"{uuid.uuid4().hex}.dat", b"x" * 1000).status_code == 403
+
+
+def test_error_answers_a_share_of_requests_with_xrootds_own_http_500(lake, fault, existing):
+    """Half the opens fail with EIO under XRootD (a 1 in 2^40 chance that 40 requests all pass or
+    all fail); what gets through is whole, and once the fault is cleared the files it wrote are
+    there, owned by the server's user, as if no fault had been."""
+    fault("error")
+    assert "fault: error" in status(lake)
+    written = {f"{uuid.uuid4().hex}.dat": os.urandom(10_000) for _ in range(20)}
+    puts = {name: put(lake, name, data) for name, data in written.items()}
+    gets = [get(lake, existing[0]) for _ in range(20)]
+    answers = [r.status_code for r in [*puts.values(), *gets]]
+    assert {code for code in answers if code >= 400} == {500}
+    assert 0 < answers.count(500) < len(answers)
+    assert all("input/output error" in r.text for r in [*puts.values(), *gets] if r.status_code == 500)
+    assert all(r.content == existing[1] for r in gets if r.status_code == 200)
+    stored = [name for name, r in puts.items() if r.status_code in (200, 201)]
+    assert nightlake("lake", "fault", "--dir", str(lake.root), RSE.name, "--clear").returncode == 0
+    assert "fault:" not in status(lake)
+    owner = lake.rse_data(RSE).stat().st_uid
+    for name in stored:
+        path = lake.rse_data(RSE) / "rucio" / "faults" / name
+        assert path.read_bytes() == written[name] and path.stat().st_uid == owner
 
 
 def test_full_refuses_a_new_file_and_keeps_the_old_ones(lake, fault, existing):

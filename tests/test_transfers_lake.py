@@ -274,6 +274,42 @@ def test_a_failed_transfer_leaves_the_rule_stuck_with_gfal2s_reason(lake, datase
     assert rule["error"].endswith("HTTP 404 : File not found")
 
 
+def test_storage_answering_http_500_gives_the_2020_challenges_copy_error_file_by_file(lake, scratch):
+    """OFFSITE-B under the `error` fault (9 in 10 opens fail with EIO, so XRootD answers 500): a
+    file fails when gfal2's three tries (pull, push, streamed) all meet one; each stuck file's own
+    message, harvested from Rucio's requests, is gfal2's `Copy failed ... HTTP 500` and falls in
+    the `http-500-copy` class -- the 2020 challenge's error, now from real storage."""
+    from rucio.client import Client
+
+    from nightlake.catalog.client import Catalog
+    from nightlake.catalog.failures import replication_error_group
+    from nightlake.flows.rule_errors import harvest
+    from nightlake.flows.rules import RuleStatus
+
+    tag = uuid.uuid4().hex[:10]
+    for i in range(10):
+        (scratch / f"e5_{tag}_{i}.dat").write_bytes(os.urandom(20_000))
+    rucio("upload", "--rse", "ONSITE", "--scope", "cta", *(str(p) for p in sorted(scratch.glob(f"e5_{tag}_*"))),
+          f"cta:e5_{tag}")
+    assert nightlake("lake", "fault", "--dir", str(lake.root), "OFFSITE-B", "error", "--share", "0.9").returncode == 0
+    try:
+        rule_id = add_rule(f"cta:e5_{tag}", "OFFSITE-B")
+
+        def stuck():
+            """the rule STUCK on the files whose every copy attempt met an HTTP 500"""
+            rule = Client().get_replication_rule(rule_id)
+            return rule if rule["state"] == "STUCK" and rule["locks_stuck_cnt"] else None
+
+        rule = wait_for(stuck, RULE_TIMEOUT, interval=1)
+    finally:
+        assert nightlake("lake", "fault", "--dir", str(lake.root), "OFFSITE-B", "--clear").returncode == 0
+    status = RuleStatus(rule_id, f"cta:e5_{tag}", "OFFSITE-B", "STUCK", rule["locks_ok_cnt"],
+                        rule["locks_replicating_cnt"], rule["locks_stuck_cnt"], rule["error"])
+    messages = [lock.message for lock in harvest(Catalog(), [status])]
+    assert messages and all("HTTP 500" in m and "Copy failed" in m for m in messages), messages
+    assert {replication_error_group(m) for m in messages} == {"http-500-copy"}
+
+
 def _job(lake, sources: list[str], destination: str, checksum: str | None, **params) -> dict:
     """Submit one file to the service and wait for its job to end; the job with its files."""
     status, answer = service(lake, "POST", "/jobs", {

@@ -175,7 +175,9 @@ REPLICATION_ERROR_GROUPS: list[tuple[str, re.Pattern[str]]] = [
         ("no-space", r"No space left|ENOSPC|\[3009\]|insufficient space|no free space"),
         # XRootD refusing the directory of a new file (MKCOL): a read-only or full export does this
         ("destination-refused", r"DESTINATION MAKE_PARENT HTTP 5\d\d"),
-        ("http-500-copy", r"HTTP 500\b.*Copy failed|Copy failed with mode streamed"),
+        # gfal2 says it either way round: `HTTP 500 : Copy failed with mode streamed, ...` (2020's
+        # storage) and `Copy failed (3rd pull, 3rd push, streamed). Last attempt: HTTP 500 : ...`
+        ("http-500-copy", r"HTTP 500\b.*Copy failed|Copy failed\b.*HTTP 500\b|Copy failed with mode streamed"),
         ("checksum-mismatch", r"(checksum|adler32).{0,60}(mismatch|do(es)? not match|differ)"),
         ("source-missing", r"SOURCE\b.{0,80}(HTTP 404|File not found|No such file)"),
         ("destination-exists", r"DESTINATION\b.{0,80}(exists|HTTP 409)|destination file exists"),

@@ -146,23 +146,28 @@ def install(root: Path | None, policy: str | None) -> None:
 @click.argument("rse")
 @click.argument("mode", required=False)
 @click.option("--clear", is_flag=True, help="End the RSE's fault: it is started as `lake up` makes it.")
-def fault(root: Path | None, rse: str, mode: str | None, clear: bool) -> None:
-    """Put an RSE in a fault MODE on purpose (down, readonly, full, slow, error), or --clear it.
+@click.option("--share", type=click.FloatRange(0, 1, min_open=True), default=None,
+              help=f"error only: the share of opens and creates that fail [default {faults.ERROR_SHARE:g}].")
+def fault(root: Path | None, rse: str, mode: str | None, clear: bool, share: float | None) -> None:
+    """Put an RSE in a fault MODE on purpose (down, readonly, full, slow, error, denied), or --clear it.
 
     The storage's own behaviour, not a mock: down stops its XRootD; readonly makes the export
     read-only; full lets nothing new be created (an overlay, root only); slow throttles it to 256 kB/s;
-    error refuses every request. `lake down` ends every fault."""
+    error answers a share of requests with HTTP 500 (a FUSE file system failing a share of opens with
+    EIO, root only); denied refuses every request (403). `lake down` ends every fault."""
     layout = _layout(root)
     if not layout.state_file.exists():
         raise BadInput(f"no lake in {layout.root}: run `nightlake lake up` first")
     if clear == bool(mode):
         raise BadInput(f"give a fault mode ({', '.join(faults.MODES)}) or --clear, not both or neither")
+    if share is not None and mode != "error":
+        raise BadInput("--share goes with the error fault only")
     if clear:
         faults.clear(layout, rse)
         console.print(f"{rse}: fault cleared")
     else:
-        faults.inject(layout, rse, mode)
-        console.print(f"{rse}: fault {mode}")
+        faults.inject(layout, rse, mode, share=share)
+        console.print(f"{rse}: fault {mode}" + (f" (share {share:g})" if share is not None else ""))
 
 
 @lake.group("condor")

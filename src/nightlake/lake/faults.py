@@ -9,8 +9,11 @@ the clients see XRootD's real errors.
   `No space left on device` before a byte is written. (A byte limit alone is not enough: XRootD
   5.5.3 acknowledges a write the disk cut short, and the file would be stored truncated.)
 - `slow`: XrdThrottle limits the server's data rate to 256 kB/s.
-- `error`: the authorisation database is emptied: every request fails with `[3010] ... permission
-  denied` (https: 403).
+- `error`: a share (half) of the files opened or created fail with EIO (`lake/flaky_fs.py`, a
+  FUSE file system mounted over the storage directory), so XRootD answers those requests with
+  `HTTP 500` (`Unable to create ...; input/output error`); the others go through.
+- `denied`: the authorisation database is emptied: every request fails with `[3010] ...
+  permission denied` (https: 403).
 
 The faults in force are kept in `faults.json`, so `lake up` starts each XRootD as its fault says.
 """
@@ -24,12 +27,16 @@ import os
 import shutil
 import signal
 import subprocess
+from pathlib import Path
 
 from nightlake import BadInput
 from nightlake.lake import processes, xrootd
 from nightlake.lake.layout import RSES, Layout, RSESpec
 
-MODES = ("down", "readonly", "full", "slow", "error")
+SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's, for python3-fusepy
+FUSEPY = "/usr/lib/python3/dist-packages/fusepy.py"
+ERROR_SHARE = 0.5  # the share of opens and creates the `error` fault fails
+MODES = ("down", "readonly", "full", "slow", "error", "denied")
 
 
 def current(layout: Layout) -> dict[str, str]:
@@ -59,8 +66,9 @@ def _storage_lock(layout: Layout):
         yield
 
 
-def inject(layout: Layout, name: str, mode: str) -> None:
-    """Put the RSE in `mode` (replacing any fault it had) and restart its XRootD accordingly."""
+def inject(layout: Layout, name: str, mode: str, share: float | None = None) -> None:
+    """Put the RSE in `mode` (replacing any fault it had) and restart its XRootD accordingly;
+    `share`: the share of opens the `error` fault fails (ERROR_SHARE by default)."""
     rse = rse_named(name)
     if mode not in MODES:
         raise BadInput(f"unknown fault mode {mode!r}; choose one of {', '.join(MODES)}")
@@ -69,6 +77,8 @@ def inject(layout: Layout, name: str, mode: str) -> None:
         _save(layout, {**current(layout), rse.name: mode})
         if mode == "full":
             _mount_full(layout, rse)
+        if mode == "error":
+            _mount_flaky(layout, rse, ERROR_SHARE if share is None else share)
         if mode != "down":
             _restart(layout, rse, mode)
 
@@ -93,13 +103,13 @@ def clear_all(layout: Layout) -> None:
     """Forget every fault and unmount every `full` overlay (`lake down`: its processes are
     stopped already, and `--purge` must not delete through a mount)."""
     for rse in RSES:
-        _unmount_full(layout, rse)
+        _unmount(layout, rse)
     (layout.root / "faults.json").unlink(missing_ok=True)
 
 
 def _undo(layout: Layout, rse: RSESpec) -> None:
     _stop(layout, rse)
-    _unmount_full(layout, rse)
+    _unmount(layout, rse)
 
 
 def _stop(layout: Layout, rse: RSESpec) -> None:
@@ -136,11 +146,31 @@ def _mount_full(layout: Layout, rse: RSESpec) -> None:
     _run(["mount", "-o", f"remount,nr_inodes={usage.f_files - usage.f_ffree}", str(base)])
 
 
-def _unmount_full(layout: Layout, rse: RSESpec) -> None:
+def _unmount(layout: Layout, rse: RSESpec) -> None:
+    """Undo whatever a fault mounted over the RSE's storage: the `full` overlay and its tmpfs, or
+    the `error` fault's file system (whose process ends with its mount; its PID is forgotten)."""
     base, _, _ = _full_dirs(layout, rse)
     for target in (layout.rse_data(rse), base):
         if _mounted(target):
             _run(["umount", str(target)])
+    if (proc := processes.read(layout.pids, _flaky_name(rse))) is not None:
+        processes.stop(layout.pids, proc, signal.SIGTERM)
+
+
+def _flaky_name(rse: RSESpec) -> str:
+    return f"flaky-fs-{rse.name}"
+
+
+def _mount_flaky(layout: Layout, rse: RSESpec, share: float) -> None:
+    """The `error` fault's FUSE file system over the storage directory, mounted before XRootD starts."""
+    if not Path(FUSEPY).is_file():
+        raise BadInput("the error fault needs python3-fusepy (and libfuse2): "
+                       "apt-get install -y --no-install-recommends python3-fusepy libfuse2")
+    data, name = layout.rse_data(rse), _flaky_name(rse)
+    argv = [SYSTEM_PYTHON, str(Path(__file__).with_name("flaky_fs.py")), str(data), "--share", str(share)]
+    proc = processes.start(layout.pids, name, argv, layout.logs / f"{name}.log", cwd=layout.root)
+    processes.wait_ready(proc, lambda: _mounted(data), what=f"the error fault's file system for {rse.name}",
+                         log=layout.logs / f"{name}.log", timeout=10, interval=0.05)
 
 
 def _mounted(path) -> bool:

@@ -125,7 +125,7 @@ def prepare(layout: Layout, rse: RSESpec, fault: str | None = None) -> None:
         area.mkdir(parents=True, exist_ok=True)
     _copy_credentials(layout, home / "tls")
     (home / "gridmap").write_text("".join(f'"{certs.dn(cn)}" {name}\n' for cn, name in USERS.items()))
-    (home / "authdb").write_text("" if fault == "error" else AUTHDB)  # empty: no privileges for anyone
+    (home / "authdb").write_text("" if fault == "denied" else AUTHDB)  # empty: no privileges for anyone
     (home / "scitokens.cfg").write_text(SCITOKENS.format(audience=idp.STORAGE_AUDIENCE, issuer=layout.idp_url,
                                                          export=EXPORT))
     _trust_issuer(layout, home / "cache")
