@@ -126,7 +126,7 @@ def serve(pids: Path, name: str, argv: list[str], log: Path, *, ready: Callable[
         written = _since(errors, offset)
         if not PORT_TAKEN.search(written) or time.monotonic() + RESTART_AFTER >= deadline:
             pid_file(pids, name).unlink(missing_ok=True)
-            raise BadInput(f"{what} exited at start: {(why or _last_line)(written)} (log: {errors})")
+            raise BadInput(f"{what} exited at start: {(why or last_line)(written)} (log: {errors})")
         time.sleep(RESTART_AFTER)
 
 
@@ -154,8 +154,9 @@ def _since(log: Path, offset: int) -> str:
         return ""
 
 
-def _last_line(text: str) -> str:
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
+def last_line(text: str, skip: tuple[str, ...] = ()) -> str:
+    """The last non-blank line a server wrote, leaving out lines that start with `skip`."""
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith(skip)]
     return lines[-1] if lines else "(no output)"
 
 

@@ -169,6 +169,11 @@ def _copy_credentials(layout: Layout, tls) -> None:
     shutil.copytree(layout.ca_dir, tls / "cadir")
 
 
+# XRootD's section banners (`++++++ ... started.`, `------ ... initialization failed.`): never the
+# reason it gives for not starting, which is the line before them.
+BANNERS = ("++++++", "------")
+
+
 def start(layout: Layout, rse: RSESpec) -> processes.Proc:
     """Run XRootD in the foreground of its own session (its PID is the server's) and wait for its ports.
     Its environment is the GSI client's of the copies it pulls: the RSE identity and the lake CA."""
@@ -180,14 +185,7 @@ def start(layout: Layout, rse: RSESpec) -> processes.Proc:
            "X509_CERT_DIR": str(home / "tls" / "cadir"), "XDG_CACHE_HOME": str(home / "cache")}
     return processes.serve(layout.pids, f"xrootd-{rse.name}", argv, layout.logs / f"xrootd-{rse.name}.log",
                            env=env, cwd=home, ready=lambda: healthy(layout, rse), what=f"XRootD for {rse.name}",
-                           timeout=20, interval=0.05, why=_why)
-
-
-def _why(log: str) -> str:
-    """XRootD's reason for not starting: its last line that is not one of its section banners
-    (`++++++ ... started.`, `------ ... initialization failed.`)."""
-    lines = [line.strip() for line in log.splitlines() if line.strip() and not line.startswith(("++++++", "------"))]
-    return lines[-1] if lines else "(no output)"
+                           timeout=20, interval=0.05, why=lambda log: processes.last_line(log, skip=BANNERS))
 
 
 def healthy(layout: Layout, rse: RSESpec) -> bool:
