@@ -100,8 +100,9 @@ def restart(layout: Layout, name: str) -> processes.Proc:
 
 
 def clear_all(layout: Layout) -> None:
-    """Forget every fault and unmount every `full` overlay (`lake down`: its processes are
-    stopped already, and `--purge` must not delete through a mount)."""
+    """Forget every fault and undo every mount a fault made (`full`'s overlay, `error`'s file
+    system) (`lake down`: its processes are stopped already, and `--purge` must not delete through
+    a mount)."""
     for rse in RSES:
         _unmount(layout, rse)
     (layout.root / "faults.json").unlink(missing_ok=True)
